@@ -1,0 +1,35 @@
+// log.c: see log.h.
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static int cur_level = LOG_INFO;
+
+void log_set_level(int level) { cur_level = level; }
+int log_level(void) { return cur_level; }
+
+void log_msg(int level, const char *fmt, ...) {
+    static const char *tag[] = {"error", "warn", "info", "debug"};
+    if (level > cur_level) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[%s] ", tag[level]);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+double time_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+long long mem_peak_rss(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (long long)ru.ru_maxrss * 1024;  // Linux reports KiB
+}
