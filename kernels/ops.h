@@ -66,6 +66,8 @@ ops *ops_ref_new(void);   // kernels/ref: plain C, single thread, the reference
 ops *ops_cpu_new(int n_threads);   // kernels/cpu: SIMD + OpenMP + BLAS; n_threads <= 0: all cores
 ops *ops_cuda_new(int device);     // kernels/cuda; NULL when built without CUDA or no GPU
 void ops_delete(ops *o);
+// By name: "auto" (CUDA when a GPU is present, else CPU), "cpu", "cuda", "ref".
+ops *ops_new(const char *name, int n_threads);
 
 // Element (r,c) of any weight as fp32, exact (reference path; slow).
 float qweight_get(const qweight *w, int64_t r, int64_t c);

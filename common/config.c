@@ -1,0 +1,183 @@
+// config.c: see config.h.
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "json.h"
+
+static int get_int(json_doc *d, const char *key, int required, int def, int lo, int hi, int *out) {
+    int v = json_find(d, 0, key);
+    if (v < 0 || json_is_null(d, v)) {
+        if (required) return ql_err(QL_EFORMAT, "%s: missing required field '%s'", d->what, key);
+        *out = def;
+        return QL_OK;
+    }
+    long long x;
+    QL_CHECK(json_get_int(d, v, key, &x));
+    if (x < lo || x > hi)
+        return ql_err(QL_EFORMAT, "%s: field '%s': expected an integer in [%d, %d], found %lld", d->what, key, lo, hi, x);
+    *out = (int)x;
+    return QL_OK;
+}
+
+static int get_float(json_doc *d, int obj, const char *key, int required, double def, float *out) {
+    int v = json_find(d, obj, key);
+    if (v < 0 || json_is_null(d, v)) {
+        if (required) return ql_err(QL_EFORMAT, "%s: missing required field '%s'", d->what, key);
+        *out = (float)def;
+        return QL_OK;
+    }
+    double x;
+    QL_CHECK(json_get_double(d, v, key, &x));
+    if (!(x > 0) || !isfinite(x))
+        return ql_err(QL_EFORMAT, "%s: field '%s': expected a positive number, found %g", d->what, key, x);
+    *out = (float)x;
+    return QL_OK;
+}
+
+int config_parse(model_config *c, const char *js, size_t len, const char *path) {
+    memset(c, 0, sizeof *c);
+    json_doc d;
+    QL_CHECK(json_parse(&d, js, len, path));
+    int rc = QL_OK;
+    if (json_type(&d, 0) != JSON_OBJECT) { rc = ql_err(QL_EFORMAT, "%s: expected a JSON object", path); goto out; }
+    int a = json_find(&d, 0, "architectures");
+    if (a < 0 || json_type(&d, a) != JSON_ARRAY || json_size(&d, a) < 1) {
+        rc = ql_err(QL_EFORMAT, "%s: field 'architectures': expected a non-empty array of strings", path);
+        goto out;
+    }
+    int a0 = json_item(&d, a, 0);
+    if (json_eq(&d, a0, "LlamaForCausalLM")) c->arch = ARCH_LLAMA;
+    else if (json_eq(&d, a0, "MistralForCausalLM")) c->arch = ARCH_MISTRAL;
+    else {
+        char *s = NULL;
+        json_get_string(&d, a0, "architectures", &s, NULL);
+        rc = ql_err(QL_EUNSUP, "%s: unknown architecture '%s': expected LlamaForCausalLM or MistralForCausalLM", path,
+                    s ? s : "(not a string)");
+        free(s);
+        goto out;
+    }
+    const int BIG = 1 << 20;
+    if ((rc = get_int(&d, "hidden_size", 1, 0, 1, BIG, &c->dim)) ||
+        (rc = get_int(&d, "intermediate_size", 1, 0, 1, BIG, &c->hidden_dim)) ||
+        (rc = get_int(&d, "num_hidden_layers", 1, 0, 1, 4096, &c->n_layers)) ||
+        (rc = get_int(&d, "num_attention_heads", 1, 0, 1, 4096, &c->n_heads)) ||
+        (rc = get_int(&d, "num_key_value_heads", 0, c->n_heads, 1, 4096, &c->n_kv_heads)) ||
+        (rc = get_int(&d, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size)) ||
+        (rc = get_int(&d, "max_position_embeddings", 0, 2048, 1, 1 << 24, &c->max_pos)) ||
+        (rc = get_int(&d, "bos_token_id", 0, -1, -1, 1 << 24, &c->bos_id)) ||
+        (rc = get_int(&d, "eos_token_id", 0, -1, -1, 1 << 24, &c->eos_id)))
+        goto out;
+    if ((rc = get_int(&d, "head_dim", 0, c->dim / c->n_heads, 2, 4096, &c->head_dim))) goto out;
+    if ((rc = get_float(&d, 0, "rms_norm_eps", 0, 1e-6, &c->norm_eps)) ||
+        (rc = get_float(&d, 0, "rope_theta", 0, 10000.0, &c->rope_theta)))
+        goto out;
+    int tie = json_find(&d, 0, "tie_word_embeddings");
+    c->tie_embeddings = 0;  // transformers' LlamaConfig default is False
+    if (tie >= 0 && (rc = json_get_bool(&d, tie, "tie_word_embeddings", &c->tie_embeddings))) goto out;
+    if (c->n_heads % c->n_kv_heads)
+        { rc = ql_err(QL_EFORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path, c->n_heads, c->n_kv_heads); goto out; }
+    if (c->head_dim % 2)
+        { rc = ql_err(QL_EFORMAT, "%s: head_dim %d must be even for RoPE", path, c->head_dim); goto out; }
+    if (c->bos_id >= c->vocab_size || c->eos_id >= c->vocab_size)
+        { rc = ql_err(QL_EFORMAT, "%s: bos/eos token id out of range of vocab_size %d", path, c->vocab_size); goto out; }
+    c->add_bos = 1;
+    int rs = json_find(&d, 0, "rope_scaling");
+    if (rs >= 0 && !json_is_null(&d, rs)) {
+        if (json_type(&d, rs) != JSON_OBJECT) { rc = ql_err(QL_EFORMAT, "%s: field 'rope_scaling': expected null or an object", path); goto out; }
+        int t = json_find(&d, rs, "rope_type");
+        if (t < 0) t = json_find(&d, rs, "type");
+        if (t >= 0 && json_eq(&d, t, "llama3")) {
+            c->rope_scaling = ROPE_LLAMA3;
+            if ((rc = get_float(&d, rs, "factor", 1, 0, &c->rope_factor)) ||
+                (rc = get_float(&d, rs, "low_freq_factor", 1, 0, &c->rope_low_freq_factor)) ||
+                (rc = get_float(&d, rs, "high_freq_factor", 1, 0, &c->rope_high_freq_factor)))
+                goto out;
+            float om;
+            if ((rc = get_float(&d, rs, "original_max_position_embeddings", 1, 0, &om))) goto out;
+            c->rope_original_max_pos = (int)om;
+            if (c->rope_high_freq_factor <= c->rope_low_freq_factor)
+                { rc = ql_err(QL_EFORMAT, "%s: rope_scaling: high_freq_factor must exceed low_freq_factor", path); goto out; }
+        } else if (t >= 0 && json_eq(&d, t, "default")) {
+            c->rope_scaling = ROPE_NONE;
+        } else {
+            char *s = NULL;
+            if (t >= 0) json_get_string(&d, t, "rope_type", &s, NULL);
+            rc = ql_err(QL_EUNSUP, "%s: rope_scaling type '%s' is not supported (expected null or llama3)", path, s ? s : "?");
+            free(s);
+            goto out;
+        }
+    }
+out:
+    json_free(&d);
+    return rc;
+}
+
+int config_load_dir(model_config *c, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *js;
+    size_t len;
+    QL_CHECK(file_read_all(path, 16u << 20, &js, &len));
+    int rc = config_parse(c, js, len, path);
+    free(js);
+    if (rc) return rc;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    if (file_read_all(path, 64u << 20, &js, &len) == QL_OK) {
+        json_doc d;
+        rc = json_parse(&d, js, len, path);
+        if (rc == QL_OK) {
+            int v = json_find(&d, 0, "add_bos_token");
+            if (v >= 0 && !json_is_null(&d, v)) rc = json_get_bool(&d, v, "add_bos_token", &c->add_bos);
+            json_free(&d);
+        }
+        free(js);
+    }
+    return rc;
+}
+
+char *config_to_json(const model_config *c) {
+    char *s = malloc(2048);
+    if (!s) return NULL;
+    int n = snprintf(s, 2048,
+        "{\"architectures\":[\"%s\"],\"hidden_size\":%d,\"intermediate_size\":%d,\"num_hidden_layers\":%d,"
+        "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"head_dim\":%d,\"vocab_size\":%d,"
+        "\"max_position_embeddings\":%d,\"rms_norm_eps\":%.9g,\"rope_theta\":%.9g,\"tie_word_embeddings\":%s,"
+        "\"bos_token_id\":%d,\"eos_token_id\":%d,\"rope_scaling\":",
+        c->arch == ARCH_MISTRAL ? "MistralForCausalLM" : "LlamaForCausalLM", c->dim, c->hidden_dim, c->n_layers,
+        c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_pos, c->norm_eps, c->rope_theta,
+        c->tie_embeddings ? "true" : "false", c->bos_id, c->eos_id);
+    if (c->rope_scaling == ROPE_LLAMA3)
+        snprintf(s + n, 2048 - (size_t)n,
+                 "{\"rope_type\":\"llama3\",\"factor\":%.9g,\"low_freq_factor\":%.9g,\"high_freq_factor\":%.9g,"
+                 "\"original_max_position_embeddings\":%d}}",
+                 c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
+    else
+        snprintf(s + n, 2048 - (size_t)n, "null}");
+    return s;
+}
+
+void config_rope_inv_freq(const model_config *c, float *inv_freq) {
+    int D = c->head_dim;
+    for (int i = 0; i < D / 2; i++) {
+        // HF: 1 / theta^(arange(0, D, 2) / D), in fp32
+        float f = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / D));
+        if (c->rope_scaling == ROPE_LLAMA3) {
+            // transformers _compute_llama3_parameters: long wavelengths are divided by factor,
+            // short ones kept, and the band between low and high frequency is interpolated.
+            double old = c->rope_original_max_pos;
+            double low_wl = old / c->rope_low_freq_factor, high_wl = old / c->rope_high_freq_factor;
+            double wl = 2 * M_PI / f;
+            if (wl > low_wl) f = f / c->rope_factor;
+            else if (wl >= high_wl) {
+                double smooth = (old / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (float)((1 - smooth) * f / c->rope_factor + smooth * f);
+            }
+        }
+        inv_freq[i] = f;
+    }
+}

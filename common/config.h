@@ -1,0 +1,39 @@
+// config.h: a Llama-family model's hyperparameters, from a Hugging Face config.json.
+#ifndef QL_CONFIG_H
+#define QL_CONFIG_H
+
+#include <stddef.h>
+
+enum { ARCH_LLAMA = 0, ARCH_MISTRAL = 1 };
+enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1 };
+
+typedef struct {
+    int arch;            // ARCH_*
+    int dim;             // C: hidden_size
+    int hidden_dim;      // F: intermediate_size
+    int n_layers;        // L
+    int n_heads;         // H
+    int n_kv_heads;      // Hkv
+    int head_dim;        // D (head_dim if present, else dim / n_heads)
+    int vocab_size;      // V
+    int max_pos;         // max_position_embeddings
+    float norm_eps;      // rms_norm_eps
+    float rope_theta;
+    int tie_embeddings;  // tie_word_embeddings
+    int bos_id, eos_id;  // -1 when absent
+    int add_bos;         // tokenizer_config.json add_bos_token (default 1)
+    int rope_scaling;    // ROPE_*
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+} model_config;
+
+// Parse config.json text. path names the file in messages.
+int config_parse(model_config *c, const char *json, size_t len, const char *path);
+// Read dir/config.json and (optionally) dir/tokenizer_config.json.
+int config_load_dir(model_config *c, const char *dir);
+// Canonical JSON of c (for the quantized base file); malloc'd.
+char *config_to_json(const model_config *c);
+// RoPE inverse frequencies, D/2 values, including llama3 scaling, as HF computes them.
+void config_rope_inv_freq(const model_config *c, float *inv_freq /* out: D/2 */);
+
+#endif

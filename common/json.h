@@ -1,0 +1,48 @@
+// json.h: thin helpers around jsmn (libjsmn-dev) for every JSON we read.
+// A document is parsed once into tokens; values are addressed by token index.
+// Errors name the source ("config.json", "data.jsonl:17") and the field.
+#ifndef QL_JSON_H
+#define QL_JSON_H
+
+#include <stddef.h>
+
+#include "jsmn_types.h"
+
+typedef struct {
+    const char *js;   // the text (not owned)
+    size_t len;
+    jsmntok_t *tok;   // owned
+    int ntok;
+    const char *what; // source name for messages (not owned)
+} json_doc;
+
+enum { JSON_OBJECT = 1, JSON_ARRAY = 2, JSON_STRING = 3, JSON_PRIMITIVE = 4 };
+
+// Parse text; the root must be an object or array. QL_EFORMAT with position on error.
+int json_parse(json_doc *d, const char *js, size_t len, const char *what);
+void json_free(json_doc *d);
+
+int json_type(const json_doc *d, int i);
+int json_size(const json_doc *d, int i);           // children: keys of an object, items of an array
+int json_next(const json_doc *d, int i);           // token index just past i's subtree
+int json_find(const json_doc *d, int obj, const char *key);  // value token or -1
+int json_item(const json_doc *d, int arr, int k);  // k-th item of an array or -1
+// key of the k-th member of an object: returns key token, sets *val to the value token
+int json_member(const json_doc *d, int obj, int k, int *val);
+
+int json_is_null(const json_doc *d, int i);
+int json_eq(const json_doc *d, int i, const char *s);  // string token equals s (no escapes)
+// Typed getters: QL_OK, or QL_EFORMAT with "<what>: field '<name>': expected X, found Y".
+int json_get_int(const json_doc *d, int i, const char *name, long long *out);
+int json_get_double(const json_doc *d, int i, const char *name, double *out);
+int json_get_bool(const json_doc *d, int i, const char *name, int *out);
+// Unescaped UTF-8 string, malloc'd, NUL-terminated; *len_out (optional) excludes the NUL.
+int json_get_string(const json_doc *d, int i, const char *name, char **out, size_t *len_out);
+
+// s as a quoted, escaped JSON string, malloc'd (NULL when out of memory).
+char *json_quote(const char *s);
+
+// Whole-file reading with a size limit; the buffer is NUL-terminated and malloc'd.
+int file_read_all(const char *path, size_t limit, char **out, size_t *len_out);
+
+#endif

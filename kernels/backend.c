@@ -1,0 +1,24 @@
+// backend.c: choosing a backend by name.
+#include <string.h>
+
+#include "../common/err.h"
+#include "ops.h"
+
+#ifndef QLORA_HAVE_CUDA
+ops *ops_cuda_new(int device) {
+    ql_err(QL_EUNSUP, "this qlora was built without CUDA (configure with nvcc installed and QLORA_CUDA=ON)");
+    return NULL;
+}
+#endif
+
+ops *ops_new(const char *name, int n_threads) {
+    if (!name || !strcmp(name, "auto")) {
+        ops *o = ops_cuda_new(0);
+        return o ? o : ops_cpu_new(n_threads);
+    }
+    if (!strcmp(name, "cpu")) return ops_cpu_new(n_threads);
+    if (!strcmp(name, "cuda")) return ops_cuda_new(0);
+    if (!strcmp(name, "ref")) return ops_ref_new();
+    ql_err(QL_EINVAL, "--backend: expected auto, cpu, cuda or ref, found '%s'", name);
+    return NULL;
+}

@@ -1,0 +1,113 @@
+// ops_ref.c: the plain-C reference of every op in kernels/ops.h. Single
+// thread, no SIMD, double accumulators where it helps; always compiled. The
+// tests hold the CPU and CUDA backends to these functions.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/err.h"
+#include "../ops.h"
+
+static void *ref_alloc(ops *o, size_t n) { return calloc(1, n ? n : 1); }
+static void ref_free(ops *o, void *p) { free(p); }
+static void ref_copy(ops *o, void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+static int ref_weight_upload(ops *o, qweight *w) { return QL_OK; }
+static void ref_weight_release(ops *o, qweight *w) {}
+static void ref_sync(ops *o) {}
+static void ref_destroy(ops *o) { free(o); }
+
+static void ref_embed(ops *o, float *out, const qweight *table, const int *tokens, int N) {
+    int64_t C = table->cols;
+    for (int n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) out[n * C + c] = qweight_get(table, tokens[n], c);
+}
+
+static void ref_rmsnorm(ops *o, float *out, const float *x, const float *w, int N, int C, float eps) {
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = xr[c] * r * w[c];
+    }
+}
+
+static void ref_matmul(ops *o, float *out, const float *x, const qweight *w, int N) {
+    for (int n = 0; n < N; n++)
+        for (int64_t r = 0; r < w->rows; r++) {
+            double acc = 0;
+            for (int64_t c = 0; c < w->cols; c++) acc += (double)x[n * w->cols + c] * qweight_get(w, r, c);
+            out[n * w->rows + r] = (float)acc;
+        }
+}
+
+static void ref_rope(ops *o, float *x, const int *pos, int N, int H, int D, const float *inv_freq) {
+    int half = D / 2;
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            float *v = x + ((size_t)n * H + h) * D;
+            for (int i = 0; i < half; i++) {
+                double a = (double)pos[n] * inv_freq[i];
+                double c = cos(a), s = sin(a);
+                double x0 = v[i], x1 = v[i + half];
+                v[i] = (float)(x0 * c - x1 * s);
+                v[i + half] = (float)(x1 * c + x0 * s);
+            }
+        }
+}
+
+static void ref_attention(ops *o, float *out, const float *q, const float *k, const float *v, int N, int T0,
+                          int H, int Hkv, int D) {
+    int group = H / Hkv, T = T0 + N;
+    double *sc = malloc(sizeof(double) * T);
+    QL_ASSERT(sc);
+    double scale = 1.0 / sqrt((double)D);
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            const float *qv = q + ((size_t)n * H + h) * D;
+            int kh = h / group, last = T0 + n;
+            double mx = -INFINITY, sum = 0;
+            for (int t = 0; t <= last; t++) {
+                const float *kv = k + ((size_t)t * Hkv + kh) * D;
+                double d = 0;
+                for (int i = 0; i < D; i++) d += (double)qv[i] * kv[i];
+                sc[t] = d * scale;
+                if (sc[t] > mx) mx = sc[t];
+            }
+            for (int t = 0; t <= last; t++) sum += (sc[t] = exp(sc[t] - mx));
+            float *ov = out + ((size_t)n * H + h) * D;
+            for (int i = 0; i < D; i++) {
+                double acc = 0;
+                for (int t = 0; t <= last; t++) acc += sc[t] * v[((size_t)t * Hkv + kh) * D + i];
+                ov[i] = (float)(acc / sum);
+            }
+        }
+    free(sc);
+}
+
+static void ref_swiglu(ops *o, float *out, const float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        double g = gate[i];
+        out[i] = (float)(g / (1.0 + exp(-g)) * up[i]);
+    }
+}
+
+static void ref_add(ops *o, float *y, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += x[i];
+}
+
+ops *ops_ref_new(void) {
+    ops *o = calloc(1, sizeof *o);
+    if (!o) { ql_err(QL_ENOMEM, "ops_ref_new: out of memory"); return NULL; }
+    *o = (ops){
+        .name = "ref", .alloc = ref_alloc, .free = ref_free, .to_device = ref_copy, .to_host = ref_copy,
+        .weight_upload = ref_weight_upload, .weight_release = ref_weight_release, .sync = ref_sync,
+        .destroy = ref_destroy, .embed = ref_embed, .rmsnorm = ref_rmsnorm, .matmul = ref_matmul,
+        .rope = ref_rope, .attention = ref_attention, .swiglu = ref_swiglu, .add = ref_add,
+    };
+    return o;
+}
+
+void ops_delete(ops *o) {
+    if (o) o->destroy(o);
+}
