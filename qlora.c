@@ -1,2 +1,35 @@
+// qlora.c: the command-line entry point. Everything else is in the library.
 #include <stdio.h>
-int main(void){puts("stub");return 0;}
+#include <string.h>
+
+#include "infer/commands.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"infer", cmd_infer, "generate text from a prompt"},
+    {"eval", cmd_eval, "mean token loss and perplexity on a text or JSONL file"},
+    {"quantize", cmd_quantize, "freeze a Hugging Face model in NF4 into one mmap-able base file"},
+    {"bench", cmd_bench, "prompt and decode speed and peak memory at real model shapes"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "qlora: QLoRA on a workstation: NF4 base models, LoRA adapters, batched inference\n\n"
+               "usage: qlora <command> [options]   (qlora <command> --help lists every option)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "qlora: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -72,7 +72,7 @@ int config_parse(model_config *c, const char *js, size_t len, const char *path) 
         (rc = get_int(&d, "bos_token_id", 0, -1, -1, 1 << 24, &c->bos_id)) ||
         (rc = get_int(&d, "eos_token_id", 0, -1, -1, 1 << 24, &c->eos_id)))
         goto out;
-    if ((rc = get_int(&d, "head_dim", 0, c->dim / c->n_heads, 2, 4096, &c->head_dim))) goto out;
+    if ((rc = get_int(&d, "head_dim", 0, c->dim / c->n_heads, 2, 1024, &c->head_dim))) goto out;
     if ((rc = get_float(&d, 0, "rms_norm_eps", 0, 1e-6, &c->norm_eps)) ||
         (rc = get_float(&d, 0, "rope_theta", 0, 10000.0, &c->rope_theta)))
         goto out;

@@ -142,9 +142,9 @@ int json_get_double(const json_doc *d, int i, const char *name, double *out) {
 }
 
 int json_get_int(const json_doc *d, int i, const char *name, long long *out) {
-    double v;
+    double v = 0;
     QL_CHECK(json_get_double(d, i, name, &v));
-    if (v != (double)(long long)v || v > 9.0e15 || v < -9.0e15)
+    if (v > 9.0e15 || v < -9.0e15 || v != (double)(long long)v)
         return ql_err(QL_EFORMAT, "%s: field '%s': expected an integer, found %g", d->what, name, v);
     *out = (long long)v;
     return QL_OK;

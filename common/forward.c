@@ -1,0 +1,129 @@
+// forward.c: see forward.h.
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+static void *balloc(fwd_state *s, size_t n, int *rc) {
+    void *p = s->o->alloc(s->o, n);
+    if (!p && *rc == QL_OK) *rc = ql_err(QL_ENOMEM, "out of %s memory allocating %zu bytes", s->o->name, n);
+    return p;
+}
+
+int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
+    memset(s, 0, sizeof *s);
+    const model_config *c = &m->cfg;
+    s->m = m, s->o = o, s->max_T = max_T, s->max_N = max_N;
+    int L = c->n_layers, C = c->dim, F = c->hidden_dim, HD = c->n_heads * c->head_dim,
+        KV = c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    int rc = QL_OK;
+    // weights
+    rc = o->weight_upload(o, &m->embed);
+    if (!rc && !c->tie_embeddings) rc = o->weight_upload(o, &m->lm_head);
+    if (c->tie_embeddings) m->lm_head = m->embed;  // share the backend copy too
+    for (int l = 0; l < L && !rc; l++) {
+#define X(field, hf, R_, C_) if (!rc) rc = o->weight_upload(o, &m->layers[l].field);
+        LAYER_LINEARS(X)
+#undef X
+    }
+    if (rc) { fwd_free(s); return rc; }
+    s->norms = calloc(2 * (size_t)L + 1, sizeof(float *));
+    s->k_cache = calloc((size_t)L, sizeof(float *));
+    s->v_cache = calloc((size_t)L, sizeof(float *));
+    s->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
+    s->pos = malloc(sizeof(int) * (size_t)max_N);
+    if (!s->norms || !s->k_cache || !s->v_cache || !s->inv_freq || !s->pos) {
+        fwd_free(s);
+        return ql_err(QL_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i <= 2 * L && !rc; i++) {
+        const float *src = i == 2 * L ? m->final_norm : (i & 1) ? m->layers[i / 2].ffn_norm : m->layers[i / 2].attn_norm;
+        s->norms[i] = balloc(s, sizeof(float) * (size_t)C, &rc);
+        if (s->norms[i]) o->to_device(o, s->norms[i], src, sizeof(float) * (size_t)C);
+    }
+    for (int l = 0; l < L && !rc; l++) {
+        s->k_cache[l] = balloc(s, sizeof(float) * (size_t)max_T * KV, &rc);
+        s->v_cache[l] = balloc(s, sizeof(float) * (size_t)max_T * KV, &rc);
+    }
+    size_t n = (size_t)max_N;
+    s->x = balloc(s, sizeof(float) * n * C, &rc);
+    s->xb = balloc(s, sizeof(float) * n * C, &rc);
+    s->xb2 = balloc(s, sizeof(float) * n * C, &rc);
+    s->q = balloc(s, sizeof(float) * n * HD, &rc);
+    s->att = balloc(s, sizeof(float) * n * HD, &rc);
+    s->hb = balloc(s, sizeof(float) * n * F, &rc);
+    s->hb2 = balloc(s, sizeof(float) * n * F, &rc);
+    s->logits = balloc(s, sizeof(float) * n * V, &rc);
+    config_rope_inv_freq(c, s->inv_freq);
+    if (rc) fwd_free(s);
+    return rc;
+}
+
+void fwd_free(fwd_state *s) {
+    if (!s->o) return;
+    ops *o = s->o;
+    const model_config *c = &s->m->cfg;
+    for (int i = 0; s->norms && i <= 2 * c->n_layers; i++) o->free(o, s->norms[i]);
+    for (int l = 0; l < c->n_layers; l++) {
+        if (s->k_cache) o->free(o, s->k_cache[l]);
+        if (s->v_cache) o->free(o, s->v_cache[l]);
+    }
+    float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->att, s->hb, s->hb2, s->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) o->free(o, bufs[i]);
+    o->weight_release(o, &s->m->embed);
+    if (!c->tie_embeddings) o->weight_release(o, &s->m->lm_head);
+    for (int l = 0; l < c->n_layers; l++) {
+#define X(field, hf, R_, C_) o->weight_release(o, &s->m->layers[l].field);
+        LAYER_LINEARS(X)
+#undef X
+    }
+    if (c->tie_embeddings) s->m->lm_head = s->m->embed;
+    free(s->norms), free(s->k_cache), free(s->v_cache), free(s->inv_freq), free(s->pos);
+    memset(s, 0, sizeof *s);
+}
+
+int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, int all_logits) {
+    const model_config *c = &s->m->cfg;
+    ops *o = s->o;
+    if (N < 1 || N > s->max_N || T0 < 0 || T0 + N > s->max_T)
+        return ql_err(QL_EINVAL, "forward: %d tokens at position %d exceed the context of %d (or %d per call)", N, T0,
+                      s->max_T, s->max_N);
+    for (int i = 0; i < N; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return ql_err(QL_EINVAL, "forward: token id %d is outside the vocabulary [0, %d)", tokens[i], c->vocab_size);
+        s->pos[i] = T0 + i;
+    }
+    int C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, V = c->vocab_size;
+    int KV = Hkv * D;
+    o->embed(o, s->x, &s->m->embed, tokens, N);
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_weights *w = &s->m->layers[l];
+        float *kc = s->k_cache[l], *vc = s->v_cache[l];
+        float *k_new = kc + (size_t)T0 * KV, *v_new = vc + (size_t)T0 * KV;
+        // attention block: x += wo(attn(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)
+        o->rmsnorm(o, s->xb, s->x, s->norms[2 * l], N, C, c->norm_eps);
+        o->matmul(o, s->q, s->xb, &w->wq, N);
+        o->matmul(o, k_new, s->xb, &w->wk, N);  // K and V go straight into the cache
+        o->matmul(o, v_new, s->xb, &w->wv, N);
+        o->rope(o, s->q, s->pos, N, H, D, s->inv_freq);
+        o->rope(o, k_new, s->pos, N, Hkv, D, s->inv_freq);
+        o->attention(o, s->att, s->q, kc, vc, N, T0, H, Hkv, D);
+        o->matmul(o, s->xb2, s->att, &w->wo, N);
+        o->add(o, s->x, s->xb2, N * C);
+        // MLP block: x += down(silu(gate xn) * up xn)
+        o->rmsnorm(o, s->xb, s->x, s->norms[2 * l + 1], N, C, c->norm_eps);
+        o->matmul(o, s->hb, s->xb, &w->w_gate, N);
+        o->matmul(o, s->hb2, s->xb, &w->w_up, N);
+        o->swiglu(o, s->hb, s->hb, s->hb2, N * F);
+        o->matmul(o, s->xb2, s->hb, &w->w_down, N);
+        o->add(o, s->x, s->xb2, N * C);
+    }
+    int first = all_logits ? 0 : N - 1, n_out = N - first;
+    float *xl = s->x + (size_t)first * C;
+    o->rmsnorm(o, s->xb, xl, s->norms[2 * c->n_layers], n_out, C, c->norm_eps);
+    o->matmul(o, s->logits, s->xb, &s->m->lm_head, n_out);
+    o->to_host(o, logits, s->logits, sizeof(float) * (size_t)n_out * V);
+    return QL_OK;
+}

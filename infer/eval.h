@@ -1,0 +1,23 @@
+// eval.h: mean token loss and perplexity of a base model on a text or JSONL file.
+#ifndef QL_EVAL_H
+#define QL_EVAL_H
+
+#include "../common/forward.h"
+#include "../common/spm.h"
+
+typedef struct {
+    double loss;       // mean negative log-likelihood per predicted token (nats)
+    double ppl;        // exp(loss)
+    long long tokens;  // predicted tokens
+    int samples;
+    int truncated;     // samples cut at max_position_embeddings
+} eval_result;
+
+// Samples: each non-empty line of a text file, or each "text" of a .jsonl file.
+// Each sample is BOS + its tokens, cut at the context; every token after the
+// first is predicted. f must have max_T >= the longest sample and max_N = max_T.
+int eval_file(fwd_state *f, const spm *tok, const char *path, eval_result *r);
+// The loss of one sample (ids, n >= 2): sum of NLL over its n-1 predictions.
+int eval_sample(fwd_state *f, const int *ids, int n, double *nll_sum);
+
+#endif

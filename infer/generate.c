@@ -1,0 +1,74 @@
+// generate.c: see generate.h.
+#include "generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+#include "../common/log.h"
+
+int tokenize_prompt(const model *m, const spm *tok, const char *text, int **ids_out, int *n_out) {
+    int *ids, n;
+    QL_CHECK(spm_encode(tok, text, strlen(text), &ids, &n));
+    int bos = m->cfg.add_bos && m->cfg.bos_id >= 0;
+    int *all = malloc(sizeof(int) * (size_t)(n + 1));
+    if (!all) { free(ids); return ql_err(QL_ENOMEM, "out of memory"); }
+    if (bos) all[0] = m->cfg.bos_id;
+    memcpy(all + bos, ids, sizeof(int) * (size_t)n);
+    free(ids);
+    *ids_out = all;
+    *n_out = n + bos;
+    return QL_OK;
+}
+
+int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt, const int *prompt, int n_prompt,
+             FILE *out, int *ids_out, gen_stats *st) {
+    const model_config *c = &f->m->cfg;
+    memset(st, 0, sizeof *st);
+    if (n_prompt < 1) return ql_err(QL_EINVAL, "the prompt is empty (no tokens and no BOS)");
+    if (n_prompt >= f->max_T)
+        return ql_err(QL_EINVAL, "the prompt has %d tokens; the context holds %d", n_prompt, f->max_T);
+    float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+    spm_stream *ss = NULL;
+    int rc = logits ? spm_stream_init(&ss, tok) : ql_err(QL_ENOMEM, "out of memory");
+    // the prompt's own text is not printed, but it conditions the first piece's space rule
+    for (int i = 0; i < n_prompt && !rc; i++) {
+        const char *txt;
+        size_t len;
+        rc = spm_stream_push(ss, prompt[i], &txt, &len);
+    }
+    double t0 = time_now();
+    int max_chunk = opt->max_prefill > 0 && opt->max_prefill < f->max_N ? opt->max_prefill : f->max_N;
+    for (int p = 0; p < n_prompt && !rc; p += max_chunk) {
+        int n = n_prompt - p < max_chunk ? n_prompt - p : max_chunk;
+        rc = fwd_forward(f, logits, prompt + p, n, p, 0);
+    }
+    double t1 = time_now();
+    st->prompt_tokens = n_prompt;
+    st->prefill_s = t1 - t0;
+    int pos = n_prompt;
+    while (!rc && st->generated < opt->max_tokens) {
+        int next = sampler_next(smp, logits, c->vocab_size);
+        if (ids_out) ids_out[st->generated] = next;
+        st->generated++;
+        if (opt->stop_at_eos && next == c->eos_id) break;
+        const char *txt;
+        size_t len;
+        rc = spm_stream_push(ss, next, &txt, &len);
+        if (!rc && out && len) {
+            fwrite(txt, 1, len, out);
+            fflush(out);
+        }
+        if (rc || st->generated >= opt->max_tokens || pos >= f->max_T) break;
+        rc = fwd_forward(f, logits, &next, 1, pos++, 0);
+    }
+    if (!rc && ss) {
+        const char *txt;
+        size_t len;
+        if (spm_stream_finish(ss, &txt, &len) == QL_OK && out && len) fwrite(txt, 1, len, out);
+    }
+    st->decode_s = time_now() - t1;
+    spm_stream_free(ss);
+    free(logits);
+    return rc;
+}

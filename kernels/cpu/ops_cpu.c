@@ -1,0 +1,144 @@
+// ops_cpu.c: the CPU backend of kernels/ops.h: OpenMP threads, SIMD matmul
+// (matmul_cpu.c) and BLAS for batches. Memory is ordinary host memory.
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/err.h"
+#include "../ops.h"
+#include "matmul_cpu.h"
+
+typedef struct {
+    int n_threads;
+} cpu_ctx;
+
+static void *cpu_alloc(ops *o, size_t n) {
+    void *p = NULL;
+    n = (n + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
+    memset(p, 0, n);
+    return p;
+}
+static void cpu_free(ops *o, void *p) { free(p); }
+static void cpu_copy(ops *o, void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+static int cpu_weight_upload(ops *o, qweight *w) { return QL_OK; }
+static void cpu_weight_release(ops *o, qweight *w) {}
+static void cpu_sync(ops *o) {}
+static void cpu_destroy(ops *o) {
+    free(o->ctx);
+    free(o);
+}
+
+static void cpu_embed(ops *o, float *out, const qweight *t, const int *tokens, int N) {
+    int64_t C = t->cols;
+    for (int n = 0; n < N; n++) {
+        float *dst = out + (size_t)n * C;
+        int64_t off = (int64_t)tokens[n] * C;
+        if (t->type == DT_F32) memcpy(dst, (const float *)t->data + off, sizeof(float) * (size_t)C);
+        else if (t->type == DT_F16) for (int64_t c = 0; c < C; c++) dst[c] = f16_to_f32(((const uint16_t *)t->data)[off + c]);
+        else if (t->type == DT_BF16) for (int64_t c = 0; c < C; c++) dst[c] = bf16_to_f32(((const uint16_t *)t->data)[off + c]);
+        else nf4_dequantize(dst, &t->nf4, off, C);
+    }
+}
+
+static void cpu_rmsnorm(ops *o, float *out, const float *x, const float *w, int N, int C, float eps) {
+    #pragma omp parallel for if (N > 1)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        float *orow = out + (size_t)n * C;
+        float ss = 0;
+        for (int c = 0; c < C; c++) ss += xr[c] * xr[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        for (int c = 0; c < C; c++) orow[c] = xr[c] * r * w[c];
+    }
+}
+
+static void cpu_matmul(ops *o, float *out, const float *x, const qweight *w, int N) { matmul_cpu(out, x, w, N); }
+
+static void cpu_rope(ops *o, float *x, const int *pos, int N, int H, int D, const float *inv_freq) {
+    int half = D / 2;
+    #pragma omp parallel for if (N > 1)
+    for (int n = 0; n < N; n++) {
+        float cs[512], sn[512];  // D <= 1024 (checked by the caller's config limits below)
+        for (int i = 0; i < half; i++) {
+            float a = (float)pos[n] * inv_freq[i];  // HF computes the angle in fp32
+            cs[i] = cosf(a), sn[i] = sinf(a);
+        }
+        for (int h = 0; h < H; h++) {
+            float *v = x + ((size_t)n * H + h) * D;
+            for (int i = 0; i < half; i++) {
+                float x0 = v[i], x1 = v[i + half];
+                v[i] = x0 * cs[i] - x1 * sn[i];
+                v[i + half] = x1 * cs[i] + x0 * sn[i];
+            }
+        }
+    }
+}
+
+static void cpu_attention(ops *o, float *out, const float *q, const float *k, const float *v, int N, int T0, int H,
+                          int Hkv, int D) {
+    int group = H / Hkv, T = T0 + N;
+    float scale = 1.0f / sqrtf((float)D);
+    #pragma omp parallel
+    {
+        float *sc = malloc(sizeof(float) * (size_t)T);
+        QL_ASSERT(sc);
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int n = 0; n < N; n++)
+            for (int h = 0; h < H; h++) {
+                const float *qv = q + ((size_t)n * H + h) * D;
+                int kh = h / group, last = T0 + n;
+                float mx = -INFINITY;
+                for (int t = 0; t <= last; t++) {
+                    const float *kv = k + ((size_t)t * Hkv + kh) * D;
+                    float d = 0;
+                    for (int i = 0; i < D; i++) d += qv[i] * kv[i];
+                    sc[t] = d * scale;
+                    if (sc[t] > mx) mx = sc[t];
+                }
+                float sum = 0;
+                for (int t = 0; t <= last; t++) sum += (sc[t] = expf(sc[t] - mx));
+                float inv = 1.0f / sum;
+                float *ov = out + ((size_t)n * H + h) * D;
+                memset(ov, 0, sizeof(float) * (size_t)D);
+                for (int t = 0; t <= last; t++) {
+                    const float *vv = v + ((size_t)t * Hkv + kh) * D;
+                    float p = sc[t] * inv;
+                    for (int i = 0; i < D; i++) ov[i] += p * vv[i];
+                }
+            }
+        free(sc);
+    }
+}
+
+static void cpu_swiglu(ops *o, float *out, const float *gate, const float *up, int n) {
+    #pragma omp parallel for if (n > 65536)
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static void cpu_add(ops *o, float *y, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += x[i];
+}
+
+ops *ops_cpu_new(int n_threads) {
+    ops *o = calloc(1, sizeof *o);
+    cpu_ctx *c = calloc(1, sizeof *c);
+    if (!o || !c) {
+        free(o), free(c);
+        ql_err(QL_ENOMEM, "ops_cpu_new: out of memory");
+        return NULL;
+    }
+    if (n_threads > 0) omp_set_num_threads(n_threads);
+    c->n_threads = omp_get_max_threads();
+    *o = (ops){
+        .name = "cpu", .ctx = c, .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy,
+        .weight_upload = cpu_weight_upload, .weight_release = cpu_weight_release, .sync = cpu_sync,
+        .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
+        .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
+    };
+    return o;
+}
