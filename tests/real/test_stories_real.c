@@ -1,0 +1,128 @@
+// test_stories_real.c: the real pretrained stories260K (label real).
+//  - In f32, the greedy continuation of a prompt equals the PyTorch reference
+//    (tests/reference/make_fixtures.py, fp64) token for token, on every backend.
+//  - The prompt's last-position logits match the reference (atol 2e-4, rtol 1e-3:
+//    fp32 vs fp64 over 5 layers of width 64).
+//  - On tests/fixtures/stories260K/eval.txt our f32 and NF4 losses equal the
+//    reference's (relative 1e-4): NF4 costs exactly what bitsandbytes' NF4 costs.
+//    Issue 2 asked for NF4 perplexity within 5% of f32; on this 64-wide model the
+//    independent reference measures +13.7% (attention-only NF4 +4.5%, MLP-only
+//    +8.4%), so 5% is not reachable by a bit-exact NF4. The bound checked is 15%,
+//    just above the reference's own figure, so that a quantizer that got worse
+//    than bitsandbytes' fails here (docs/benchmarks.md, "NF4 quality").
+//  - The quantized base file gives bit-identical logits to quantizing on load.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/forward.h"
+#include "common/model.h"
+#include "common/safetensors.h"
+#include "common/spm.h"
+#include "infer/eval.h"
+#include "testutil.h"
+
+static const st_tensor *need(const st_file *f, const char *name) {
+    const st_tensor *t = st_find(f, name);
+    if (!t) { fprintf(stderr, "fixture: tensor '%s' missing\n", name); exit(1); }
+    return t;
+}
+
+static double eval_loss(model *m, ops *o, const char *path) {
+    spm *tok = NULL;
+    CHECK_OK(spm_load_bytes(&tok, m->tokenizer, m->tokenizer_len));
+    fwd_state f;
+    CHECK_OK(fwd_init(&f, m, o, m->cfg.max_pos, m->cfg.max_pos));
+    eval_result r = {0};
+    CHECK_OK(eval_file(&f, tok, path, &r));
+    fwd_free(&f);
+    spm_free(tok);
+    return r.loss;
+}
+
+int main(void) {
+    const char *models = test_models_dir();
+    if (!models) { fprintf(stderr, "no test models: skipped\n"); return TEST_SKIP; }
+    const char *dir = test_path(models, "stories260K");
+    char refp[4096], evalp[4096];
+    snprintf(refp, sizeof refp, "%s/tests/fixtures/stories260K/ref.safetensors", test_source_dir());
+    snprintf(evalp, sizeof evalp, "%s/tests/fixtures/stories260K/eval.txt", test_source_dir());
+    st_file ref;
+    CHECK_OK(st_open(&ref, refp));
+    if (test_failures) return test_finish("test_stories_real");
+    const st_tensor *gp = need(&ref, "greedy_prompt"), *g = need(&ref, "greedy"), *gm = need(&ref, "greedy_margin");
+    const st_tensor *lp = need(&ref, "logits_prompt");
+    const char *backends[] = {"ref", "cpu", "cuda"};
+    for (int b = 0; b < 3; b++) {
+        ops *o = ops_new(backends[b], 0);
+        if (!o) { fprintf(stderr, "backend %s unavailable: %s\n", backends[b], ql_errmsg()); continue; }
+        model m;
+        CHECK_OK(model_load(&m, dir, DT_F32));
+        if (test_failures) break;
+        int V = m.cfg.vocab_size, P = (int)gp->numel, G = (int)g->numel;
+        fwd_state f;
+        CHECK_OK(fwd_init(&f, &m, o, P + G, P));
+        float *l = malloc(sizeof(float) * (size_t)P * V);
+        CHECK_OK(fwd_forward(&f, l, gp->data, P, 0, 1));
+        char what[128];
+        snprintf(what, sizeof what, "stories260K prompt logits (%s)", backends[b]);
+        check_close(what, l, lp->data, (int64_t)P * V, 2e-4, 1e-3);
+        int tok = 0, n_eq = 0;
+        for (int i = 0; i < G; i++) {
+            const float *row = i == 0 ? l + (size_t)(P - 1) * V : l;
+            tok = 0;
+            for (int v = 1; v < V; v++) tok = row[v] > row[tok] ? v : tok;
+            int want = ((const int *)g->data)[i];
+            if (tok != want) {
+                CHECKF(((const float *)gm->data)[i] < 1e-3f,
+                       "greedy (%s) step %d: got %d, reference %d (reference margin %.3g)", backends[b], i, tok, want,
+                       ((const float *)gm->data)[i]);
+                break;
+            }
+            n_eq++;
+            CHECK_OK(fwd_forward(&f, l, &tok, 1, P + i, 0));
+        }
+        fprintf(stderr, "greedy (%s): %d of %d tokens equal the reference\n", backends[b], n_eq, G);
+        CHECKF(n_eq == G, "greedy (%s): only %d of %d tokens equal", backends[b], n_eq, G);
+        free(l);
+        fwd_free(&f);
+        if (b != 0) {  // the reference backend is slow; losses on the fast ones
+            double lf = eval_loss(&m, o, evalp);
+            model mq;
+            CHECK_OK(model_load(&mq, dir, DT_NF4));
+            double lq = eval_loss(&mq, o, evalp);
+            double rf = ((const float *)need(&ref, "ppl_loss")->data)[0];
+            double rq = ((const float *)need(&ref, "ppl_loss_nf4")->data)[0];
+            fprintf(stderr, "eval (%s): f32 loss %.6f ppl %.4f (ref %.6f), nf4 loss %.6f ppl %.4f (ref %.6f), ppl ratio %.4f\n",
+                    backends[b], lf, exp(lf), rf, lq, exp(lq), rq, exp(lq - lf));
+            CHECKF(fabs(lf - rf) <= 1e-4 * rf, "f32 loss %.6f vs reference %.6f", lf, rf);
+            CHECKF(fabs(lq - rq) <= 1e-4 * rq, "nf4 loss %.6f vs reference %.6f", lq, rq);
+            CHECKF(exp(lq - lf) <= 1.15, "NF4 perplexity %.4f is more than 15%% above f32 %.4f", exp(lq), exp(lf));
+            // the base file gives the same logits, bit for bit
+            char qp[256];
+            snprintf(qp, sizeof qp, "/tmp/qlora_test_stories_%d.qlb", (int)getpid());
+            CHECK_OK(model_save_base(&mq, qp));
+            model mf;
+            CHECK_OK(model_load(&mf, qp, DT_F32));
+            CHECK(mf.base_dtype == DT_NF4);
+            fwd_state f1, f2;
+            float *a = malloc(sizeof(float) * V), *c = malloc(sizeof(float) * V);
+            CHECK_OK(fwd_init(&f1, &mq, o, 16, 16));
+            CHECK_OK(fwd_init(&f2, &mf, o, 16, 16));
+            CHECK_OK(fwd_forward(&f1, a, gp->data, P < 16 ? P : 16, 0, 0));
+            CHECK_OK(fwd_forward(&f2, c, gp->data, P < 16 ? P : 16, 0, 0));
+            CHECKF(memcmp(a, c, sizeof(float) * V) == 0, "base file logits differ from quantize-on-load (%s)", backends[b]);
+            fwd_free(&f1), fwd_free(&f2);
+            free(a), free(c);
+            model_free(&mf);
+            model_free(&mq);
+            unlink(qp);
+        }
+        model_free(&m);
+        ops_delete(o);
+    }
+    st_close(&ref);
+    return test_finish("test_stories_real");
+}
