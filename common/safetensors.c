@@ -314,7 +314,7 @@ static int append(char **buf, size_t *len, size_t *cap, const char *s) {
 }
 
 int st_write(const char *path, const st_out *t, int n, const char *const *metadata, const void *prefix,
-             size_t prefix_len) {
+             size_t prefix_len, int len_at) {
     char *h = NULL, item[1024];
     size_t hl = 0, hc = 0;
     int rc = append(&h, &hl, &hc, "{");
@@ -357,7 +357,18 @@ int st_write(const char *path, const st_out *t, int n, const char *const *metada
     if (rc == QL_OK) {
         uint8_t len8[8];
         for (int k = 0; k < 8; k++) len8[k] = (uint8_t)((uint64_t)hl >> (8 * k));
-        if (prefix_len) rc = afile_write(&f, prefix, prefix_len);
+        if (prefix_len) {
+            uint8_t *pre = malloc(prefix_len);
+            if (!pre) rc = ql_err(QL_ENOMEM, "out of memory");
+            else {
+                memcpy(pre, prefix, prefix_len);
+                uint64_t image = 8 + hl + off;
+                if (len_at >= 0 && (size_t)len_at + 8 <= prefix_len)
+                    for (int k = 0; k < 8; k++) pre[len_at + k] = (uint8_t)(image >> (8 * k));
+                rc = afile_write(&f, pre, prefix_len);
+                free(pre);
+            }
+        }
         if (rc == QL_OK) rc = afile_write(&f, len8, 8);
         if (rc == QL_OK) rc = afile_write(&f, h, hl);
         for (int k = 0; k < n && rc == QL_OK; k++) {

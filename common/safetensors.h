@@ -67,8 +67,9 @@ typedef struct {
 // metadata: NULL or pairs {key, value, key, value, ..., NULL} of strings.
 // prefix/prefix_len: bytes written before the safetensors image (a container
 // header); the JSON header is padded with spaces so that the data area starts
-// at a multiple of 64 bytes from the start of the file.
+// at a multiple of 64 bytes from the start of the file. When len_at >= 0, the
+// image's length (u64 little-endian) is stored at prefix[len_at] before writing.
 int st_write(const char *path, const st_out *t, int n, const char *const *metadata,
-             const void *prefix, size_t prefix_len);
+             const void *prefix, size_t prefix_len, int len_at);
 
 #endif
