@@ -2,14 +2,17 @@
 #include "err.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 static _Thread_local char errbuf[1024];
 
 int ql_err(int code, const char *fmt, ...) {
+    char tmp[sizeof errbuf];  // the arguments may include ql_errmsg() itself
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(errbuf, tmp, sizeof errbuf);
     return code;
 }
 

@@ -39,9 +39,12 @@ static void *own(model *m, size_t n) {
 static int find_hf(model *m, const char *name, int64_t rows, int64_t cols, const st_tensor **out) {
     const char *file = NULL;
     const st_tensor *t = st_set_find(&m->st, name, &file);
-    if (!t)
+    if (!t && cols)
         return ql_err(QL_EFORMAT, "%s: tensor '%s' is missing from the checkpoint (expected shape [%lld, %lld])",
                       m->source, name, (long long)rows, (long long)cols);
+    if (!t)
+        return ql_err(QL_EFORMAT, "%s: tensor '%s' is missing from the checkpoint (expected shape [%lld])", m->source,
+                      name, (long long)rows);
     int ok = cols ? (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols) : (t->ndim == 1 && t->shape[0] == rows);
     if (!ok) {
         char got[128] = "[";
@@ -133,7 +136,11 @@ static int load_dir(model *m, const char *dir, dtype base_dtype) {
     char *tok;
     size_t toklen;
     int rc = file_read_all(path, 1u << 30, &tok, &toklen);
-    if (rc) return ql_err(rc, "%s: cannot read the tokenizer (every model directory needs tokenizer.model): %s", dir, ql_errmsg());
+    if (rc) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ql_errmsg());
+        return ql_err(rc, "%s: cannot read the tokenizer (every model directory needs tokenizer.model): %s", dir, why);
+    }
     if (m->nowned == m->capowned && !own(m, 0)) { free(tok); return ql_err(QL_ENOMEM, "out of memory"); }
     m->owned[m->nowned++] = tok;
     m->tokenizer = tok, m->tokenizer_len = toklen;
