@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# setup.sh: install what is missing (Debian packages), build, then run the demo
+# or the test suite. The README's two commands are `./setup.sh demo` and
+# `./setup.sh test`; CI (.ci/run) runs the second.
+#
+#   ./setup.sh demo    install, build, quantize a small model to NF4 and generate
+#   ./setup.sh test    install, build, run every test (ctest)
+#   ./setup.sh build   install and build only
+#
+# Environment: BUILD_DIR (default build), QLORA_CUDA (ON/OFF, default ON: the CUDA
+# backend is built when nvcc is found), JOBS (default: all cores).
+set -euo pipefail
+cd "$(dirname "$0")"
+what=${1:-demo}
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+
+# ---- Debian packages ----
+pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+fi
+
+# ---- build ----
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DQLORA_CUDA="${QLORA_CUDA:-ON}"
+cmake --build "$BUILD_DIR" -j "$JOBS"
+
+case "$what" in
+build) ;;
+test)
+    cd "$BUILD_DIR"
+    ctest --output-on-failure -j "$JOBS"
+    ;;
+demo)
+    q="$BUILD_DIR/qlora"
+    models=${QLORA_TEST_MODELS:-../shared/models}
+    if [ -f "$models/stories260K/model.safetensors" ]; then
+        base="$models/stories260K"
+        prompt="Once upon a time, there was a little girl"
+        echo "demo: base model $base (Karpathy's TinyStories stories260K)"
+    else
+        base=tests/fixtures/models/tiny_gqa
+        prompt="The lighthouse keeper"
+        echo "demo: $models/stories260K is absent; using the project's own tiny random model $base (its text is noise)"
+    fi
+    mkdir -p out
+    echo "== qlora quantize: freeze the base in NF4 =="
+    "$q" quantize --base "$base" --out out/demo-base.qlb
+    echo "== qlora infer (greedy, from the NF4 base file) =="
+    "$q" infer --base out/demo-base.qlb --prompt "$prompt" --temperature 0 --max-tokens 80
+    echo "== qlora infer (sampled) =="
+    "$q" infer --base out/demo-base.qlb --prompt "$prompt" --temperature 0.8 --top-p 0.9 --seed 7 --max-tokens 80
+    echo "== qlora eval: NF4 vs f32 perplexity =="
+    "$q" eval --base out/demo-base.qlb --data tests/fixtures/stories260K/eval.txt
+    "$q" eval --base "$base" --base-dtype f32 --data tests/fixtures/stories260K/eval.txt
+    ;;
+*)
+    echo "usage: ./setup.sh demo|test|build" >&2
+    exit 2
+    ;;
+esac
