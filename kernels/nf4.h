@@ -14,8 +14,14 @@
 //   absmax'[i] = NF4_CODE8[q8[i]] * scale2[i/256] + offset
 //   w[e]       = NF4_TABLE[code(e)] * absmax'[e/64]
 // Quantizing element x: xn = x * (1/absmax[b]) with the TRUE fp32 absmax, then
-// the bitsandbytes dQuantizeNF4 decision tree (threshold t: code goes up when xn > t).
-// A block (or group) whose max is 0 quantizes as if xn = 0.
+// the bitsandbytes dQuantizeNF4 decision tree (threshold t: code goes up when xn > t;
+// the thresholds are its decimal literals rounded once to fp32).
+// Where bitsandbytes leaves the bits open we define them (docs/formats.md):
+//  - a block (or group) whose max is 0 quantizes as if xn = 0 (codes 7 and 127;
+//    bitsandbytes' CUDA kernel computes 0*(1/0) = NaN there, code 0);
+//  - for odd n the spare low nibble is 7, the code of 0.0;
+//  - the offset is a sequential double sum (torch's fp32 mean has no fixed order).
+// NF4_CODE8[0] is -0.99296875, not -1: that is the dynamic map.
 #ifndef QL_NF4_H
 #define QL_NF4_H
 

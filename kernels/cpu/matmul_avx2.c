@@ -1,0 +1,176 @@
+// matmul_avx2.c: AVX2 + FMA + F16C kernels for matmul_cpu (see matmul_kernels.h).
+// Compiled without -march flags: every function carries a target attribute and
+// runs only after matmul_kernels_avx2() has checked the CPU.
+//
+// NF4 decoding: the 16-entry table lives in two ymm registers (entries 0..7 and
+// 8..15); vpermps looks an index up in both (it reads the low 3 bits) and
+// vblendvps picks one by bit 3 of the index, moved to the sign bit.
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../common/dtype.h"
+#include "matmul_kernels.h"
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE2 AVX2 static inline __attribute__((always_inline))
+
+INLINE2 __m256 ld_f32(const float *p) { return _mm256_loadu_ps(p); }
+INLINE2 __m256 ld_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+INLINE2 __m256 ld_bf16(const uint16_t *p) {
+    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+static inline float sc_f32(const float *p) { return *p; }
+static inline float sc_f16(const uint16_t *p) { return f16_to_f32(*p); }
+static inline float sc_bf16(const uint16_t *p) { return bf16_to_f32(*p); }
+
+INLINE2 float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// ---- dense GEMV: out[n*ostride + i] = W[i,:] . x[n,:] for NN (1..7) vectors ----
+// As in matmul_avx512.c: an 8-wide weight slice is converted once for all NN
+// vectors; U accumulators per vector when there are few vectors.
+#define DEFINE_GEMV(NAME, T, LD, SC)                                                                \
+    INLINE2 void NAME##_nn(float *out, int64_t ostride, const T *w, int64_t nrows, int64_t cols,    \
+                           const float *x, const int NN) {                                          \
+        enum { UMAX = 4 };                                                                          \
+        const int U = NN <= 1 ? 4 : NN <= 3 ? 2 : 1;                                                \
+        const int64_t kstep = 8 * U, kfull = cols / kstep * kstep, k8 = cols & ~(int64_t)7;        \
+        for (int64_t i = 0; i < nrows; i++) {                                                       \
+            const T *wr = w + i * cols;                                                             \
+            __m256 acc[MATMUL_GEMV_MAX_N][UMAX];                                                    \
+            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++)                                     \
+                _Pragma("GCC unroll 4") for (int u = 0; u < U; u++) acc[n][u] = _mm256_setzero_ps(); \
+            for (int64_t k = 0; k < kfull; k += kstep) {                                            \
+                _Pragma("GCC unroll 4") for (int u = 0; u < U; u++) {                                \
+                    const __m256 wv = LD(wr + k + 8 * u);                                           \
+                    _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n][u] =                 \
+                        _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + n * cols + k + 8 * u), acc[n][u]);  \
+                }                                                                                   \
+            }                                                                                       \
+            for (int64_t k = kfull; k < k8; k += 8) {                                               \
+                const __m256 wv = LD(wr + k);                                                       \
+                _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n][0] =                     \
+                    _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + n * cols + k), acc[n][0]);              \
+            }                                                                                       \
+            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) {                                   \
+                _Pragma("GCC unroll 4") for (int u = 1; u < U; u++) acc[n][0] =                      \
+                    _mm256_add_ps(acc[n][0], acc[n][u]);                                            \
+                float s = hsum8(acc[n][0]);                                                         \
+                for (int64_t k = k8; k < cols; k++) s += SC(wr + k) * x[n * cols + k];              \
+                out[n * ostride + i] = s;                                                           \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+    AVX2 static void NAME(float *out, int64_t ostride, const T *w, int64_t nrows, int64_t cols,     \
+                          const float *x, int N) {                                                  \
+        MATMUL_SWITCH_N(N, NAME##_nn, out, ostride, w, nrows, cols, x)                            \
+    }
+
+DEFINE_GEMV(gemv_f32_avx2, float, ld_f32, sc_f32)
+DEFINE_GEMV(gemv_f16_avx2, uint16_t, ld_f16, sc_f16)
+DEFINE_GEMV(gemv_bf16_avx2, uint16_t, ld_bf16, sc_bf16)
+
+// 8 table values for 8 codes held in bits 0..3 of each 32-bit lane; the bits
+// above may hold anything (vpermps reads bits 0..2, the blend reads bit 3 as the
+// sign of idx << 28), so a zero-extended byte gives its low nibble's value.
+INLINE2 __m256 nf4_lookup8(__m256i idx, __m256 tlo, __m256 thi) {
+    const __m256 a = _mm256_permutevar8x32_ps(tlo, idx);
+    const __m256 b = _mm256_permutevar8x32_ps(thi, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+// ---- fused NF4 GEMV, cols % 64 == 0 ----
+// Per 64-block: 4 groups of 8 code bytes; in each, the high nibbles line up
+// with 8 floats of x and the low nibbles with the next 8 (nf4_permute_x, g = 8).
+INLINE2 void gemv_nf4_nn(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows,
+                         int64_t cols, const float *xp, const int NN) {
+    const __m256 tlo = _mm256_loadu_ps(NF4_TABLE), thi = _mm256_loadu_ps(NF4_TABLE + 8);
+    const int64_t nbr = cols / NF4_BLOCK;
+    const float offset = w->absmax_offset;
+    for (int64_t i = 0; i < nrows; i++) {
+        int64_t b = (r0 + i) * nbr;
+        const uint8_t *cp = w->codes + b * (NF4_BLOCK / 2);
+        __m256 acc[MATMUL_GEMV_MAX_N];
+        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm256_setzero_ps();
+        for (int64_t kb = 0; kb < nbr; kb++, b++, cp += NF4_BLOCK / 2) {
+            const float t = NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2];
+            const __m256 am = _mm256_set1_ps(t + offset);
+            const float *xb = xp + kb * NF4_BLOCK;
+            __m256 s[MATMUL_GEMV_MAX_N];
+            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) s[n] = _mm256_setzero_ps();
+            _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+                const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(cp + 8 * g)));
+                const __m256 wh = nf4_lookup8(_mm256_srli_epi32(v, 4), tlo, thi);
+                const __m256 wl = nf4_lookup8(v, tlo, thi);
+                _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) {
+                    const float *xn = xb + n * cols + 16 * g;
+                    s[n] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xn), s[n]);
+                    s[n] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xn + 8), s[n]);
+                }
+            }
+            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm256_fmadd_ps(s[n], am, acc[n]);
+        }
+        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) out[n * ostride + i] = hsum8(acc[n]);
+    }
+}
+
+AVX2 static void gemv_nf4_avx2(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows,
+                               int64_t cols, const float *xp, int N) {
+    MATMUL_SWITCH_N(N, gemv_nf4_nn, out, ostride, w, r0, nrows, cols, xp)
+}
+
+// ---- exact dequantization of whole 64-blocks ----
+// 8 code bytes -> 16 nibbles in element order (u16 = (byte >> 4) | (byte & 15) << 8),
+// looked up and multiplied by the block's absmax in fp32, as nf4_dequantize does.
+AVX2 static void nf4_blocks_avx2(float *out, const nf4_data *w, int64_t b0, int64_t nblocks) {
+    const __m256 tlo = _mm256_loadu_ps(NF4_TABLE), thi = _mm256_loadu_ps(NF4_TABLE + 8);
+    const __m128i lo4 = _mm_set1_epi16(0x0F);
+    for (int64_t b = b0; b < b0 + nblocks; b++, out += NF4_BLOCK) {
+        const float t = NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2];
+        const __m256 am = _mm256_set1_ps(t + w->absmax_offset);
+        const uint8_t *cp = w->codes + b * (NF4_BLOCK / 2);
+        for (int g = 0; g < 4; g++) {
+            const __m128i v = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(cp + 8 * g)));
+            const __m128i idx = _mm_or_si128(_mm_srli_epi16(v, 4), _mm_slli_epi16(_mm_and_si128(v, lo4), 8));
+            const __m256 w0 = nf4_lookup8(_mm256_cvtepu8_epi32(idx), tlo, thi);
+            const __m256 w1 = nf4_lookup8(_mm256_cvtepu8_epi32(_mm_srli_si128(idx, 8)), tlo, thi);
+            _mm256_storeu_ps(out + 16 * g, _mm256_mul_ps(w0, am));
+            _mm256_storeu_ps(out + 16 * g + 8, _mm256_mul_ps(w1, am));
+        }
+    }
+}
+
+// exact conversion of n 16-bit floats
+#define DEFINE_CVT(NAME, LD, SC)                                                     \
+    AVX2 static void NAME(float *out, const uint16_t *in, int64_t n) {              \
+        int64_t i = 0;                                                              \
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, LD(in + i));           \
+        for (; i < n; i++) out[i] = SC(in + i);                                     \
+    }
+
+DEFINE_CVT(cvt_f16_avx2, ld_f16, sc_f16)
+DEFINE_CVT(cvt_bf16_avx2, ld_bf16, sc_bf16)
+
+static const matmul_kernels KERNELS_AVX2 = {
+    .name = "avx2",
+    .gemv_f32 = gemv_f32_avx2,
+    .gemv_f16 = gemv_f16_avx2,
+    .gemv_bf16 = gemv_bf16_avx2,
+    .gemv_nf4 = gemv_nf4_avx2,
+    .xgroup = 8,
+    .nf4_blocks = nf4_blocks_avx2,
+    .cvt_f16 = cvt_f16_avx2,
+    .cvt_bf16 = cvt_bf16_avx2,
+};
+
+const matmul_kernels *matmul_kernels_avx2(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return &KERNELS_AVX2;
+    return NULL;
+}

@@ -1,0 +1,44 @@
+// matmul_cpu.h: the CPU matmul for every frozen weight type (F32, F16, BF16, NF4).
+//
+//   out (N,rows) = x (N,cols) @ W^T          W (rows=out, cols=in), a qweight
+//
+// N < 16 (decoding, small batches): GEMV kernels that read W once per call
+// (x in groups of <= 7 vectors against each cached chunk of rows); NF4 with
+// cols % 64 == 0 is decoded in registers and never materialized.
+// N >= 16 (prompts, batches, eval): tiles of W are dequantized to fp32 in a
+// per-thread buffer and multiplied by OpenBLAS sgemm; F32 goes to sgemm as is.
+//
+// Threads: OpenMP over output rows with omp_get_max_threads() threads (the
+// caller sets omp_set_num_threads). While the sgemm path runs, OpenBLAS is set
+// to one thread (each OpenMP thread calls it on its own tiles) and its previous
+// thread count is restored afterwards; do not run two matmul_cpu calls at once
+// from threads that OpenMP does not know about.
+//
+// SIMD: chosen at run time from the CPU (avx512 > avx2 > generic C); the
+// environment variable QLORA_SIMD=generic|avx2|avx512 forces a level.
+#ifndef QL_MATMUL_CPU_H
+#define QL_MATMUL_CPU_H
+
+#include <stdint.h>
+
+#include "../ops.h"
+
+// out (N,rows) = x (N,cols) @ W^T, all fp32 row-major; out must not alias x.
+void matmul_cpu(float *out, const float *x, const qweight *w, int N);
+
+// Rows [row0, row0+nrows) of W as fp32: out (nrows, cols). Exact (bit-identical
+// to nf4_dequantize / the dtype.h conversions) for every weight type, not only
+// NF4 (a row of an NF4 weight may start mid-block or mid-byte). Single-threaded;
+// safe to call from several threads at once.
+void nf4_dequantize_rows(float *out, const qweight *w, int64_t row0, int64_t nrows);
+
+// The SIMD level in use: "generic", "avx2" or "avx512".
+const char *matmul_cpu_simd(void);
+
+// Force a SIMD level ("generic", "avx2", "avx512"), or NULL / "auto" for the
+// default (QLORA_SIMD, else the best the CPU has). Returns QL_OK, QL_EINVAL for
+// an unknown name or QL_EUNSUP when this CPU lacks the instructions. For tests
+// and benchmarks; not to be called while a matmul is running.
+int matmul_cpu_simd_set(const char *name);
+
+#endif
