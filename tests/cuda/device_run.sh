@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# device_run.sh: build and run the CUDA tests and GPU benchmarks on a lent GPU
+# machine (which has CUDA and a compiler but none of our Debian packages and no
+# network). Our dependencies travel unpacked in .devcarry/root (dpkg -x of the
+# Debian .debs: libsentencepiece, libprotobuf-lite32, libjsmn-dev, OpenBLAS,
+# libgfortran5) and the test models in .devcarry/models; both are git-ignored.
+# Usage: tests/cuda/device_run.sh [OUTDIR]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-${OUT:-/tmp/qlora_out}}
+mkdir -p "$out"
+root=$PWD/.devcarry/root
+export LD_LIBRARY_PATH=$root/usr/lib/x86_64-linux-gnu:$root/usr/lib/x86_64-linux-gnu/openblas-pthread:${LD_LIBRARY_PATH:-}
+export QLORA_TEST_MODELS=$PWD/.devcarry/models
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_PREFIX_PATH="$root/usr" -DCMAKE_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu/openblas-pthread" \
+    -DQLORA_TEST_MODELS="$QLORA_TEST_MODELS" 2>&1 | tail -12 | tee "$out/configure.txt"
+cmake --build build-gpu -j "$(nproc)" 2>&1 | grep -E "error|warning|Error" | tee "$out/build.txt"
+(cd build-gpu && ctest -L cuda --output-on-failure 2>&1 | tee "$out/ctest_cuda.txt")
+(cd build-gpu && ctest -j 8 --output-on-failure 2>&1 | tail -25 | tee "$out/ctest_all.txt")
+if [ -x build-gpu/tests/bench_cuda ]; then build-gpu/tests/bench_cuda 2>&1 | tee "$out/bench_cuda.txt"; fi
+build-gpu/qlora bench --backend cuda --shape all --prompt-tokens 512 --gen-tokens 128 2>&1 | tee "$out/bench_qlora_cuda.txt"
+git rev-parse HEAD > "$out/commit.txt" 2>/dev/null || true
