@@ -31,6 +31,8 @@ static int session_open(session *s, const char *base, const char *base_dtype, co
     memset(s, 0, sizeof *s);
     int bd = base_dtype_parse(base_dtype);
     if (bd < 0) return ql_err(QL_EINVAL, "--base-dtype: expected nf4, f16 or f32, found '%s'", base_dtype);
+    s->o = ops_new(backend, threads);  // first: a bad --backend is a usage error
+    if (!s->o) return QL_EINVAL;
     double t0 = time_now();
     QL_CHECK(model_load(&s->m, base, (dtype)bd));
     size_t np;
@@ -43,8 +45,6 @@ static int session_open(session *s, const char *base, const char *base_dtype, co
     if (spm_vocab_size(s->tok) > s->m.cfg.vocab_size)
         return ql_err(QL_EFORMAT, "%s: the tokenizer has %d pieces but the model's vocab_size is %d", base,
                       spm_vocab_size(s->tok), s->m.cfg.vocab_size);
-    s->o = ops_new(backend, threads);
-    if (!s->o) return QL_EINVAL;
     log_info("backend: %s", s->o->name);
     return QL_OK;
 }

@@ -52,9 +52,10 @@ int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt,
         if (ids_out) ids_out[st->generated] = next;
         st->generated++;
         if (opt->stop_at_eos && next == c->eos_id) break;
-        const char *txt;
-        size_t len;
-        rc = spm_stream_push(ss, next, &txt, &len);
+        const char *txt = "";
+        size_t len = 0;
+        // a padded vocabulary (vocab_size > the tokenizer's pieces) has ids with no text
+        if (next < spm_vocab_size(tok)) rc = spm_stream_push(ss, next, &txt, &len);
         if (!rc && out && len) {
             fwrite(txt, 1, len, out);
             fflush(out);

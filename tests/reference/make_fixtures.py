@@ -129,17 +129,17 @@ def make_nf4():
 
 TINY = {
     "tiny_mha": dict(arch="LlamaForCausalLM", model_type="llama", hidden=64, inter=128, layers=2,
-                     heads=4, kv=4, head_dim=16, vocab=320, dtype="F32", tie=False, lm_head=True,
+                     heads=4, kv=4, head_dim=16, vocab=384, dtype="F32", tie=False, lm_head=True,
                      theta=10000.0, scaling=None, max_pos=128, eps=1e-5, shards=1, seed=11),
     "tiny_gqa": dict(arch="LlamaForCausalLM", model_type="llama", hidden=96, inter=172, layers=3,
-                     heads=6, kv=2, head_dim=16, vocab=320, dtype="BF16", tie=True, lm_head=False,
+                     heads=6, kv=2, head_dim=16, vocab=384, dtype="BF16", tie=True, lm_head=False,
                      theta=500000.0,
                      scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
                      max_pos=256, eps=1e-5, shards=1, seed=20),
     # head_dim 24: 5 heads * 24 = 120 != hidden 80
     "tiny_f16_sharded": dict(arch="MistralForCausalLM", model_type="mistral", hidden=80, inter=200,
-                             layers=2, heads=5, kv=1, head_dim=24, vocab=320, dtype="F16", tie=True,
+                             layers=2, heads=5, kv=1, head_dim=24, vocab=400, dtype="F16", tie=True,
                              lm_head=True, theta=10000.0, scaling=None, max_pos=128, eps=1e-6,
                              shards=2, seed=18),
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# test_cli.sh QLORA SOURCE_DIR MODELS_DIR: the command line as users meet it.
+# Every check that fails prints why; the script exits 1 if any failed.
+q=$1; src=$2
+fails=0
+tmp=$(mktemp -d /tmp/qlora_cli_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+model=$src/tests/fixtures/models/tiny_gqa
+
+# --help lists every option with its default, for every command
+"$q" --help >"$tmp/h" 2>&1 || fail "qlora --help exits non-zero"
+for c in infer eval quantize bench; do
+    grep -q "^  $c " "$tmp/h" || fail "qlora --help does not list $c"
+    "$q" $c --help 2>"$tmp/ch" || fail "qlora $c --help exits non-zero"
+    n_opt=$(grep -c '^  --' "$tmp/ch"); n_def=$(grep -c '(default: ' "$tmp/ch")
+    [ "$n_opt" -ge 3 ] && [ "$n_def" -eq $((n_opt - 1)) ] || fail "qlora $c --help: $n_opt options but $n_def defaults"
+done
+
+# usage errors: exit 2 and a message naming the problem
+expect() {  # expect CODE PATTERN -- command...
+    local code=$1 pat=$2; shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    [ $rc -eq "$code" ] || fail "'$*' exited $rc, expected $code ($(head -c 300 "$tmp/err"))"
+    grep -q -- "$pat" "$tmp/err" || fail "'$*': stderr lacks '$pat': $(head -c 300 "$tmp/err")"
+}
+expect 2 "unknown command" -- "$q" frobnicate
+expect 2 "missing required option --prompt" -- "$q" infer --base "$model"
+expect 2 "unknown option '--nope'" -- "$q" infer --base "$model" --prompt x --nope
+expect 2 "expected an integer, found 'ten'" -- "$q" infer --base "$model" --prompt x --max-tokens ten
+expect 2 "expected nf4, f16 or f32, found 'q8'" -- "$q" infer --base "$model" --prompt x --base-dtype q8
+expect 2 "expected auto, cpu, cuda or ref" -- "$q" infer --base "$model" --prompt x --backend tpu
+expect 1 "no such model directory" -- "$q" infer --base "$tmp/none" --prompt x
+expect 1 "cannot open" -- "$q" eval --base "$model" --data "$tmp/none.txt"
+printf '{"text": "ok"}\n{"txt": 1}\n' >"$tmp/bad.jsonl"
+expect 1 "bad.jsonl:2: expected an object with a \"text\" field" -- "$q" eval --base "$model" --data "$tmp/bad.jsonl"
+printf '{"text": "ok"\n' >"$tmp/bad2.jsonl"
+expect 1 "bad2.jsonl:1: invalid JSON" -- "$q" eval --base "$model" --data "$tmp/bad2.jsonl"
+
+# infer: stdout carries only the generated text; greedy is deterministic; the
+# base file gives the same text as quantizing on load
+"$q" infer --base "$model" --prompt "The lighthouse" --temperature 0 --max-tokens 20 --ignore-eos >"$tmp/a" 2>"$tmp/a.err" || fail "infer failed: $(cat "$tmp/a.err")"
+[ -s "$tmp/a" ] || fail "infer printed nothing on stdout"
+grep -q '\[info\]' "$tmp/a" && fail "infer printed logs on stdout"
+grep -q 'tok/s' "$tmp/a.err" || fail "infer printed no timings on stderr"
+"$q" quantize --base "$model" --out "$tmp/m.qlb" 2>/dev/null || fail "quantize failed"
+"$q" infer --base "$tmp/m.qlb" --prompt "The lighthouse" --temperature 0 --max-tokens 20 --ignore-eos >"$tmp/b" 2>/dev/null || fail "infer on the base file failed"
+cmp -s "$tmp/a" "$tmp/b" || fail "greedy text differs between the model directory and its base file"
+ls "$tmp"/m.qlb.tmp.* >/dev/null 2>&1 && fail "quantize left a temp file"
+# a failed quantize leaves nothing behind
+"$q" quantize --base "$tmp/none" --out "$tmp/x.qlb" 2>/dev/null && fail "quantize of a missing model succeeded"
+[ -e "$tmp/x.qlb" ] && fail "failed quantize left an output file"
+# sampling with the same seed repeats; another seed differs (on a 20-token sample of a random model)
+"$q" infer --base "$tmp/m.qlb" --prompt "The" --seed 5 --max-tokens 20 --ignore-eos >"$tmp/s1" 2>/dev/null
+"$q" infer --base "$tmp/m.qlb" --prompt "The" --seed 5 --max-tokens 20 --ignore-eos >"$tmp/s2" 2>/dev/null
+cmp -s "$tmp/s1" "$tmp/s2" || fail "same seed gave different samples"
+
+# eval: the last line is loss=<f> ppl=<f> tokens=<n>; text and JSONL agree
+printf 'the keeper lit the lamp\n\nwaves broke on the rocks\n' >"$tmp/e.txt"
+printf '{"text": "the keeper lit the lamp"}\n{"text": "waves broke on the rocks"}\n' >"$tmp/e.jsonl"
+"$q" eval --base "$model" --data "$tmp/e.txt" >"$tmp/e1" 2>/dev/null || fail "eval (text) failed"
+"$q" eval --base "$model" --data "$tmp/e.jsonl" >"$tmp/e2" 2>/dev/null || fail "eval (jsonl) failed"
+tail -1 "$tmp/e1" | grep -Eq '^loss=[0-9.]+ ppl=[0-9.]+ tokens=[0-9]+$' || fail "eval last line: $(tail -1 "$tmp/e1")"
+cmp -s "$tmp/e1" "$tmp/e2" || fail "eval of the same samples as text and JSONL differs: $(cat "$tmp/e1") vs $(cat "$tmp/e2")"
+
+[ $fails -eq 0 ] && echo "test_cli: passed" || echo "test_cli: $fails failed checks"
+[ $fails -eq 0 ]
