@@ -78,8 +78,8 @@ int cmd_infer(int argc, char **argv) {
     int pr = cli_parse("infer", "Generate text from a prompt. stdout carries only the generated text.", opts, n, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
-    if (max_tokens < 0 || temperature < 0 || top_k < 0 || top_p <= 0 || top_p > 1) {
-        fprintf(stderr, "qlora infer: error: --max-tokens, --temperature and --top-k must be >= 0, --top-p in (0, 1]\n");
+    if (max_tokens < 0 || ctx < 0 || temperature < 0 || top_k < 0 || top_p <= 0 || top_p > 1) {
+        fprintf(stderr, "qlora infer: error: --max-tokens, --ctx, --temperature and --top-k must be >= 0, --top-p in (0, 1]\n");
         return 2;
     }
     session s;
@@ -88,8 +88,8 @@ int cmd_infer(int argc, char **argv) {
     if (!rc) rc = tokenize_prompt(&s.m, s.tok, prompt, &ids, &nids);
     fwd_state f = {0};
     if (!rc) {
-        int T = ctx > 0 ? ctx : nids + max_tokens;
-        if (T > s.m.cfg.max_pos) T = s.m.cfg.max_pos;
+        long long want = ctx > 0 ? ctx : (long long)nids + max_tokens;
+        int T = want > s.m.cfg.max_pos ? s.m.cfg.max_pos : (int)want;
         if (nids >= T) rc = ql_err(QL_EINVAL, "the prompt has %d tokens; the context holds %d (--ctx, max_position_embeddings %d)", nids, T, s.m.cfg.max_pos);
         else rc = fwd_init(&f, &s.m, s.o, T, T < 512 ? T : 512);
     }
