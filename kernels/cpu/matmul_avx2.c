@@ -98,6 +98,7 @@ INLINE2 void gemv_nf4_nn(float *out, int64_t ostride, const nf4_data *w, int64_t
         __m256 acc[MATMUL_GEMV_MAX_N];
         _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm256_setzero_ps();
         for (int64_t kb = 0; kb < nbr; kb++, b++, cp += NF4_BLOCK / 2) {
+            _mm_prefetch((const char *)cp + 2048, _MM_HINT_T0);  // see PF_DIST in matmul_avx512.c
             const float t = NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2];
             const __m256 am = _mm256_set1_ps(t + offset);
             const float *xb = xp + kb * NF4_BLOCK;
