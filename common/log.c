@@ -33,3 +33,13 @@ long long mem_peak_rss(void) {
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (long long)ru.ru_maxrss * 1024;  // Linux reports KiB
 }
+
+void progress_bar(const char *what, long long done, long long total, const char *unit, double t0) {
+    char bar[31];
+    int fill = total > 0 ? (int)(30 * done / total) : 30;
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    double el = time_now() - t0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
+    fprintf(stderr, "\r%s [%s] %lld/%lld %s  %.1f s  ETA %.1f s ", what, bar, done, total, unit, el, eta);
+    fflush(stderr);
+}

@@ -16,6 +16,9 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 
 // wall-clock seconds (monotonic), for timings and metrics
 double time_now(void);
+// One line of progress on stderr, redrawn in place (for terminals):
+// "what [#####.....] done/total unit  elapsed  ETA". t0 from time_now() at the start.
+void progress_bar(const char *what, long long done, long long total, const char *unit, double t0);
 // peak resident set size of this process in bytes (0 if unknown)
 long long mem_peak_rss(void);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "json.h"
@@ -193,14 +194,18 @@ static int load_dir(model *m, const char *dir, dtype base_dtype) {
             rc = base_dtype == DT_NF4 ? alloc_nf4(m, dst[i])
                                       : load_plain(m, src[i], dst[i], dst[i]->rows, dst[i]->cols, base_dtype);
         if (base_dtype == DT_NF4 && rc == QL_OK) {
+            int done = 0, tty = isatty(2);
             #pragma omp parallel for schedule(dynamic, 1)
             for (int i = 0; i < nlin; i++) {
                 int r = quantize_into(src[i], dst[i]);
-                if (r) {
-                    #pragma omp critical(model_err)
-                    fail = r;
+                #pragma omp critical(model_progress)
+                {
+                    if (r) fail = r;
+                    done++;
+                    if (tty) progress_bar("quantizing", done, nlin, "tensors", t0);
                 }
             }
+            if (tty) fputc('\n', stderr);
         }
         if (rc == QL_OK) rc = fail;
         if (base_dtype == DT_NF4) log_debug("quantized %d weights to NF4 in %.2f s", nlin, time_now() - t0);

@@ -66,11 +66,12 @@ static int bench_one(const char *name, model *m, ops *o, int P, int G, int reps)
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *which, *base, *backend, *base_dtype;
+    const char *which, *base, *backend, *base_dtype, *save;
     int P, G, threads, reps, verbose;
     cli_opt opts[] = {
         {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b or all (random weights)"},
-        {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one"},
+        {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one (its load time is reported)"},
+        {"--save-base", OPT_STR, &save, "", "also write the random model to this base file (no tokenizer), to time loading it"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights: nf4, f16 or f32 (random shapes: nf4 or f16)"},
         {"--prompt-tokens", OPT_INT, &P, "128", "prompt length"},
         {"--gen-tokens", OPT_INT, &G, "64", "tokens to decode"},
@@ -94,8 +95,10 @@ int cmd_bench(int argc, char **argv) {
     if (base[0]) {
         model m;
         found = 1;
+        double t0 = time_now();
         rc = model_load(&m, base, (dtype)bd);
         if (!rc) {
+            printf("load model=%s load_s=%.3f\n", base, time_now() - t0);
             rc = bench_one(base, &m, o, P, G, reps);
             model_free(&m);
         }
@@ -108,6 +111,11 @@ int cmd_bench(int argc, char **argv) {
             rc = model_init_random(&m, &shapes[i].cfg, bd == DT_F16 ? DT_F16 : DT_NF4, 1234);
             if (rc) break;
             log_info("%s: random weights made in %.1f s", shapes[i].name, time_now() - t0);
+            if (save[0]) {
+                rc = model_save_base(&m, save);
+                if (rc) { model_free(&m); break; }
+                log_info("wrote %s", save);
+            }
             rc = bench_one(shapes[i].name, &m, o, P, G, reps);
             model_free(&m);
         }
