@@ -130,14 +130,10 @@ int cmd_eval(int argc, char **argv) {
     if (verbose) log_set_level(LOG_DEBUG);
     session s;
     int rc = session_open(&s, base, base_dtype, backend, threads);
-    fwd_state f = {0};
-    int T = s.m.cfg.max_pos;
-    if (!rc) rc = fwd_init(&f, &s.m, s.o, T, T < 512 ? T : 512);
     eval_result r;
-    if (!rc) rc = eval_file(&f, s.tok, data, &r);
-    fwd_free(&f);
+    if (!rc) rc = eval_file(&s.m, s.o, s.tok, data, &r);
     if (rc) { int code = fail("eval", rc); session_close(&s); return code; }
-    if (r.truncated) log_warn("%d samples were cut at max_position_embeddings %d", r.truncated, T);
+    if (r.truncated) log_warn("%d samples were cut at max_position_embeddings %d", r.truncated, s.m.cfg.max_pos);
     log_info("%d samples", r.samples);
     printf("loss=%.6f ppl=%.6f tokens=%lld\n", r.loss, r.ppl, r.tokens);
     session_close(&s);

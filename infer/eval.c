@@ -37,15 +37,34 @@ static int is_jsonl(const char *path) {
     return n > 6 && !strcmp(path + n - 6, ".jsonl");
 }
 
-int eval_file(fwd_state *f, const spm *tok, const char *path, eval_result *r) {
-    memset(r, 0, sizeof *r);
+typedef struct {
+    int **ids;
+    int *len;
+    int n, cap, longest;
+} sample_list;
+
+static int samples_add(sample_list *l, int *ids, int len) {
+    if (l->n == l->cap) {
+        int nc = l->cap ? 2 * l->cap : 64;
+        int **ni = realloc(l->ids, sizeof(int *) * (size_t)nc);
+        int *nl = realloc(l->len, sizeof(int) * (size_t)nc);
+        if (ni) l->ids = ni;
+        if (nl) l->len = nl;
+        if (!ni || !nl) return ql_err(QL_ENOMEM, "out of memory");
+        l->cap = nc;
+    }
+    l->ids[l->n] = ids, l->len[l->n++] = len;
+    if (len > l->longest) l->longest = len;
+    return QL_OK;
+}
+
+// Reads every sample of the file as BOS + tokens, cut at max_len.
+static int read_samples(const char *path, const spm *tok, const model_config *c, int max_len, sample_list *l,
+                        int *truncated) {
     char *buf;
     size_t len;
     QL_CHECK(file_read_all(path, (size_t)4 << 30, &buf, &len));
-    const model_config *c = &f->m->cfg;
-    int max_len = c->max_pos < f->max_T ? c->max_pos : f->max_T;
     int jsonl = is_jsonl(path), rc = QL_OK, lineno = 0;
-    double total = 0;
     char *line = buf;
     while (line < buf + len && !rc) {
         char *end = memchr(line, '\n', (size_t)(buf + len - line));
@@ -75,35 +94,50 @@ int eval_file(fwd_state *f, const spm *tok, const char *path, eval_result *r) {
             }
         }
         if (text && !rc) {
-            int *ids, k;
-            int bos = c->bos_id >= 0;
+            int *ids = NULL, k = 0, bos = c->bos_id >= 0;
             rc = spm_encode(tok, text, strlen(text), &ids, &k);
+            int *all = rc ? NULL : malloc(sizeof(int) * (size_t)(k + 1));
+            if (!rc && !all) rc = ql_err(QL_ENOMEM, "out of memory");
             if (!rc) {
-                int *all = malloc(sizeof(int) * (size_t)(k + 1));
-                if (!all) rc = ql_err(QL_ENOMEM, "out of memory");
-                else {
-                    if (bos) all[0] = c->bos_id;
-                    memcpy(all + bos, ids, sizeof(int) * (size_t)k);
-                    int total_len = k + bos;
-                    if (total_len > max_len) { total_len = max_len; r->truncated++; }
-                    if (total_len >= 2) {
-                        double s;
-                        rc = eval_sample(f, all, total_len, &s);
-                        total += s;
-                        r->tokens += total_len - 1;
-                        r->samples++;
-                    }
-                    free(all);
-                }
-                free(ids);
+                if (bos) all[0] = c->bos_id;
+                memcpy(all + bos, ids, sizeof(int) * (size_t)k);
+                int total = k + bos;
+                if (total > max_len) { total = max_len; (*truncated)++; }
+                if (total >= 2) rc = samples_add(l, all, total);
+                else free(all);
+                all = NULL;
             }
+            free(all);
+            free(ids);
         }
         free(text);
         line = end + 1;
     }
     free(buf);
+    return rc;
+}
+
+int eval_file(model *m, ops *o, const spm *tok, const char *path, eval_result *r) {
+    memset(r, 0, sizeof *r);
+    sample_list l = {0};
+    int rc = read_samples(path, tok, &m->cfg, m->cfg.max_pos, &l, &r->truncated);
+    if (!rc && l.n == 0) rc = ql_err(QL_EFORMAT, "%s: no sample with at least one token to predict", path);
+    fwd_state f = {0};
+    // the KV cache holds the longest sample, not max_position_embeddings
+    if (!rc) rc = fwd_init(&f, m, o, l.longest, l.longest < 512 ? l.longest : 512);
+    double total = 0;
+    for (int i = 0; i < l.n && !rc; i++) {
+        double s;
+        rc = eval_sample(&f, l.ids[i], l.len[i], &s);
+        total += s;
+        r->tokens += l.len[i] - 1;
+        r->samples++;
+    }
+    if (f.o) fwd_free(&f);
+    for (int i = 0; i < l.n; i++) free(l.ids[i]);
+    free(l.ids);
+    free(l.len);
     if (rc) return rc;
-    if (r->tokens == 0) return ql_err(QL_EFORMAT, "%s: no sample with at least one token to predict", path);
     r->loss = total / (double)r->tokens;
     r->ppl = exp(r->loss);
     return QL_OK;

@@ -15,8 +15,8 @@ typedef struct {
 
 // Samples: each non-empty line of a text file, or each "text" of a .jsonl file.
 // Each sample is BOS + its tokens, cut at the context; every token after the
-// first is predicted. f must have max_T >= the longest sample and max_N = max_T.
-int eval_file(fwd_state *f, const spm *tok, const char *path, eval_result *r);
+// first is predicted. The KV cache is sized to the longest sample.
+int eval_file(model *m, ops *o, const spm *tok, const char *path, eval_result *r);
 // The loss of one sample (ids, n >= 2): sum of NLL over its n-1 predictions.
 int eval_sample(fwd_state *f, const int *ids, int n, double *nll_sum);
 

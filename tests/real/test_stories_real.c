@@ -33,11 +33,8 @@ static const st_tensor *need(const st_file *f, const char *name) {
 static double eval_loss(model *m, ops *o, const char *path) {
     spm *tok = NULL;
     CHECK_OK(spm_load_bytes(&tok, m->tokenizer, m->tokenizer_len));
-    fwd_state f;
-    CHECK_OK(fwd_init(&f, m, o, m->cfg.max_pos, m->cfg.max_pos));
     eval_result r = {0};
-    CHECK_OK(eval_file(&f, tok, path, &r));
-    fwd_free(&f);
+    CHECK_OK(eval_file(m, o, tok, path, &r));
     spm_free(tok);
     return r.loss;
 }
