@@ -59,6 +59,64 @@ struct ops {
     void (*swiglu)(ops *o, float *out, const float *gate, const float *up, int n);
     // y (n) += x (n)
     void (*add)(ops *o, float *y, const float *x, int n);
+
+    // ---- Training (issue 3): forwards that save state, and backwards ----
+    // Letters as above, plus R (LoRA rank). Gradients are fp32 in backend memory.
+    // Each op says whether it OVERWRITES its gradient outputs (=) or ACCUMULATES
+    // into them (+=). The frozen base gets no weight gradients: only dx flows.
+    // NULL in a backend that has no training support (CUDA, for now).
+
+    // Backward of rmsnorm (y = x * r * w, r = rsqrt(mean(x^2) + eps)) given dy (N,C):
+    //   dx (N,C) += r * (dy*w - xn * mean(dy*w*xn)),  xn = x*r   (accumulates: the
+    //               residual stream's gradient is passed in as dx)
+    //   dw (C)   += sum_n dy*xn; dw may be NULL (the base norms are frozen)
+    // dx must not alias dy or x.
+    void (*rmsnorm_backward)(ops *o, float *dx, float *dw, const float *dy, const float *x, const float *w, int N,
+                             int C, float eps);
+    // Backward of rope: dx (N,H,D) rotated in place by -angle (same pos, inv_freq).
+    void (*rope_backward)(ops *o, float *dx, const int *pos, int N, int H, int D, const float *inv_freq);
+    // Causal grouped-query attention over a packed batch, saving what backward needs.
+    // q (N,H,D); k, v (N,Hkv,D) (the same N tokens); out (N,H,D) =; lse (N,H) = the
+    // natural log-sum-exp of token n's scaled scores (scale 1/sqrt(D)).
+    // seg_start (N) on the host: token n attends to tokens [seg_start[n], n] only
+    // (0 <= seg_start[n] <= n), so packed samples never see each other; all zeros
+    // is plain causal attention (equal to attention() with T0 = 0).
+    void (*attention_train)(ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
+                            const int *seg_start, int N, int H, int Hkv, int D);
+    // Backward of attention_train given dout (N,H,D) and its saved out (N,H,D) and lse (N,H):
+    // dq (N,H,D) =, dk (N,Hkv,D) =, dv (N,Hkv,D) =; the gradients of a kv head shared by
+    // H/Hkv query heads are summed. Outputs must not alias inputs.
+    void (*attention_backward)(ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *out, const float *lse,
+                               const int *seg_start, int N, int H, int Hkv, int D);
+    // Backward of swiglu (out = silu(gate) * up) given dout (n): dgate (n) =, dup (n) =.
+    // dgate may alias gate and dup may alias up (each element is read before written).
+    void (*swiglu_backward)(ops *o, float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                            int n);
+    // Input gradient of a frozen linear: dx (N,cols) = dy (N,rows) @ W, or += when
+    // accumulate != 0 (q, k, v share their input; so do gate and up). W (rows,cols) in
+    // any dtype, NF4 included, dequantized on the fly; no gradient for W.
+    void (*matmul_backward_input)(ops *o, float *dx, const float *dy, const qweight *w, int N, int accumulate);
+    // Fused log-softmax + negative log-likelihood + its gradient, per token.
+    // logits (N,V); targets (N) on the host, < 0 = not trained (prompt, padding).
+    // loss (N) = -log softmax(logits[n])[targets[n]], 0 where not trained.
+    // dlogits (N,V) = scale * (softmax(logits[n]) - onehot(targets[n])), 0 rows where not
+    // trained; the trainer passes scale = 1 / (trained tokens over all accumulated
+    // micro-batches). dlogits may be NULL (loss only) or alias logits (in place).
+    void (*cross_entropy)(ops *o, float *loss, float *dlogits, const float *logits, const int *targets, int N, int V,
+                          float scale);
+    // LoRA on a linear of shape (out,in): A (R,in), B (out,R) fp32 master weights.
+    // xa (N,R) = x (N,in) @ A^T (saved for backward); y (N,out) += scaling * xa @ B^T.
+    // (Dropout on the adapter input is the caller's: pass the dropped-out x.)
+    void (*lora_forward)(ops *o, float *y, float *xa, const float *x, const float *A, const float *B, int N, int in,
+                         int out, int R, float scaling);
+    // Backward of lora_forward given dy (N,out), its x (N,in) and saved xa (N,R):
+    //   dxa (N,R) = scaling * dy @ B            (scratch the caller provides)
+    //   dB (out,R) += scaling * dy^T @ xa,  dA (R,in) += dxa^T @ x   (accumulate over micro-batches)
+    //   dx (N,in) += dxa @ A   (the LoRA part of the input gradient); dx may be NULL.
+    void (*lora_backward)(ops *o, float *dA, float *dB, float *dx, float *dxa, const float *dy, const float *x,
+                          const float *xa, const float *A, const float *B, int N, int in, int out, int R,
+                          float scaling);
 };
 
 // Backends. Each returns NULL (with ql_errmsg set) when unavailable.

@@ -7,6 +7,7 @@
 
 #include "../../common/err.h"
 #include "../ops.h"
+#include "grad_cpu.h"
 #include "matmul_cpu.h"
 
 typedef struct {
@@ -139,6 +140,10 @@ ops *ops_cpu_new(int n_threads) {
         .weight_upload = cpu_weight_upload, .weight_release = cpu_weight_release, .sync = cpu_sync,
         .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
         .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
+        .rmsnorm_backward = cpu_rmsnorm_backward, .rope_backward = cpu_rope_backward,
+        .attention_train = cpu_attention_train, .attention_backward = cpu_attention_backward,
+        .swiglu_backward = cpu_swiglu_backward, .matmul_backward_input = cpu_matmul_backward_input,
+        .cross_entropy = cpu_cross_entropy, .lora_forward = cpu_lora_forward, .lora_backward = cpu_lora_backward,
     };
     return o;
 }

@@ -7,6 +7,7 @@
 
 #include "../../common/err.h"
 #include "../ops.h"
+#include "grad_ref.h"
 
 static void *ref_alloc(ops *o, size_t n) { return calloc(1, n ? n : 1); }
 static void ref_free(ops *o, void *p) { free(p); }
@@ -22,37 +23,12 @@ static void ref_embed(ops *o, float *out, const qweight *table, const int *token
         for (int64_t c = 0; c < C; c++) out[n * C + c] = qweight_get(table, tokens[n], c);
 }
 
-static void ref_rmsnorm(ops *o, float *out, const float *x, const float *w, int N, int C, float eps) {
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * C;
-        double ss = 0;
-        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
-        float r = (float)(1.0 / sqrt(ss / C + eps));
-        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = xr[c] * r * w[c];
-    }
-}
-
 static void ref_matmul(ops *o, float *out, const float *x, const qweight *w, int N) {
     for (int n = 0; n < N; n++)
         for (int64_t r = 0; r < w->rows; r++) {
             double acc = 0;
             for (int64_t c = 0; c < w->cols; c++) acc += (double)x[n * w->cols + c] * qweight_get(w, r, c);
             out[n * w->rows + r] = (float)acc;
-        }
-}
-
-static void ref_rope(ops *o, float *x, const int *pos, int N, int H, int D, const float *inv_freq) {
-    int half = D / 2;
-    for (int n = 0; n < N; n++)
-        for (int h = 0; h < H; h++) {
-            float *v = x + ((size_t)n * H + h) * D;
-            for (int i = 0; i < half; i++) {
-                double a = (double)pos[n] * inv_freq[i];
-                double c = cos(a), s = sin(a);
-                double x0 = v[i], x1 = v[i + half];
-                v[i] = (float)(x0 * c - x1 * s);
-                v[i + half] = (float)(x1 * c + x0 * s);
-            }
         }
 }
 
@@ -85,13 +61,6 @@ static void ref_attention(ops *o, float *out, const float *q, const float *k, co
     free(sc);
 }
 
-static void ref_swiglu(ops *o, float *out, const float *gate, const float *up, int n) {
-    for (int i = 0; i < n; i++) {
-        double g = gate[i];
-        out[i] = (float)(g / (1.0 + exp(-g)) * up[i]);
-    }
-}
-
 static void ref_add(ops *o, float *y, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += x[i];
 }
@@ -104,6 +73,10 @@ ops *ops_ref_new(void) {
         .weight_upload = ref_weight_upload, .weight_release = ref_weight_release, .sync = ref_sync,
         .destroy = ref_destroy, .embed = ref_embed, .rmsnorm = ref_rmsnorm, .matmul = ref_matmul,
         .rope = ref_rope, .attention = ref_attention, .swiglu = ref_swiglu, .add = ref_add,
+        .rmsnorm_backward = ref_rmsnorm_backward, .rope_backward = ref_rope_backward,
+        .attention_train = ref_attention_train, .attention_backward = ref_attention_backward,
+        .swiglu_backward = ref_swiglu_backward, .matmul_backward_input = ref_matmul_backward_input,
+        .cross_entropy = ref_cross_entropy, .lora_forward = ref_lora_forward, .lora_backward = ref_lora_backward,
     };
     return o;
 }
