@@ -106,7 +106,7 @@ int json_is_null(const json_doc *d, int i) {
            memcmp(d->js + d->tok[i].start, "null", 4) == 0;
 }
 
-static const char *type_name(const json_doc *d, int i) {
+const char *json_type_name(const json_doc *d, int i) {
     switch (json_type(d, i)) {
     case JSMN_OBJECT: return "an object";
     case JSMN_ARRAY: return "an array";
@@ -120,12 +120,12 @@ static const char *type_name(const json_doc *d, int i) {
 }
 
 static int expected(const json_doc *d, int i, const char *name, const char *what) {
-    return ql_err(QL_EFORMAT, "%s: field '%s': expected %s, found %s", d->what, name, what, type_name(d, i));
+    return ql_err(QL_EFORMAT, "%s: field '%s': expected %s, found %s", d->what, name, what, json_type_name(d, i));
 }
 
 int json_get_double(const json_doc *d, int i, const char *name, double *out) {
-    if (json_type(d, i) != JSMN_PRIMITIVE || !strcmp(type_name(d, i), "null") ||
-        !strcmp(type_name(d, i), "a boolean"))
+    if (json_type(d, i) != JSMN_PRIMITIVE || !strcmp(json_type_name(d, i), "null") ||
+        !strcmp(json_type_name(d, i), "a boolean"))
         return expected(d, i, name, "a number");
     char buf[64];
     int n = d->tok[i].end - d->tok[i].start;

@@ -31,6 +31,8 @@ int json_item(const json_doc *d, int arr, int k);  // k-th item of an array or -
 int json_member(const json_doc *d, int obj, int k, int *val);
 
 int json_is_null(const json_doc *d, int i);
+// "an object", "an array", "a string", "a number", "a boolean", "null" (for messages)
+const char *json_type_name(const json_doc *d, int i);
 int json_eq(const json_doc *d, int i, const char *s);  // string token equals s (no escapes)
 // Typed getters: QL_OK, or QL_EFORMAT with "<what>: field '<name>': expected X, found Y".
 int json_get_int(const json_doc *d, int i, const char *name, long long *out);

@@ -1,0 +1,54 @@
+// dataset.c: options, names and freeing (see dataset.h). Reading is in
+// jsonl.c, rendering in chat.c, order/split/packing in pack.c.
+#include "datasets/dataset.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+
+void dataset_options_default(dataset_options *o) {
+    memset(o, 0, sizeof *o);
+    o->chat_template = DS_TEMPLATE_LLAMA2;
+    o->seq_len = 512;
+    o->add_bos = 1;
+    o->bos_id = -1;
+    o->eos_id = -1;
+    o->max_file_bytes = (size_t)1 << 30;
+}
+
+void dataset_free(dataset *d) {
+    if (!d) return;
+    for (int i = 0; i < d->n_samples; i++) {
+        free(d->samples[i].ids);
+        free(d->samples[i].mask);
+    }
+    free(d->samples);
+    free(d->skip_summary);
+    memset(d, 0, sizeof *d);
+}
+
+const char *ds_format_name(ds_format f) {
+    switch (f) {
+    case DS_FORMAT_TEXT: return "text";
+    case DS_FORMAT_PROMPT: return "prompt/completion";
+    case DS_FORMAT_CHAT: return "messages";
+    case DS_FORMAT_ALPACA: return "alpaca";
+    default: return "none";
+    }
+}
+
+static const char *const template_names[] = {"llama2", "chatml", "zephyr"};
+
+const char *ds_template_name(ds_template t) {
+    return t >= DS_TEMPLATE_LLAMA2 && t <= DS_TEMPLATE_ZEPHYR ? template_names[t] : "unknown";
+}
+
+int ds_template_parse(ds_template *out, const char *name) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, template_names[i])) {
+            *out = (ds_template)i;
+            return QL_OK;
+        }
+    return ql_err(QL_EINVAL, "unknown chat template '%s' (expected llama2, chatml or zephyr)", name);
+}
