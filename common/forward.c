@@ -70,7 +70,7 @@ void fwd_free(fwd_state *s) {
         if (s->k_cache) o->free(o, s->k_cache[l]);
         if (s->v_cache) o->free(o, s->v_cache[l]);
     }
-    float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->att, s->hb, s->hb2, s->logits};
+    float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->att, s->hb, s->hb2, s->logits, s->xa};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) o->free(o, bufs[i]);
     o->weight_release(o, &s->m->embed);
     if (!c->tie_embeddings) o->weight_release(o, &s->m->lm_head);
@@ -82,6 +82,43 @@ void fwd_free(fwd_state *s) {
     if (c->tie_embeddings) s->m->lm_head = s->m->embed;
     free(s->norms), free(s->k_cache), free(s->v_cache), free(s->inv_freq), free(s->pos);
     memset(s, 0, sizeof *s);
+}
+
+int fwd_set_adapter(fwd_state *s, const lora_adapter *a) {
+    ops *o = s->o;
+    const model_config *c = &s->m->cfg;
+    if (a && (!o->lora_forward))
+        return ql_err(QL_EUNSUP, "the %s backend cannot apply LoRA adapters yet", o->name);
+    if (a && a->n_layers != c->n_layers)
+        return ql_err(QL_EINVAL, "adapter has %d layers, the model %d", a->n_layers, c->n_layers);
+    for (int l = 0; a && l < c->n_layers; l++)
+        for (int k = 0; k < LORA_NMODULES; k++) {
+            int in, out;
+            lora_module_shape(c, k, &in, &out);
+            const lora_pair *p = &a->w[l * LORA_NMODULES + k];
+            if (p->A && (p->in != in || p->out != out))
+                return ql_err(QL_EINVAL, "adapter layer %d %s is (%d -> %d), the model's is (%d -> %d)", l,
+                              LORA_MODULE_NAMES[k], p->in, p->out, in, out);
+        }
+    o->free(o, s->xa);
+    s->xa = NULL;
+    if (a) {
+        s->xa = o->alloc(o, sizeof(float) * (size_t)s->max_N * a->rank);
+        if (!s->xa) return ql_err(QL_ENOMEM, "out of memory");
+    }
+    s->lora = a;
+    return QL_OK;
+}
+
+// y (N,out) = x W^T (+ the adapter's term for module k of layer l)
+static void linear(fwd_state *s, float *y, const float *x, const qweight *w, int l, int k, int N) {
+    ops *o = s->o;
+    o->matmul(o, y, x, w, N);
+    const lora_adapter *a = s->lora;
+    if (a) {
+        const lora_pair *p = &a->w[l * LORA_NMODULES + k];
+        if (p->A) o->lora_forward(o, y, s->xa, x, p->A, p->B, N, p->in, p->out, a->rank, a->scaling);
+    }
 }
 
 int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, int all_logits) {
@@ -104,20 +141,20 @@ int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, i
         float *k_new = kc + (size_t)T0 * KV, *v_new = vc + (size_t)T0 * KV;
         // attention block: x += wo(attn(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)
         o->rmsnorm(o, s->xb, s->x, s->norms[2 * l], N, C, c->norm_eps);
-        o->matmul(o, s->q, s->xb, &w->wq, N);
-        o->matmul(o, k_new, s->xb, &w->wk, N);  // K and V go straight into the cache
-        o->matmul(o, v_new, s->xb, &w->wv, N);
+        linear(s, s->q, s->xb, &w->wq, l, 0, N);
+        linear(s, k_new, s->xb, &w->wk, l, 1, N);  // K and V go straight into the cache
+        linear(s, v_new, s->xb, &w->wv, l, 2, N);
         o->rope(o, s->q, s->pos, N, H, D, s->inv_freq);
         o->rope(o, k_new, s->pos, N, Hkv, D, s->inv_freq);
         o->attention(o, s->att, s->q, kc, vc, N, T0, H, Hkv, D);
-        o->matmul(o, s->xb2, s->att, &w->wo, N);
+        linear(s, s->xb2, s->att, &w->wo, l, 3, N);
         o->add(o, s->x, s->xb2, N * C);
         // MLP block: x += down(silu(gate xn) * up xn)
         o->rmsnorm(o, s->xb, s->x, s->norms[2 * l + 1], N, C, c->norm_eps);
-        o->matmul(o, s->hb, s->xb, &w->w_gate, N);
-        o->matmul(o, s->hb2, s->xb, &w->w_up, N);
+        linear(s, s->hb, s->xb, &w->w_gate, l, 4, N);
+        linear(s, s->hb2, s->xb, &w->w_up, l, 5, N);
         o->swiglu(o, s->hb, s->hb, s->hb2, N * F);
-        o->matmul(o, s->xb2, s->hb, &w->w_down, N);
+        linear(s, s->xb2, s->hb, &w->w_down, l, 6, N);
         o->add(o, s->x, s->xb2, N * C);
     }
     int first = all_logits ? 0 : N - 1, n_out = N - first;

@@ -4,6 +4,7 @@
 #define QL_FORWARD_H
 
 #include "../kernels/ops.h"
+#include "../train/lora.h"
 #include "model.h"
 
 typedef struct {
@@ -20,11 +21,17 @@ typedef struct {
     float **norms;         // [2L+1] backend copies: attn_norm, ffn_norm per layer, then final
     float *inv_freq;       // host (D/2)
     int *pos;              // host (max_N)
+    const lora_adapter *lora;  // applied when not NULL (fwd_set_adapter)
+    float *xa;             // (max_N, R) LoRA scratch
 } fwd_state;
 
 // Uploads the weights to the backend and allocates the cache and scratch.
 int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N);
 void fwd_free(fwd_state *s);
+// Apply adapter a (NULL: none) from the next call on: every targeted linear
+// becomes y = x W^T + scaling * (x A^T) B^T. a's weights must be in backend
+// memory (host memory for the CPU backends) and outlive its use.
+int fwd_set_adapter(fwd_state *s, const lora_adapter *a);
 // Run tokens (N, host) at positions T0..T0+N-1 of the one sequence in the cache.
 // logits (host): (N,V) when all_logits, else (1,V) for the last token.
 int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, int all_logits);
