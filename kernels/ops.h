@@ -117,7 +117,21 @@ struct ops {
     void (*lora_backward)(ops *o, float *dA, float *dB, float *dx, float *dxa, const float *dy, const float *x,
                           const float *xa, const float *A, const float *B, int N, int in, int out, int R,
                           float scaling);
+    // Inverted dropout with a reproducible mask: out (n) = x * keep_i / (1-p), keep_i = 0 with
+    // probability p, drawn from dropout_keep(key, i). The same call on a gradient is its
+    // backward. out may alias x.
+    void (*dropout)(ops *o, float *out, const float *x, int64_t n, float p, uint64_t key);
 };
+
+// The dropout mask bit for element i under key: 1 (keep) with probability 1-p.
+// A counter-based hash (splitmix64 of key and i), so any backend draws the same mask.
+static inline int dropout_keep(uint64_t key, int64_t i, float p) {
+    uint64_t z = key + 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0) >= p;
+}
 
 // Backends. Each returns NULL (with ql_errmsg set) when unavailable.
 ops *ops_ref_new(void);   // kernels/ref: plain C, single thread, the reference

@@ -125,6 +125,12 @@ static void cpu_add(ops *o, float *y, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += x[i];
 }
 
+static void cpu_dropout(ops *o, float *out, const float *x, int64_t n, float p, uint64_t key) {
+    float s = 1.0f / (1.0f - p);
+    #pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, p) ? x[i] * s : 0.0f;
+}
+
 ops *ops_cpu_new(int n_threads) {
     ops *o = calloc(1, sizeof *o);
     cpu_ctx *c = calloc(1, sizeof *c);
@@ -142,7 +148,7 @@ ops *ops_cpu_new(int n_threads) {
         .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
         .rmsnorm_backward = cpu_rmsnorm_backward, .rope_backward = cpu_rope_backward,
         .attention_train = cpu_attention_train, .attention_backward = cpu_attention_backward,
-        .swiglu_backward = cpu_swiglu_backward, .matmul_backward_input = cpu_matmul_backward_input,
+        .swiglu_backward = cpu_swiglu_backward, .dropout = cpu_dropout, .matmul_backward_input = cpu_matmul_backward_input,
         .cross_entropy = cpu_cross_entropy, .lora_forward = cpu_lora_forward, .lora_backward = cpu_lora_backward,
     };
     return o;

@@ -65,6 +65,11 @@ static void ref_add(ops *o, float *y, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += x[i];
 }
 
+static void ref_dropout(ops *o, float *out, const float *x, int64_t n, float p, uint64_t key) {
+    float s = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, p) ? x[i] * s : 0.0f;
+}
+
 ops *ops_ref_new(void) {
     ops *o = calloc(1, sizeof *o);
     if (!o) { ql_err(QL_ENOMEM, "ops_ref_new: out of memory"); return NULL; }
@@ -75,7 +80,7 @@ ops *ops_ref_new(void) {
         .rope = ref_rope, .attention = ref_attention, .swiglu = ref_swiglu, .add = ref_add,
         .rmsnorm_backward = ref_rmsnorm_backward, .rope_backward = ref_rope_backward,
         .attention_train = ref_attention_train, .attention_backward = ref_attention_backward,
-        .swiglu_backward = ref_swiglu_backward, .matmul_backward_input = ref_matmul_backward_input,
+        .swiglu_backward = ref_swiglu_backward, .dropout = ref_dropout, .matmul_backward_input = ref_matmul_backward_input,
         .cross_entropy = ref_cross_entropy, .lora_forward = ref_lora_forward, .lora_backward = ref_lora_backward,
     };
     return o;

@@ -1,0 +1,315 @@
+// trainer.c: see trainer.h. The block's forward mirrors common/forward.c, over
+// a packed micro-batch and keeping what the backward pass needs.
+#include "trainer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+
+static float *balloc(trainer *t, size_t nfloats, int *rc) {
+    float *p = t->o->alloc(t->o, sizeof(float) * (nfloats ? nfloats : 1));
+    if (!p && *rc == QL_OK) *rc = ql_err(QL_ENOMEM, "out of %s memory for training (%zu floats)", t->o->name, nfloats);
+    return p;
+}
+
+static int acts_alloc(trainer *t, block_acts *b, int with_input) {
+    const model_config *c = &t->m->cfg;
+    size_t N = (size_t)t->N, C = c->dim, F = c->hidden_dim, HD = (size_t)c->n_heads * c->head_dim,
+           KV = (size_t)c->n_kv_heads * c->head_dim;
+    int rc = QL_OK;
+    if (with_input) b->x_in = balloc(t, N * C, &rc);
+    b->xn1 = balloc(t, N * C, &rc), b->xn2 = balloc(t, N * C, &rc), b->x_mid = balloc(t, N * C, &rc);
+    b->q = balloc(t, N * HD, &rc), b->k = balloc(t, N * KV, &rc), b->v = balloc(t, N * KV, &rc);
+    b->att = balloc(t, N * HD, &rc), b->lse = balloc(t, N * c->n_heads, &rc);
+    b->gate = balloc(t, N * F, &rc), b->up = balloc(t, N * F, &rc), b->hact = balloc(t, N * F, &rc);
+    for (int k = 0; k < LORA_NMODULES; k++) {
+        const lora_pair *p = &t->a->w[k];  // every layer targets the same modules
+        if (!p->A) continue;
+        b->xa[k] = balloc(t, N * t->a->rank, &rc);
+        if (t->a->dropout > 0) b->xdrop[k] = balloc(t, N * p->in, &rc);
+    }
+    return rc;
+}
+
+static void acts_free(trainer *t, block_acts *b) {
+    ops *o = t->o;
+    float *p[] = {b->x_in, b->xn1, b->xn2, b->x_mid, b->q, b->k, b->v, b->att, b->lse, b->gate, b->up, b->hact};
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++) o->free(o, p[i]);
+    for (int k = 0; k < LORA_NMODULES; k++) o->free(o, b->xa[k]), o->free(o, b->xdrop[k]);
+}
+
+int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, int grad_checkpoint) {
+    memset(t, 0, sizeof *t);
+    const model_config *c = &m->cfg;
+    if (!o->attention_train || !o->lora_backward || !o->dropout)
+        return ql_err(QL_EUNSUP, "the %s backend cannot train yet (no backward ops)", o->name);
+    if (B < 1 || T < 2) return ql_err(QL_EINVAL, "training batch %d x %d: expected B >= 1 and T >= 2", B, T);
+    t->m = m, t->o = o, t->a = a, t->B = B, t->T = T, t->N = B * T, t->checkpoint = grad_checkpoint;
+    int L = c->n_layers, rc = QL_OK;
+    size_t N = (size_t)t->N, C = c->dim, F = c->hidden_dim, HD = (size_t)c->n_heads * c->head_dim,
+           KV = (size_t)c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    rc = o->weight_upload(o, &m->embed);
+    if (!rc && !c->tie_embeddings) rc = o->weight_upload(o, &m->lm_head);
+    if (c->tie_embeddings) m->lm_head = m->embed;
+    for (int l = 0; l < L && !rc; l++) {
+#define X(field, hf, R_, C_) if (!rc) rc = o->weight_upload(o, &m->layers[l].field);
+        LAYER_LINEARS(X)
+#undef X
+    }
+    if (rc) return rc;
+    int nacts = grad_checkpoint ? 1 : L;
+    t->acts = calloc((size_t)nacts, sizeof(block_acts));
+    t->x_saved = calloc((size_t)L + 1, sizeof(float *));
+    t->dA = calloc((size_t)L * LORA_NMODULES, sizeof(float *));
+    t->dB = calloc((size_t)L * LORA_NMODULES, sizeof(float *));
+    t->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
+    t->pos = malloc(sizeof(int) * N), t->seg_start = malloc(sizeof(int) * N), t->targets = malloc(sizeof(int) * N);
+    if (!t->acts || !t->x_saved || !t->dA || !t->dB || !t->inv_freq || !t->pos || !t->seg_start || !t->targets) {
+        trainer_free(t);
+        return ql_err(QL_ENOMEM, "out of memory");
+    }
+    config_rope_inv_freq(c, t->inv_freq);
+    t->norms = calloc(2 * (size_t)L + 1, sizeof(float *));
+    if (!t->norms) rc = ql_err(QL_ENOMEM, "out of memory");
+    for (int i = 0; i <= 2 * L && !rc; i++) {
+        const float *src = i == 2 * L ? m->final_norm : (i & 1) ? m->layers[i / 2].ffn_norm : m->layers[i / 2].attn_norm;
+        t->norms[i] = balloc(t, C, &rc);
+        if (t->norms[i]) o->to_device(o, t->norms[i], src, sizeof(float) * C);
+    }
+    for (int i = 0; i < nacts && !rc; i++) rc = acts_alloc(t, &t->acts[i], !grad_checkpoint);
+    for (int l = 0; l <= L && !rc && grad_checkpoint; l++) t->x_saved[l] = balloc(t, N * C, &rc);
+    size_t wide = F > HD ? F : HD;
+    if (wide < C) wide = C;
+    t->x_final = balloc(t, N * C, &rc), t->xn_final = balloc(t, N * C, &rc);
+    t->logits = balloc(t, N * V, &rc), t->loss_tok = balloc(t, N, &rc);
+    t->dx = balloc(t, N * C, &rc), t->dmid = balloc(t, N * C, &rc), t->dxn = balloc(t, N * C, &rc);
+    t->dh = balloc(t, N * F, &rc), t->dgate = balloc(t, N * F, &rc), t->dup = balloc(t, N * F, &rc);
+    t->datt = balloc(t, N * HD, &rc), t->dq = balloc(t, N * HD, &rc);
+    t->dk = balloc(t, N * KV, &rc), t->dv = balloc(t, N * KV, &rc);
+    t->dxa = balloc(t, N * a->rank, &rc), t->tmp = balloc(t, N * wide, &rc);
+    for (int i = 0; i < L * LORA_NMODULES && !rc; i++) {
+        const lora_pair *p = &a->w[i];
+        if (!p->A) continue;
+        t->dA[i] = balloc(t, (size_t)a->rank * p->in, &rc);
+        t->dB[i] = balloc(t, (size_t)p->out * a->rank, &rc);
+    }
+    if (rc) trainer_free(t);
+    return rc;
+}
+
+void trainer_free(trainer *t) {
+    if (!t->o) return;
+    ops *o = t->o;
+    const model_config *c = &t->m->cfg;
+    int L = c->n_layers, nacts = t->checkpoint ? 1 : L;
+    for (int i = 0; t->acts && i < nacts; i++) acts_free(t, &t->acts[i]);
+    for (int l = 0; t->x_saved && l <= L; l++) o->free(o, t->x_saved[l]);
+    for (int i = 0; i < L * LORA_NMODULES; i++) {
+        if (t->dA) o->free(o, t->dA[i]);
+        if (t->dB) o->free(o, t->dB[i]);
+    }
+    float *p[] = {t->x_final, t->xn_final, t->logits, t->loss_tok, t->dx, t->dmid, t->dxn, t->dh, t->dgate,
+                  t->dup, t->datt, t->dq, t->dk, t->dv, t->dxa, t->tmp};
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++) o->free(o, p[i]);
+    for (int i = 0; t->norms && i <= 2 * L; i++) o->free(o, t->norms[i]);
+    free(t->norms);
+    free(t->acts), free(t->x_saved), free(t->dA), free(t->dB), free(t->inv_freq);
+    free(t->pos), free(t->seg_start), free(t->targets);
+    memset(t, 0, sizeof *t);
+}
+
+
+static uint64_t module_key(uint64_t key, int l, int k) {
+    return key ^ (0xD1B54A32D192ED03ULL * (uint64_t)(l * LORA_NMODULES + k + 1));
+}
+
+// y (N,out) = x W^T + the adapter's term of module k
+static void lin_fwd(trainer *t, block_acts *b, int l, int k, float *y, const float *x, const qweight *w,
+                    uint64_t key) {
+    ops *o = t->o;
+    o->matmul(o, y, x, w, t->N);
+    const lora_pair *p = &t->a->w[l * LORA_NMODULES + k];
+    if (!p->A) return;
+    const float *xin = x;
+    if (t->a->dropout > 0) {
+        o->dropout(o, b->xdrop[k], x, (int64_t)t->N * p->in, t->a->dropout, module_key(key, l, k));
+        xin = b->xdrop[k];
+    }
+    o->lora_forward(o, y, b->xa[k], xin, p->A, p->B, t->N, p->in, p->out, t->a->rank, t->a->scaling);
+}
+
+// dx (N,in) (+)= dy W + the adapter's part; the adapter's gradients accumulate
+static void lin_bwd(trainer *t, block_acts *b, int l, int k, float *dx, int accumulate, const float *dy,
+                    const float *x, const qweight *w, uint64_t key) {
+    ops *o = t->o;
+    o->matmul_backward_input(o, dx, dy, w, t->N, accumulate);
+    int i = l * LORA_NMODULES + k;
+    const lora_pair *p = &t->a->w[i];
+    if (!p->A) return;
+    if (t->a->dropout > 0) {
+        // gradient of the dropped-out input, then through the same mask
+        float *g = t->tmp;
+        float *z = calloc((size_t)t->N * p->in, sizeof(float));
+        QL_ASSERT(z);
+        o->to_device(o, g, z, sizeof(float) * (size_t)t->N * p->in);
+        free(z);
+        o->lora_backward(o, t->dA[i], t->dB[i], g, t->dxa, dy, b->xdrop[k], b->xa[k], p->A, p->B, t->N, p->in,
+                         p->out, t->a->rank, t->a->scaling);
+        o->dropout(o, g, g, (int64_t)t->N * p->in, t->a->dropout, module_key(key, l, k));
+        o->add(o, dx, g, t->N * p->in);
+    } else {
+        o->lora_backward(o, t->dA[i], t->dB[i], dx, t->dxa, dy, x, b->xa[k], p->A, p->B, t->N, p->in, p->out,
+                         t->a->rank, t->a->scaling);
+    }
+}
+
+// Zero n floats of backend memory.
+static void zero(trainer *t, float *p, size_t n) {
+    float *z = calloc(n ? n : 1, sizeof(float));
+    QL_ASSERT(z);
+    t->o->to_device(t->o, p, z, n * sizeof(float));
+    free(z);
+}
+
+void trainer_zero_grads(trainer *t) {
+    for (int i = 0; i < t->m->cfg.n_layers * LORA_NMODULES; i++) {
+        const lora_pair *p = &t->a->w[i];
+        if (!p->A) continue;
+        zero(t, t->dA[i], (size_t)t->a->rank * p->in);
+        zero(t, t->dB[i], (size_t)p->out * t->a->rank);
+    }
+}
+
+// One block forward: x (N,C) -> out (N,C), keeping its activations in b.
+static void block_fwd(trainer *t, block_acts *b, int l, const float *x, float *out, uint64_t key) {
+    ops *o = t->o;
+    const model_config *c = &t->m->cfg;
+    const layer_weights *w = &t->m->layers[l];
+    int N = t->N, C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
+    // attention: x_mid = x + wo(attn(rope(q), rope(k), v)), q/k/v from rmsnorm(x)
+    o->rmsnorm(o, b->xn1, x, t->norms[2 * l], N, C, c->norm_eps);
+    lin_fwd(t, b, l, 0, b->q, b->xn1, &w->wq, key);
+    lin_fwd(t, b, l, 1, b->k, b->xn1, &w->wk, key);
+    lin_fwd(t, b, l, 2, b->v, b->xn1, &w->wv, key);
+    o->rope(o, b->q, t->pos, N, H, D, t->inv_freq);
+    o->rope(o, b->k, t->pos, N, Hkv, D, t->inv_freq);
+    o->attention_train(o, b->att, b->lse, b->q, b->k, b->v, t->seg_start, N, H, Hkv, D);
+    lin_fwd(t, b, l, 3, b->x_mid, b->att, &w->wo, key);
+    o->add(o, b->x_mid, x, N * C);
+    // MLP: out = x_mid + down(silu(gate) * up), gate/up from rmsnorm(x_mid)
+    o->rmsnorm(o, b->xn2, b->x_mid, t->norms[2 * l + 1], N, C, c->norm_eps);
+    lin_fwd(t, b, l, 4, b->gate, b->xn2, &w->w_gate, key);
+    lin_fwd(t, b, l, 5, b->up, b->xn2, &w->w_up, key);
+    o->swiglu(o, b->hact, b->gate, b->up, N * F);
+    lin_fwd(t, b, l, 6, out, b->hact, &w->w_down, key);
+    o->add(o, out, b->x_mid, N * C);
+}
+
+// One block backward: on entry t->dx is d(out); on return d(x). x is the block's input.
+static void block_bwd(trainer *t, block_acts *b, int l, const float *x, uint64_t key) {
+    ops *o = t->o;
+    const model_config *c = &t->m->cfg;
+    const layer_weights *w = &t->m->layers[l];
+    int N = t->N, C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
+    // MLP branch; the residual passes dx through unchanged, so dx becomes d(x_mid)
+    lin_bwd(t, b, l, 6, t->dh, 0, t->dx, b->hact, &w->w_down, key);
+    o->swiglu_backward(o, t->dgate, t->dup, t->dh, b->gate, b->up, N * F);
+    lin_bwd(t, b, l, 4, t->dxn, 0, t->dgate, b->xn2, &w->w_gate, key);
+    lin_bwd(t, b, l, 5, t->dxn, 1, t->dup, b->xn2, &w->w_up, key);
+    o->rmsnorm_backward(o, t->dx, NULL, t->dxn, b->x_mid, t->norms[2 * l + 1], N, C, c->norm_eps);
+    // attention branch; dx becomes d(x)
+    lin_bwd(t, b, l, 3, t->datt, 0, t->dx, b->att, &w->wo, key);
+    o->attention_backward(o, t->dq, t->dk, t->dv, t->datt, b->q, b->k, b->v, b->att, b->lse, t->seg_start, N, H,
+                          Hkv, D);
+    o->rope_backward(o, t->dq, t->pos, N, H, D, t->inv_freq);
+    o->rope_backward(o, t->dk, t->pos, N, Hkv, D, t->inv_freq);
+    lin_bwd(t, b, l, 0, t->dxn, 0, t->dq, b->xn1, &w->wq, key);
+    lin_bwd(t, b, l, 1, t->dxn, 1, t->dk, b->xn1, &w->wk, key);
+    lin_bwd(t, b, l, 2, t->dxn, 1, t->dv, b->xn1, &w->wv, key);
+    o->rmsnorm_backward(o, t->dx, NULL, t->dxn, x, t->norms[2 * l], N, C, c->norm_eps);
+}
+
+// Block l's input buffer.
+static float *block_input(trainer *t, int l) {
+    if (t->checkpoint) return t->x_saved[l];
+    return l < t->m->cfg.n_layers ? t->acts[l].x_in : t->x_final;
+}
+
+static void set_batch(trainer *t, const int *targets, const int *pos, const int *seg) {
+    for (int n = 0; n < t->N; n++) {
+        int row_start = n % t->T == 0;
+        t->pos[n] = seg[n] < 0 ? 0 : pos[n];
+        t->seg_start[n] = (row_start || seg[n] < 0 || seg[n] != seg[n - 1]) ? n : t->seg_start[n - 1];
+        t->targets[n] = targets[n];
+    }
+}
+
+// Forward through every block and the head; the loss per token goes to t->loss_tok.
+static int forward_all(trainer *t, const int *tokens, uint64_t key, float scale, int want_grad) {
+    ops *o = t->o;
+    const model_config *c = &t->m->cfg;
+    int L = c->n_layers, N = t->N;
+    for (int n = 0; n < N; n++)
+        if (tokens[n] < 0 || tokens[n] >= c->vocab_size)
+            return ql_err(QL_EINVAL, "training batch: token id %d outside the vocabulary [0, %d)", tokens[n],
+                          c->vocab_size);
+    o->embed(o, block_input(t, 0), &t->m->embed, tokens, N);
+    for (int l = 0; l < L; l++) {
+        block_acts *b = t->checkpoint ? &t->acts[0] : &t->acts[l];
+        block_fwd(t, b, l, block_input(t, l), block_input(t, l + 1), key);
+    }
+    float *xf = block_input(t, L);
+    o->rmsnorm(o, t->xn_final, xf, t->norms[2 * L], N, c->dim,
+               c->norm_eps);
+    o->matmul(o, t->logits, t->xn_final, &t->m->lm_head, N);
+    o->cross_entropy(o, t->loss_tok, want_grad ? t->logits : NULL, t->logits, t->targets, N, c->vocab_size, scale);
+    return QL_OK;
+}
+
+static void sum_loss(trainer *t, double *nll_sum, long *n_trained) {
+    float *l = malloc(sizeof(float) * (size_t)t->N);
+    QL_ASSERT(l);
+    t->o->to_host(t->o, l, t->loss_tok, sizeof(float) * (size_t)t->N);
+    double s = 0;
+    long n = 0;
+    for (int i = 0; i < t->N; i++)
+        if (t->targets[i] >= 0) s += l[i], n++;
+    free(l);
+    *nll_sum = s;
+    *n_trained = n;
+}
+
+int trainer_step(trainer *t, const int *tokens, const int *targets, const int *pos, const int *seg, float scale,
+                 uint64_t dropout_key, double *nll_sum, long *n_trained) {
+    ops *o = t->o;
+    const model_config *c = &t->m->cfg;
+    int L = c->n_layers, N = t->N, C = c->dim;
+    set_batch(t, targets, pos, seg);
+    QL_CHECK(forward_all(t, tokens, dropout_key, scale, 1));
+    sum_loss(t, nll_sum, n_trained);
+    // head: logits now hold dlogits; dxn_final = dlogits @ lm_head; dx = rmsnorm backward
+    o->matmul_backward_input(o, t->dxn, t->logits, &t->m->lm_head, N, 0);
+    zero(t, t->dx, (size_t)N * C);
+    o->rmsnorm_backward(o, t->dx, NULL, t->dxn, block_input(t, L),
+                        t->norms[2 * L], N, C, c->norm_eps);
+    for (int l = L - 1; l >= 0; l--) {
+        block_acts *b = t->checkpoint ? &t->acts[0] : &t->acts[l];
+        // recompute this block's activations from its saved input (scratch output)
+        if (t->checkpoint) block_fwd(t, b, l, block_input(t, l), t->dmid, dropout_key);
+        block_bwd(t, b, l, block_input(t, l), dropout_key);
+    }
+    return QL_OK;
+}
+
+int trainer_eval(trainer *t, const int *tokens, const int *targets, const int *pos, const int *seg, double *nll_sum,
+                 long *n_trained) {
+    set_batch(t, targets, pos, seg);
+    lora_adapter *a = t->a;
+    float p = a->dropout;
+    a->dropout = 0;  // no dropout when evaluating
+    int rc = forward_all(t, tokens, 0, 0.0f, 0);
+    a->dropout = p;
+    if (!rc) sum_loss(t, nll_sum, n_trained);
+    return rc;
+}
