@@ -313,3 +313,42 @@ int trainer_eval(trainer *t, const int *tokens, const int *targets, const int *p
     if (!rc) sum_loss(t, nll_sum, n_trained);
     return rc;
 }
+
+int train_params_init(train_params *tp, trainer *t) {
+    memset(tp, 0, sizeof *tp);
+    int L = t->m->cfg.n_layers, R = t->a->rank;
+    tp->p = calloc(2 * (size_t)L * LORA_NMODULES, sizeof(adamw_param));
+    if (!tp->p) return ql_err(QL_ENOMEM, "out of memory");
+    for (int i = 0; i < L * LORA_NMODULES; i++) {
+        lora_pair *p = &t->a->w[i];
+        if (!p->A) continue;
+        for (int which = 0; which < 2; which++) {
+            adamw_param *q = &tp->p[tp->n++];
+            q->n = which ? (size_t)p->out * R : (size_t)R * p->in;
+            q->p = which ? p->B : p->A;
+            q->g = calloc(q->n, sizeof(float)), q->m = calloc(q->n, sizeof(float)), q->v = calloc(q->n, sizeof(float));
+            if (!q->g || !q->m || !q->v) { train_params_free(tp); return ql_err(QL_ENOMEM, "out of memory"); }
+        }
+    }
+    return QL_OK;
+}
+
+void train_params_free(train_params *tp) {
+    for (int i = 0; tp->p && i < tp->n; i++) free(tp->p[i].g), free(tp->p[i].m), free(tp->p[i].v);
+    free(tp->p);
+    memset(tp, 0, sizeof *tp);
+}
+
+double train_update(trainer *t, train_params *tp, const adamw_config *c, int step, float lr) {
+    int k = 0;
+    for (int i = 0; i < t->m->cfg.n_layers * LORA_NMODULES; i++) {
+        if (!t->a->w[i].A) continue;
+        t->o->to_host(t->o, tp->p[k].g, t->dA[i], sizeof(float) * tp->p[k].n), k++;
+        t->o->to_host(t->o, tp->p[k].g, t->dB[i], sizeof(float) * tp->p[k].n), k++;
+    }
+    double norm = grad_norm(tp->p, tp->n);
+    float clip = 1.0f;
+    if (c->max_grad_norm > 0 && norm + 1e-6 > c->max_grad_norm) clip = (float)(c->max_grad_norm / (norm + 1e-6));
+    adamw_step(c, tp->p, tp->n, step, lr, clip);
+    return norm;
+}

@@ -12,6 +12,7 @@
 
 #include "../common/model.h"
 #include "lora.h"
+#include "optim.h"
 
 // Activations of one block, (N, ...) in backend memory.
 typedef struct {
@@ -56,5 +57,20 @@ int trainer_step(trainer *t, const int *tokens, const int *targets, const int *p
 // Loss only (validation): sum of NLL and trained tokens, no gradients.
 int trainer_eval(trainer *t, const int *tokens, const int *targets, const int *pos, const int *seg, double *nll_sum,
                  long *n_trained);
+
+// The adapter's parameters for the optimizer: A and B of every targeted module
+// (the masters in the lora_adapter), host copies of their gradients, and AdamW's
+// moments (zero at the start).
+typedef struct {
+    adamw_param *p;  // [2 * targeted modules]: A then B of each
+    int n;
+} train_params;
+
+int train_params_init(train_params *tp, trainer *t);
+void train_params_free(train_params *tp);
+// Optimizer step after the micro-batches of one step: gradients to the host,
+// global-norm clipping (clip = min(1, max_norm / (norm + 1e-6)), as PyTorch's
+// clip_grad_norm_), AdamW with step (1-based) and lr. Returns the norm before clipping.
+double train_update(trainer *t, train_params *tp, const adamw_config *c, int step, float lr);
 
 #endif
