@@ -3,12 +3,14 @@
 #include <string.h>
 
 #include "infer/commands.h"
+#include "train/train_cmd.h"
 
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"train", cmd_train, "train a LoRA adapter on a frozen NF4 base from JSONL (PEFT adapter directory)"},
     {"infer", cmd_infer, "generate text from a prompt"},
     {"eval", cmd_eval, "mean token loss and perplexity on a text or JSONL file"},
     {"quantize", cmd_quantize, "freeze a Hugging Face model in NF4 into one mmap-able base file"},

@@ -11,6 +11,7 @@
 #include "../common/log.h"
 #include "../common/model.h"
 #include "../common/spm.h"
+#include "../train/peft.h"
 #include "eval.h"
 #include "generate.h"
 #include "sample.h"
@@ -55,13 +56,27 @@ static void session_close(session *s) {
     model_free(&s->m);
 }
 
+// --adapter DIR: load a PEFT adapter directory against the model's config and,
+// when f is not NULL, apply it to f. An empty dir is no adapter.
+static int adapter_open(lora_adapter *a, fwd_state *f, const model *m, const char *dir) {
+    if (!dir[0]) return QL_OK;
+    int rc = lora_load_peft(a, &m->cfg, dir);
+    if (rc) return rc;
+    int np = 0;
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) np += a->w[i].A != NULL;
+    log_info("adapter %s: r %d, alpha %g, scaling %g, %d of %d linears", dir, a->rank, (double)a->alpha,
+             (double)a->scaling, np, a->n_layers * LORA_NMODULES);
+    return f ? fwd_set_adapter(f, a) : QL_OK;
+}
+
 int cmd_infer(int argc, char **argv) {
-    const char *base, *prompt, *base_dtype, *backend;
+    const char *base, *prompt, *base_dtype, *backend, *adapter_dir;
     int max_tokens, top_k, seed, threads, ctx, verbose, no_stop;
     float temperature, top_p;
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
         {"--prompt", OPT_STR, &prompt, NULL, "the prompt text"},
+        {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
         {"--max-tokens", OPT_INT, &max_tokens, "128", "tokens to generate at most"},
         {"--temperature", OPT_FLOAT, &temperature, "0.8", "sampling temperature; 0 is greedy"},
         {"--top-k", OPT_INT, &top_k, "40", "sample from the k most likely tokens; 0 is off"},
@@ -93,6 +108,8 @@ int cmd_infer(int argc, char **argv) {
         if (nids >= T) rc = ql_err(QL_EINVAL, "the prompt has %d tokens; the context holds %d (--ctx, max_position_embeddings %d)", nids, T, s.m.cfg.max_pos);
         else rc = fwd_init(&f, &s.m, s.o, T, T < 512 ? T : 512);
     }
+    lora_adapter ad = {0};
+    if (!rc) rc = adapter_open(&ad, &f, &s.m, adapter_dir);
     if (!rc) {
         sampler smp;
         sampler_init(&smp, temperature, top_k, top_p, (uint64_t)seed);
@@ -108,17 +125,19 @@ int cmd_infer(int argc, char **argv) {
     }
     free(ids);
     fwd_free(&f);
+    lora_free(&ad);
     if (rc) { int code = fail("infer", rc); session_close(&s); return code; }
     session_close(&s);
     return 0;
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *base, *data, *base_dtype, *backend;
+    const char *base, *data, *base_dtype, *backend, *adapter_dir;
     int threads, verbose;
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
         {"--data", OPT_STR, &data, NULL, "text file (one sample per non-empty line) or .jsonl with a \"text\" field"},
+        {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
         {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
         {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
@@ -131,7 +150,10 @@ int cmd_eval(int argc, char **argv) {
     session s;
     int rc = session_open(&s, base, base_dtype, backend, threads);
     eval_result r;
-    if (!rc) rc = eval_file(&s.m, s.o, s.tok, data, &r);
+    lora_adapter ad = {0};
+    if (!rc && adapter_dir[0]) rc = adapter_open(&ad, NULL, &s.m, adapter_dir);
+    if (!rc) rc = eval_file(&s.m, s.o, s.tok, data, adapter_dir[0] ? &ad : NULL, &r);
+    lora_free(&ad);
     if (rc) { int code = fail("eval", rc); session_close(&s); return code; }
     if (r.truncated) log_warn("%d samples were cut at max_position_embeddings %d", r.truncated, s.m.cfg.max_pos);
     log_info("%d samples", r.samples);

@@ -117,7 +117,7 @@ static int read_samples(const char *path, const spm *tok, const model_config *c,
     return rc;
 }
 
-int eval_file(model *m, ops *o, const spm *tok, const char *path, eval_result *r) {
+int eval_file(model *m, ops *o, const spm *tok, const char *path, const lora_adapter *adapter, eval_result *r) {
     memset(r, 0, sizeof *r);
     sample_list l = {0};
     int rc = read_samples(path, tok, &m->cfg, m->cfg.max_pos, &l, &r->truncated);
@@ -125,6 +125,7 @@ int eval_file(model *m, ops *o, const spm *tok, const char *path, eval_result *r
     fwd_state f = {0};
     // the KV cache holds the longest sample, not max_position_embeddings
     if (!rc) rc = fwd_init(&f, m, o, l.longest, l.longest < 512 ? l.longest : 512);
+    if (!rc && adapter) rc = fwd_set_adapter(&f, adapter);
     double total = 0;
     for (int i = 0; i < l.n && !rc; i++) {
         double s;

@@ -34,7 +34,7 @@ static double eval_loss(model *m, ops *o, const char *path) {
     spm *tok = NULL;
     CHECK_OK(spm_load_bytes(&tok, m->tokenizer, m->tokenizer_len));
     eval_result r = {0};
-    CHECK_OK(eval_file(m, o, tok, path, &r));
+    CHECK_OK(eval_file(m, o, tok, path, NULL, &r));
     spm_free(tok);
     return r.loss;
 }

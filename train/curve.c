@@ -1,0 +1,47 @@
+// curve.c: see curve.h.
+#include "curve.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+#include "../common/fileio.h"
+
+int curve_write_svg(const char *path, const float *train, int n_train, const int *val_step, const float *val,
+                    int n_val, const char *title) {
+    const int W = 640, H = 360, L = 60, R = 20, T = 40, B = 40;
+    float lo = 1e30f, hi = -1e30f;
+    for (int i = 0; i < n_train; i++) lo = train[i] < lo ? train[i] : lo, hi = train[i] > hi ? train[i] : hi;
+    for (int i = 0; i < n_val; i++) lo = val[i] < lo ? val[i] : lo, hi = val[i] > hi ? val[i] : hi;
+    if (n_train + n_val == 0) lo = 0, hi = 1;
+    if (hi - lo < 1e-6f) hi = lo + 1e-6f;
+    int steps = n_train > 1 ? n_train - 1 : 1;
+    size_t cap = 4096 + 32 * (size_t)(n_train + n_val);
+    char *s = malloc(cap);
+    if (!s) return ql_err(QL_ENOMEM, "out of memory");
+    size_t k = 0;
+#define OUT(...) k += (size_t)snprintf(s + k, cap - k, __VA_ARGS__)
+    OUT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    OUT("<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", W, H);
+    OUT("<text x=\"%d\" y=\"20\">%s</text>\n", L, title);
+    OUT("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", L, H - B, W - R, H - B);
+    OUT("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", L, T, L, H - B);
+    OUT("<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text>\n", L - 4, T + 4, hi);
+    OUT("<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text>\n", L - 4, H - B, lo);
+    OUT("<text x=\"%d\" y=\"%d\">step 0</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">step %d</text>\n", L,
+        H - B + 16, W - R, H - B + 16, steps);
+#define PX(i) (L + (double)(W - L - R) * (i) / steps)
+#define PY(v) (T + (double)(H - T - B) * (hi - (v)) / (hi - lo))
+    OUT("<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
+    for (int i = 0; i < n_train; i++) OUT("%.1f,%.1f ", PX(i), PY(train[i]));
+    OUT("\"/>\n");
+    for (int i = 0; i < n_val; i++)
+        OUT("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", PX(val_step[i]), PY(val[i]));
+    OUT("<text x=\"%d\" y=\"%d\" fill=\"#1f77b4\">train loss</text>", W - R - 150, T - 8);
+    OUT("<text x=\"%d\" y=\"%d\" fill=\"#d62728\">val loss</text>\n</svg>\n", W - R - 70, T - 8);
+#undef OUT
+    int rc = file_write_atomic(path, s, k);
+    free(s);
+    return rc;
+}

@@ -1,0 +1,410 @@
+// peft.c: see peft.h. The layout and why it conforms: docs/formats.md.
+#include "peft.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../common/dtype.h"
+#include "../common/err.h"
+#include "../common/fileio.h"
+#include "../common/json.h"
+#include "../common/safetensors.h"
+
+#define PEFT_PREFIX "base_model.model.model.layers."
+#define PEFT_NAME_MAX 128
+#define PEFT_CONFIG_LIMIT (1u << 20)  // adapter_config.json is a few hundred bytes
+
+static char *path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+// mkdir -p: every missing component is created; an existing non-directory is an error.
+static int mkdir_p(const char *dir) {
+    char *p = strdup(dir);
+    if (!p) return ql_err(QL_ENOMEM, "out of memory");
+    for (char *s = p + 1; ; s++) {
+        if (*s != '/' && *s != 0) continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            int e = errno;
+            free(p);
+            return ql_err(QL_EIO, "%s: cannot create directory: %s", dir, strerror(e));
+        }
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return ql_err(QL_EIO, "%s: not a directory", dir);
+    return QL_OK;
+}
+
+// The shortest decimal that reads back as the same float, always with a '.'
+// or an exponent so that Python reads a float (lora_alpha integral: an int, as
+// PEFT writes it).
+static void fmt_float(char *buf, size_t n, float v, int int_ok) {
+    if (int_ok && v == floorf(v) && fabsf(v) < 1e9f) { snprintf(buf, n, "%d", (int)v); return; }
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    if (!strpbrk(buf, ".eEn")) strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
+static unsigned present_modules(const lora_adapter *a) {
+    unsigned m = 0;
+    for (int l = 0; l < a->n_layers; l++)
+        for (int k = 0; k < LORA_NMODULES; k++)
+            if (a->w[l * LORA_NMODULES + k].A) m |= 1u << k;
+    return m;
+}
+
+// adapter_config.json as PEFT writes it (PeftConfigMixin.save_pretrained:
+// json.dumps(indent=2, sort_keys=True)), malloc'd.
+static char *config_json(const lora_adapter *a) {
+    char alpha[32], drop[32], mods[256] = "";
+    fmt_float(alpha, sizeof alpha, a->alpha, 1);
+    fmt_float(drop, sizeof drop, a->dropout, 0);
+    unsigned m = present_modules(a);
+    for (int k = 0; k < LORA_NMODULES; k++) {
+        if (!(m & (1u << k))) continue;
+        size_t len = strlen(mods);
+        snprintf(mods + len, sizeof mods - len, "%s\n    \"%s\"", len ? "," : "", LORA_MODULE_NAMES[k]);
+    }
+    char *base = a->base_model ? json_quote(a->base_model) : strdup("null");
+    if (!base) return NULL;
+    size_t n = strlen(base) + strlen(mods) + 1024;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n,
+                 "{\n"
+                 "  \"alpha_pattern\": {},\n"
+                 "  \"base_model_name_or_path\": %s,\n"
+                 "  \"bias\": \"none\",\n"
+                 "  \"fan_in_fan_out\": false,\n"
+                 "  \"inference_mode\": true,\n"
+                 "  \"init_lora_weights\": true,\n"
+                 "  \"layers_pattern\": null,\n"
+                 "  \"layers_to_transform\": null,\n"
+                 "  \"lora_alpha\": %s,\n"
+                 "  \"lora_dropout\": %s,\n"
+                 "  \"modules_to_save\": null,\n"
+                 "  \"peft_type\": \"LORA\",\n"
+                 "  \"r\": %d,\n"
+                 "  \"rank_pattern\": {},\n"
+                 "  \"revision\": null,\n"
+                 "  \"target_modules\": [%s\n  ],\n"
+                 "  \"task_type\": \"CAUSAL_LM\",\n"
+                 "  \"use_dora\": false,\n"
+                 "  \"use_rslora\": %s\n"
+                 "}\n",
+                 base, alpha, drop, a->rank, mods, a->use_rslora ? "true" : "false");
+    free(base);
+    return s;
+}
+
+int lora_save_peft(const lora_adapter *a, const char *dir, const char *extra_record_json) {
+    QL_ASSERT(a && a->w && dir);
+    QL_CHECK(mkdir_p(dir));
+    int nt = 0;
+    size_t elems = 0;
+    for (int l = 0; l < a->n_layers; l++)
+        for (int k = 0; k < LORA_NMODULES; k++) {
+            const lora_pair *p = &a->w[l * LORA_NMODULES + k];
+            if (!p->A) continue;
+            QL_ASSERT(p->B);
+            nt += 2;
+            elems += (size_t)a->rank * p->in + (size_t)p->out * a->rank;
+        }
+    if (!nt) return ql_err(QL_EINVAL, "%s: the adapter targets no module", dir);
+    st_out *t = calloc((size_t)nt, sizeof *t);
+    char(*names)[PEFT_NAME_MAX] = calloc((size_t)nt, PEFT_NAME_MAX);
+    uint16_t *h = malloc(elems * sizeof *h);
+    char *cfg = config_json(a);
+    char *wpath = path_join(dir, PEFT_WEIGHTS_NAME), *cpath = path_join(dir, PEFT_CONFIG_NAME);
+    int rc = QL_OK;
+    if (!t || !names || !h || !cfg || !wpath || !cpath) rc = ql_err(QL_ENOMEM, "out of memory");
+    int i = 0;
+    size_t off = 0;
+    for (int l = 0; !rc && l < a->n_layers; l++)
+        for (int k = 0; k < LORA_NMODULES; k++) {
+            const lora_pair *p = &a->w[l * LORA_NMODULES + k];
+            if (!p->A) continue;
+            for (int ab = 0; ab < 2; ab++, i++) {
+                const float *src = ab ? p->B : p->A;
+                int64_t rows = ab ? p->out : a->rank, cols = ab ? a->rank : p->in;
+                snprintf(names[i], PEFT_NAME_MAX, PEFT_PREFIX "%d.%s.%s.lora_%c.weight", l, LORA_MODULE_PARENTS[k],
+                         LORA_MODULE_NAMES[k], ab ? 'B' : 'A');
+                for (int64_t e = 0; e < rows * cols; e++) h[off + e] = f32_to_f16(src[e]);
+                t[i] = (st_out){.name = names[i], .type = DT_F16, .ndim = 2, .shape = {rows, cols}, .data = h + off};
+                off += (size_t)(rows * cols);
+            }
+        }
+    // safetensors metadata {"format": "pt"}, as PEFT's save_pretrained writes it
+    static const char *const meta[] = {"format", "pt", NULL};
+    if (!rc) rc = st_write(wpath, t, nt, meta, NULL, 0, -1);
+    if (!rc) rc = file_write_atomic(cpath, cfg, strlen(cfg));
+    if (!rc && extra_record_json) {
+        char *rpath = path_join(dir, PEFT_RECORD_NAME);
+        rc = rpath ? file_write_atomic(rpath, extra_record_json, strlen(extra_record_json))
+                   : ql_err(QL_ENOMEM, "out of memory");
+        free(rpath);
+    }
+    free(t), free(names), free(h), free(cfg), free(wpath), free(cpath);
+    return rc;
+}
+
+// ---- reading ----
+
+// Parses a PEFT tensor name: PREFIX {l}.{parent}.{module}.lora_{A|B}[.default].weight.
+// Returns 0 and sets *layer, *k, *is_b, or -1 when the name is not of that form
+// (the layer index is not range-checked here).
+static int parse_name(const char *name, long *layer, int *k, int *is_b) {
+    size_t pl = strlen(PEFT_PREFIX);
+    if (strncmp(name, PEFT_PREFIX, pl)) return -1;
+    const char *p = name + pl;
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9')) return -1;
+    char *e;
+    errno = 0;
+    long l = strtol(p, &e, 10);
+    if (errno || *e != '.' || l > 1000000) return -1;
+    p = e + 1;
+    for (int m = 0; m < LORA_NMODULES; m++) {
+        size_t np = strlen(LORA_MODULE_PARENTS[m]), nm = strlen(LORA_MODULE_NAMES[m]);
+        if (strncmp(p, LORA_MODULE_PARENTS[m], np) || p[np] != '.' || strncmp(p + np + 1, LORA_MODULE_NAMES[m], nm) ||
+            p[np + 1 + nm] != '.')
+            continue;
+        const char *r = p + np + 1 + nm + 1;
+        if (strncmp(r, "lora_", 5) || (r[5] != 'A' && r[5] != 'B')) return -1;
+        const char *tail = r + 6;
+        // PEFT's get_peft_model_state_dict removes the adapter name; a raw
+        // state_dict keeps it as ".default": both are accepted.
+        if (strcmp(tail, ".weight") && strcmp(tail, ".default.weight")) return -1;
+        *layer = l, *k = m, *is_b = r[5] == 'B';
+        return 0;
+    }
+    return -1;
+}
+
+static int to_f32(float *dst, const st_tensor *t) {
+    const uint8_t *s = t->data;
+    for (int64_t i = 0; i < t->numel; i++) {
+        if (t->type == DT_F32) memcpy(&dst[i], s + 4 * i, 4);
+        else {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = t->type == DT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
+    }
+    return QL_OK;
+}
+
+// Reads adapter_config.json into a's scalars; *listed gets the modules named
+// in target_modules (LORA_ALL when it is a pattern string we do not interpret).
+static int read_config(lora_adapter *a, unsigned *listed, const char *path) {
+    char *buf;
+    size_t len;
+    int rc = file_read_all(path, PEFT_CONFIG_LIMIT, &buf, &len);
+    if (rc) return rc;
+    json_doc d;
+    rc = json_parse(&d, buf, len, path);
+    if (rc) { free(buf); return rc; }
+    if (json_type(&d, 0) != JSON_OBJECT) {
+        rc = ql_err(QL_EFORMAT, "%s: expected a JSON object, found %s", path, json_type_name(&d, 0));
+        goto done;
+    }
+    int v;
+    char *s = NULL;
+    // peft_type: "LORA" (PeftType); anything else is another method
+    if ((v = json_find(&d, 0, "peft_type")) < 0) { rc = ql_err(QL_EFORMAT, "%s: missing field 'peft_type'", path); goto done; }
+    if ((rc = json_get_string(&d, v, "peft_type", &s, NULL))) goto done;
+    if (strcmp(s, "LORA")) {
+        rc = ql_err(QL_EUNSUP, "%s: field 'peft_type': expected \"LORA\", found \"%s\"", path, s);
+        free(s);
+        goto done;
+    }
+    free(s);
+    long long r;
+    if ((v = json_find(&d, 0, "r")) < 0) { rc = ql_err(QL_EFORMAT, "%s: missing field 'r'", path); goto done; }
+    if ((rc = json_get_int(&d, v, "r", &r))) goto done;
+    if (r < 1 || r > 4096) { rc = ql_err(QL_EFORMAT, "%s: field 'r': expected 1..4096, found %lld", path, r); goto done; }
+    a->rank = (int)r;
+    double x;
+    if ((v = json_find(&d, 0, "lora_alpha")) < 0) { rc = ql_err(QL_EFORMAT, "%s: missing field 'lora_alpha'", path); goto done; }
+    if ((rc = json_get_double(&d, v, "lora_alpha", &x))) goto done;
+    if (!(x > 0) || !isfinite(x)) { rc = ql_err(QL_EFORMAT, "%s: field 'lora_alpha': expected a positive number, found %g", path, x); goto done; }
+    a->alpha = (float)x;
+    if ((v = json_find(&d, 0, "lora_dropout")) >= 0 && !json_is_null(&d, v)) {
+        if ((rc = json_get_double(&d, v, "lora_dropout", &x))) goto done;
+        if (!(x >= 0 && x < 1)) { rc = ql_err(QL_EFORMAT, "%s: field 'lora_dropout': expected [0, 1), found %g", path, x); goto done; }
+        a->dropout = (float)x;
+    }
+    if ((v = json_find(&d, 0, "use_rslora")) >= 0 && !json_is_null(&d, v))
+        if ((rc = json_get_bool(&d, v, "use_rslora", &a->use_rslora))) goto done;
+    // What we cannot apply: a transposed layout, trained biases, DoRA, extra
+    // trained modules, per-module ranks or alphas.
+    int b = 0;
+    if ((v = json_find(&d, 0, "fan_in_fan_out")) >= 0 && !json_is_null(&d, v)) {
+        if ((rc = json_get_bool(&d, v, "fan_in_fan_out", &b))) goto done;
+        if (b) { rc = ql_err(QL_EUNSUP, "%s: field 'fan_in_fan_out': expected false (weights stored (out,in)), found true", path); goto done; }
+    }
+    if ((v = json_find(&d, 0, "use_dora")) >= 0 && !json_is_null(&d, v)) {
+        if ((rc = json_get_bool(&d, v, "use_dora", &b))) goto done;
+        if (b) { rc = ql_err(QL_EUNSUP, "%s: field 'use_dora': expected false, found true (DoRA is not supported)", path); goto done; }
+    }
+    if ((v = json_find(&d, 0, "bias")) >= 0 && !json_is_null(&d, v)) {
+        if ((rc = json_get_string(&d, v, "bias", &s, NULL))) goto done;
+        if (strcmp(s, "none")) {
+            rc = ql_err(QL_EUNSUP, "%s: field 'bias': expected \"none\", found \"%s\"", path, s);
+            free(s);
+            goto done;
+        }
+        free(s);
+    }
+    static const char *const empty_fields[] = {"modules_to_save", "rank_pattern", "alpha_pattern"};
+    for (int i = 0; i < 3; i++)
+        if ((v = json_find(&d, 0, empty_fields[i])) >= 0 && !json_is_null(&d, v) &&
+            (json_type(&d, v) == JSON_PRIMITIVE || json_type(&d, v) == JSON_STRING || json_size(&d, v) > 0)) {
+            rc = ql_err(QL_EUNSUP, "%s: field '%s': expected null or empty, found %s%s", path, empty_fields[i],
+                        json_type_name(&d, v), json_size(&d, v) > 0 ? " with entries" : "");
+            goto done;
+        }
+    // target_modules: a list of module names, or a string (PEFT: a regex, or "all-linear")
+    if ((v = json_find(&d, 0, "target_modules")) < 0 || json_is_null(&d, v)) {
+        rc = ql_err(QL_EFORMAT, "%s: missing field 'target_modules'", path);
+        goto done;
+    }
+    *listed = 0;
+    if (json_type(&d, v) == JSON_STRING) {
+        if ((rc = json_get_string(&d, v, "target_modules", &s, NULL))) goto done;
+        *listed = LORA_ALL;  // a pattern: the tensors say which modules are targeted
+        for (int k = 0; k < LORA_NMODULES; k++)
+            if (!strcmp(s, LORA_MODULE_NAMES[k])) *listed = 1u << k;
+        free(s);
+    } else if (json_type(&d, v) == JSON_ARRAY) {
+        for (int i = 0; i < json_size(&d, v); i++) {
+            if ((rc = json_get_string(&d, json_item(&d, v, i), "target_modules", &s, NULL))) goto done;
+            int found = -1;
+            for (int k = 0; k < LORA_NMODULES; k++)
+                if (!strcmp(s, LORA_MODULE_NAMES[k])) found = k;
+            if (found < 0) {
+                rc = ql_err(QL_EUNSUP, "%s: field 'target_modules': expected names among q_proj, k_proj, v_proj, "
+                                       "o_proj, gate_proj, up_proj, down_proj, found \"%s\"", path, s);
+                free(s);
+                goto done;
+            }
+            free(s);
+            *listed |= 1u << found;
+        }
+    } else {
+        rc = ql_err(QL_EFORMAT, "%s: field 'target_modules': expected a list of strings or a string, found %s", path,
+                    json_type_name(&d, v));
+        goto done;
+    }
+    if ((v = json_find(&d, 0, "base_model_name_or_path")) >= 0 && !json_is_null(&d, v))
+        if ((rc = json_get_string(&d, v, "base_model_name_or_path", &a->base_model, NULL))) goto done;
+done:
+    json_free(&d);
+    free(buf);
+    return rc;
+}
+
+static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed, const char *path) {
+    st_file f;
+    QL_CHECK(st_open(&f, path));
+    int rc = QL_OK;
+    for (int i = 0; i < f.n && !rc; i++) {
+        const st_tensor *t = &f.t[i];
+        long l;
+        int k, is_b;
+        if (parse_name(t->name, &l, &k, &is_b)) {
+            rc = ql_err(QL_EFORMAT, "%s: tensor '%s': unknown name (expected " PEFT_PREFIX
+                        "{layer}.{self_attn|mlp}.{q|k|v|o|gate|up|down}_proj.lora_{A|B}.weight)", path, t->name);
+            break;
+        }
+        if (l >= c->n_layers) {
+            rc = ql_err(QL_EFORMAT, "%s: tensor '%s': layer %ld, but the model has %d layers (0..%d)", path, t->name, l,
+                        c->n_layers, c->n_layers - 1);
+            break;
+        }
+        if (!(listed & (1u << k))) {
+            rc = ql_err(QL_EFORMAT, "%s: tensor '%s': module %s is not in adapter_config.json's target_modules", path,
+                        t->name, LORA_MODULE_NAMES[k]);
+            break;
+        }
+        if (t->type != DT_F16 && t->type != DT_BF16 && t->type != DT_F32) {
+            rc = ql_err(QL_EUNSUP, "%s: tensor '%s': dtype %s, expected F16, BF16 or F32", path, t->name,
+                        dtype_name(t->type));
+            break;
+        }
+        lora_pair *p = &a->w[l * LORA_NMODULES + k];
+        int64_t rows = is_b ? p->out : a->rank, cols = is_b ? a->rank : p->in;
+        if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+            char found[64] = "[";
+            for (int d = 0; d < t->ndim; d++) {
+                size_t n = strlen(found);
+                snprintf(found + n, sizeof found - n, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+            }
+            strncat(found, "]", sizeof found - strlen(found) - 1);
+            rc = ql_err(QL_EFORMAT, "%s: tensor '%s': shape %s, expected [%lld, %lld] (%s with r = %d from %s, %s %d)",
+                        path, t->name, found, (long long)rows, (long long)cols, is_b ? "B [out, r]" : "A [r, in]",
+                        a->rank, PEFT_CONFIG_NAME, is_b ? "out" : "in", is_b ? p->out : p->in);
+            break;
+        }
+        float **dst = is_b ? &p->B : &p->A;
+        if (*dst) {
+            rc = ql_err(QL_EFORMAT, "%s: tensor '%s': a second lora_%c for layer %ld %s", path, t->name,
+                        is_b ? 'B' : 'A', l, LORA_MODULE_NAMES[k]);
+            break;
+        }
+        *dst = malloc(sizeof(float) * (size_t)t->numel);
+        if (!*dst) { rc = ql_err(QL_ENOMEM, "out of memory"); break; }
+        to_f32(*dst, t);
+    }
+    int n_pairs = 0;
+    for (int l = 0; !rc && l < a->n_layers; l++)
+        for (int k = 0; k < LORA_NMODULES && !rc; k++) {
+            lora_pair *p = &a->w[l * LORA_NMODULES + k];
+            if (!p->A != !p->B)
+                rc = ql_err(QL_EFORMAT, "%s: layer %d %s has lora_%c but no lora_%c", path, l, LORA_MODULE_NAMES[k],
+                            p->A ? 'A' : 'B', p->A ? 'B' : 'A');
+            if (p->A) n_pairs++, a->targets |= 1u << k;
+        }
+    if (!rc && !n_pairs) rc = ql_err(QL_EFORMAT, "%s: no LoRA tensors", path);
+    st_close(&f);
+    return rc;
+}
+
+int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) {
+    memset(a, 0, sizeof *a);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return ql_err(QL_EIO, "%s: no such adapter directory", dir);
+    char *cpath = path_join(dir, PEFT_CONFIG_NAME), *wpath = path_join(dir, PEFT_WEIGHTS_NAME);
+    int rc = QL_OK;
+    unsigned listed = 0;
+    if (!cpath || !wpath) rc = ql_err(QL_ENOMEM, "out of memory");
+    if (!rc && stat(cpath, &st) != 0)
+        rc = ql_err(QL_EIO, "%s: missing %s (not a PEFT adapter directory)", dir, PEFT_CONFIG_NAME);
+    if (!rc) rc = read_config(a, &listed, cpath);
+    if (!rc) {
+        a->n_layers = c->n_layers;
+        a->scaling = lora_scaling(a->rank, a->alpha, a->use_rslora);
+        a->w = calloc((size_t)c->n_layers * LORA_NMODULES, sizeof(lora_pair));
+        if (!a->w) rc = ql_err(QL_ENOMEM, "out of memory");
+        for (int i = 0; !rc && i < c->n_layers * LORA_NMODULES; i++)
+            lora_module_shape(c, i % LORA_NMODULES, &a->w[i].in, &a->w[i].out);
+    }
+    if (!rc) rc = read_tensors(a, c, listed, wpath);
+    free(cpath), free(wpath);
+    if (rc) lora_free(a);
+    return rc;
+}

@@ -1,0 +1,31 @@
+// peft.h: the adapter directory in Hugging Face PEFT layout (docs/formats.md,
+// "The adapter directory (PEFT layout)"), which PEFT, vLLM, TensorRT-LLM and
+// NIM load as it is:
+//   adapter_config.json        LoraConfig fields (peft_type "LORA", r, lora_alpha, ...)
+//   adapter_model.safetensors  base_model.model.model.layers.{l}.{self_attn|mlp}.{module}.lora_{A|B}.weight
+//                              A [R, in], B [out, R], F16
+//   training_record.json       optional, ours (PEFT and vLLM ignore unknown files)
+#ifndef QL_PEFT_H
+#define QL_PEFT_H
+
+#include "../common/config.h"
+#include "lora.h"
+
+#define PEFT_CONFIG_NAME "adapter_config.json"
+#define PEFT_WEIGHTS_NAME "adapter_model.safetensors"
+#define PEFT_RECORD_NAME "training_record.json"
+
+// Writes a's directory: creates dir (and its parents) when missing; every file
+// is written atomically (temp, fsync, rename). A and B are rounded to F16
+// (round-to-nearest-even). extra_record_json: NULL, or a JSON document written
+// as training_record.json.
+int lora_save_peft(const lora_adapter *a, const char *dir, const char *extra_record_json);
+
+// Reads and validates dir against the model config c into a (fp32 A and B,
+// scaling from r, lora_alpha and use_rslora). Accepts F16, BF16 and F32
+// tensors; a module without tensors is not targeted. Every error names the
+// file, the field or tensor, what was expected and what was found; on error a
+// is left empty (lora_free is still safe).
+int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir);
+
+#endif

@@ -1,0 +1,467 @@
+// train_cmd.c: qlora train: base model + JSONL -> a PEFT adapter directory.
+#include "train_cmd.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/cli.h"
+#include "../common/err.h"
+#include "../common/json.h"
+#include "../common/log.h"
+#include "../common/model.h"
+#include "../common/safetensors.h"
+#include "../common/spm.h"
+#include "../datasets/dataset.h"
+#include "curve.h"
+#include "lora.h"
+#include "optim.h"
+#include "peft.h"
+#include "trainer.h"
+
+typedef struct {
+    const char *base, *data, *out, *recipe, *targets, *schedule, *val_data, *base_dtype, *backend, *chat_template;
+    int rank, epochs, max_steps, batch, accum, seq_len, seed, warmup, save_every, eval_every, log_every, threads;
+    int rslora, resume, train_on_inputs, skip_invalid, grad_ckpt, verbose;
+    float alpha, dropout, lr, val_split, wd, beta1, beta2, eps, max_grad_norm;
+} train_opts;
+
+#define OPTS(o)                                                                                                   \
+    {"--base", OPT_STR, &o.base, NULL, "model: a Hugging Face directory or a qlora base file"},                   \
+    {"--data", OPT_STR, &o.data, NULL, "training data, JSONL (text, prompt/completion, messages or Alpaca)"},      \
+    {"--out", OPT_STR, &o.out, NULL, "the adapter directory to write (adapters/NAME)"},                            \
+    {"--recipe", OPT_STR, &o.recipe, "", "a JSON recipe (recipes/); command-line options override it"},            \
+    {"--rank", OPT_INT, &o.rank, "16", "LoRA rank r"},                                                             \
+    {"--alpha", OPT_FLOAT, &o.alpha, "32", "LoRA alpha (scaling alpha/r)"},                                        \
+    {"--rslora", OPT_FLAG, &o.rslora, NULL, "rank-stabilized scaling alpha/sqrt(r)"},                              \
+    {"--dropout", OPT_FLOAT, &o.dropout, "0.05", "dropout on the adapter input"},                                  \
+    {"--targets", OPT_STR, &o.targets, "all", "modules: all, or a list like q_proj,v_proj"},                       \
+    {"--lr", OPT_FLOAT, &o.lr, "2e-4", "peak learning rate"},                                                      \
+    {"--epochs", OPT_INT, &o.epochs, "1", "passes over the data (when --max-steps is 0)"},                          \
+    {"--max-steps", OPT_INT, &o.max_steps, "0", "optimizer steps; 0: from --epochs"},                              \
+    {"--batch-size", OPT_INT, &o.batch, "4", "packed rows per micro-batch"},                                       \
+    {"--grad-accum", OPT_INT, &o.accum, "1", "micro-batches per optimizer step"},                                  \
+    {"--seq-len", OPT_INT, &o.seq_len, "512", "tokens per packed row; longer samples are cut"},                    \
+    {"--seed", OPT_INT, &o.seed, "42", "seed for the adapter init, shuffling and dropout"},                        \
+    {"--warmup", OPT_INT, &o.warmup, "10", "linear warmup steps"},                                                 \
+    {"--schedule", OPT_STR, &o.schedule, "cosine", "after warmup: cosine, linear or constant"},                    \
+    {"--weight-decay", OPT_FLOAT, &o.wd, "0", "AdamW weight decay"},                                               \
+    {"--beta1", OPT_FLOAT, &o.beta1, "0.9", "AdamW beta1"},                                                        \
+    {"--beta2", OPT_FLOAT, &o.beta2, "0.999", "AdamW beta2"},                                                      \
+    {"--eps", OPT_FLOAT, &o.eps, "1e-8", "AdamW epsilon"},                                                         \
+    {"--max-grad-norm", OPT_FLOAT, &o.max_grad_norm, "1.0", "global-norm gradient clipping; 0: off"},              \
+    {"--val-split", OPT_FLOAT, &o.val_split, "0.1", "fraction of samples held out for validation"},                \
+    {"--val-data", OPT_STR, &o.val_data, "", "validation JSONL instead of --val-split"},                           \
+    {"--eval-every", OPT_INT, &o.eval_every, "50", "steps between validation losses (and at the end)"},            \
+    {"--log-every", OPT_INT, &o.log_every, "1", "steps between metric lines when stderr is not a terminal"},      \
+    {"--save-every", OPT_INT, &o.save_every, "0", "steps between checkpoints in --out; 0: none"},                  \
+    {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the checkpoint in --out"},                              \
+    {"--chat-template", OPT_STR, &o.chat_template, "llama2", "for messages and Alpaca: llama2, chatml or zephyr"}, \
+    {"--train-on-inputs", OPT_FLAG, &o.train_on_inputs, NULL, "train on prompt tokens too"},                       \
+    {"--skip-invalid", OPT_FLAG, &o.skip_invalid, NULL, "skip and count bad JSONL lines instead of failing"},       \
+    {"--grad-checkpoint", OPT_FLAG, &o.grad_ckpt, NULL, "recompute activations block by block (less memory)"},     \
+    {"--base-dtype", OPT_STR, &o.base_dtype, "nf4", "linear weights of the frozen base: nf4, f16 or f32"},         \
+    {"--backend", OPT_STR, &o.backend, "cpu", "cpu (training runs on the CPU backends for now)"},                  \
+    {"--threads", OPT_INT, &o.threads, "0", "CPU threads; 0 is all cores"},                                        \
+    {"--verbose", OPT_FLAG, &o.verbose, NULL, "log more"},
+
+static const char *SUMMARY = "Train a LoRA adapter on a frozen NF4 base from JSONL; write a PEFT adapter directory.";
+
+// Recipe values become "--key value" arguments placed before the command line's.
+static int recipe_args(const char *path, char ***argv_out, int *argc_out, char **text_out) {
+    char *js;
+    size_t len;
+    QL_CHECK(file_read_all(path, 1u << 20, &js, &len));
+    json_doc d;
+    int rc = json_parse(&d, js, len, path);
+    if (rc) { free(js); return rc; }
+    if (json_type(&d, 0) != JSON_OBJECT) rc = ql_err(QL_EFORMAT, "%s: a recipe is a JSON object of option: value", path);
+    int n = json_size(&d, 0);
+    char **av = calloc(2 * (size_t)n + 1, sizeof(char *));
+    int ac = 0;
+    for (int k = 0; k < n && !rc; k++) {
+        int val, key = json_member(&d, 0, k, &val);
+        char *name = NULL;
+        if ((rc = json_get_string(&d, key, "option", &name, NULL))) break;
+        if (name[0] == '_' || !strcmp(name, "comment")) { free(name); continue; }  // notes in the recipe
+        size_t nl = strlen(name);
+        char *opt = malloc(nl + 3);
+        snprintf(opt, nl + 3, "--%s", name);
+        free(name);
+        int ty = json_type(&d, val);
+        if (ty == JSON_STRING) {
+            char *s;
+            if ((rc = json_get_string(&d, val, opt + 2, &s, NULL))) { free(opt); break; }
+            av[ac++] = opt, av[ac++] = s;
+        } else if (ty == JSON_PRIMITIVE && !json_is_null(&d, val)) {
+            int b;
+            if (json_get_bool(&d, val, opt + 2, &b) == QL_OK) {
+                if (b) av[ac++] = opt;
+                else free(opt);
+            } else {
+                int w = d.tok[val].end - d.tok[val].start;
+                char *s = malloc((size_t)w + 1);
+                memcpy(s, d.js + d.tok[val].start, (size_t)w);
+                s[w] = 0;
+                av[ac++] = opt, av[ac++] = s;
+            }
+        } else {
+            rc = ql_err(QL_EFORMAT, "%s: option '%s': expected a string, number or boolean", path, opt + 2);
+            free(opt);
+        }
+    }
+    json_free(&d);
+    if (rc) {
+        for (int i = 0; i < ac; i++) free(av[i]);
+        free(av);
+        free(js);
+        return rc;
+    }
+    *argv_out = av, *argc_out = ac, *text_out = js;
+    return QL_OK;
+}
+
+static uint64_t fnv1a(const char *path) {
+    FILE *f = fopen(path, "rb");
+    uint64_t h = 0xCBF29CE484222325ULL;
+    if (!f) return 0;
+    int c;
+    while ((c = fgetc(f)) != EOF) h = (h ^ (unsigned char)c) * 0x100000001B3ULL;
+    fclose(f);
+    return h;
+}
+
+// Row order over epochs: the permutation of epoch e is a seeded shuffle.
+static int row_of(const ds_packed *p, uint64_t seed, long i, int *perm, long *perm_epoch) {
+    long e = i / p->R;
+    if (e != *perm_epoch) {
+        for (int r = 0; r < p->R; r++) perm[r] = r;
+        uint64_t s = seed ^ (0xA24BAED4963EE407ULL * (uint64_t)(e + 1));
+        for (int r = p->R - 1; r > 0; r--) {
+            int j = (int)ds_rng_below(&s, (uint64_t)r + 1);
+            int tmp = perm[r]; perm[r] = perm[j]; perm[j] = tmp;
+        }
+        *perm_epoch = e;
+    }
+    return perm[i % p->R];
+}
+
+// Copies rows into a (B,T) micro-batch; short batches are padded with empty rows.
+static void fill_batch(const ds_packed *p, const int *rows, int B, int *tok, int *tgt, int *pos, int *seg) {
+    int T = p->T;
+    for (int b = 0; b < B; b++) {
+        size_t o = (size_t)b * T;
+        if (rows[b] < 0) {
+            for (int t = 0; t < T; t++) tok[o + t] = 0, tgt[o + t] = -1, pos[o + t] = 0, seg[o + t] = -1;
+            continue;
+        }
+        size_t r = (size_t)rows[b] * T;
+        memcpy(tok + o, p->tokens + r, sizeof(int) * T), memcpy(tgt + o, p->targets + r, sizeof(int) * T);
+        memcpy(pos + o, p->pos + r, sizeof(int) * T), memcpy(seg + o, p->seg + r, sizeof(int) * T);
+    }
+}
+
+static double val_loss(trainer *t, const ds_packed *v, int B, int *tok, int *tgt, int *pos, int *seg) {
+    double nll = 0;
+    long n = 0;
+    int *rows = malloc(sizeof(int) * (size_t)B);
+    for (int r0 = 0; r0 < v->R; r0 += B) {
+        for (int b = 0; b < B; b++) rows[b] = r0 + b < v->R ? r0 + b : -1;
+        fill_batch(v, rows, B, tok, tgt, pos, seg);
+        double s;
+        long k;
+        if (trainer_eval(t, tok, tgt, pos, seg, &s, &k)) { free(rows); return NAN; }
+        nll += s, n += k;
+    }
+    free(rows);
+    return n ? nll / (double)n : NAN;
+}
+
+// ---- checkpoints: fp32 masters, AdamW moments, the loss history, the step ----
+
+static int ckpt_save(const char *path, const lora_adapter *a, const train_params *tp, int step, const float *losses,
+                     const char *fingerprint) {
+    int n = tp->n * 3 + 1;
+    st_out *t = calloc((size_t)n, sizeof(st_out));
+    char (*names)[96] = calloc((size_t)n, sizeof *names);
+    if (!t || !names) { free(t); free(names); return ql_err(QL_ENOMEM, "out of memory"); }
+    int k = 0, q = 0;
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) {
+        if (!a->w[i].A) continue;
+        for (int which = 0; which < 2; which++, q++) {
+            const char *kind[3] = {"w", "m", "v"};
+            const float *data[3] = {tp->p[q].p, tp->p[q].m, tp->p[q].v};
+            for (int j = 0; j < 3; j++, k++) {
+                snprintf(names[k], sizeof names[k], "layers.%d.%s.%s.%s", i / LORA_NMODULES,
+                         LORA_MODULE_NAMES[i % LORA_NMODULES], which ? "B" : "A", kind[j]);
+                t[k] = (st_out){.name = names[k], .type = DT_F32, .ndim = 1, .shape = {(int64_t)tp->p[q].n}, .data = data[j]};
+            }
+        }
+    }
+    static const float none = 0;
+    t[k++] = (st_out){.name = "losses", .type = DT_F32, .ndim = 1, .shape = {step > 0 ? step : 1},
+                      .data = step > 0 ? losses : &none};
+    char sstep[32];
+    snprintf(sstep, sizeof sstep, "%d", step);
+    const char *meta[] = {"format", "qlora-checkpoint", "step", sstep, "fingerprint", fingerprint, NULL};
+    int rc = st_write(path, t, k, meta, NULL, 0, -1);
+    free(t);
+    free(names);
+    return rc;
+}
+
+static int ckpt_load(const char *path, lora_adapter *a, train_params *tp, int *step, float *losses,
+                     const char *fingerprint) {
+    st_file f;
+    QL_CHECK(st_open(&f, path));
+    int rc = QL_OK;
+    char *fmt = st_metadata_get(&f, "format"), *ss = st_metadata_get(&f, "step"), *fp = st_metadata_get(&f, "fingerprint");
+    if (!fmt || strcmp(fmt, "qlora-checkpoint") || !ss || !fp)
+        rc = ql_err(QL_EFORMAT, "%s: not a qlora checkpoint", path);
+    else if (strcmp(fp, fingerprint))
+        rc = ql_err(QL_EINVAL, "%s: the checkpoint was made with other options or data; resuming needs the same "
+                    "(checkpoint: %s; now: %s)", path, fp, fingerprint);
+    if (!rc) *step = atoi(ss);
+    int q = 0;
+    for (int i = 0; i < a->n_layers * LORA_NMODULES && !rc; i++) {
+        if (!a->w[i].A) continue;
+        for (int which = 0; which < 2 && !rc; which++, q++) {
+            const char *kind[3] = {"w", "m", "v"};
+            float *data[3] = {tp->p[q].p, tp->p[q].m, tp->p[q].v};
+            for (int j = 0; j < 3 && !rc; j++) {
+                char n[96];
+                snprintf(n, sizeof n, "layers.%d.%s.%s.%s", i / LORA_NMODULES, LORA_MODULE_NAMES[i % LORA_NMODULES],
+                         which ? "B" : "A", kind[j]);
+                const st_tensor *t = st_find(&f, n);
+                if (!t || t->type != DT_F32 || (size_t)t->numel != tp->p[q].n)
+                    rc = ql_err(QL_EFORMAT, "%s: tensor '%s' missing or of the wrong size", path, n);
+                else memcpy(data[j], t->data, t->nbytes);
+            }
+        }
+    }
+    const st_tensor *l = rc ? NULL : st_find(&f, "losses");
+    if (!rc && (!l || l->type != DT_F32 || l->numel < *step)) rc = ql_err(QL_EFORMAT, "%s: loss history missing", path);
+    if (!rc && *step > 0) memcpy(losses, l->data, sizeof(float) * (size_t)*step);
+    free(fmt), free(ss), free(fp);
+    st_close(&f);
+    return rc;
+}
+
+static int mkdirs(const char *dir) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = 0;
+            mkdir(p, 0755);
+            *s = '/';
+        }
+    if (mkdir(p, 0755) != 0) {
+        struct stat st;
+        if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) return ql_err(QL_EIO, "%s: cannot create the directory", dir);
+    }
+    return QL_OK;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_opts o;
+    cli_opt opts[] = {OPTS(o)};
+    int nopt = (int)(sizeof opts / sizeof *opts);
+    // the recipe goes first so that the command line overrides it
+    const char *recipe = NULL;
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--recipe")) recipe = argv[i + 1];
+    char **rav = NULL, *rtext = NULL;
+    int rac = 0;
+    if (recipe && recipe_args(recipe, &rav, &rac, &rtext)) {
+        fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
+        return 2;
+    }
+    char **all = malloc(sizeof(char *) * (size_t)(rac + argc + 1));
+    memcpy(all, rav, sizeof(char *) * (size_t)rac);
+    memcpy(all + rac, argv, sizeof(char *) * (size_t)argc);
+    int pr = cli_parse("train", SUMMARY, opts, nopt, rac + argc, all);
+    int code = 0, rc = QL_OK;
+    if (pr) { code = pr > 0 ? 0 : 2; goto done_args; }
+    if (o.verbose) log_set_level(LOG_DEBUG);
+    unsigned targets;
+    int sched, bd = base_dtype_parse(o.base_dtype);
+    ds_template tmpl;
+    if ((rc = lora_targets_parse(&targets, o.targets)) || (rc = sched_parse(&sched, o.schedule)) ||
+        (rc = ds_template_parse(&tmpl, o.chat_template))) {
+        fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
+        code = 2;
+        goto done_args;
+    }
+    if (bd < 0 || o.batch < 1 || o.accum < 1 || o.seq_len < 2 || o.epochs < 1 || o.max_steps < 0 || !(o.lr > 0) ||
+        o.warmup < 0 || o.val_split < 0 || o.val_split >= 1 || o.eval_every < 0 || o.save_every < 0 || o.log_every < 1) {
+        fprintf(stderr, "qlora train: error: bad value: --base-dtype must be nf4/f16/f32; --batch-size, --grad-accum, "
+                        "--epochs, --log-every >= 1; --seq-len >= 2; --lr > 0; --val-split in [0, 1); counts >= 0\n");
+        code = 2;
+        goto done_args;
+    }
+    {
+        model m = {0};
+        spm *tok = NULL;
+        ops *be = NULL;
+        dataset ds = {0}, vs = {0};
+        ds_packed tp_rows = {0}, vp_rows = {0};
+        lora_adapter a = {0};
+        trainer t = {0};
+        train_params tp = {0};
+        float *losses = NULL, *vloss = NULL;
+        int *vstep = NULL, nval = 0, *buf = NULL, *perm = NULL;
+        char ckpt[4200], svg[4200], fingerprint[1024];
+        snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out);
+        snprintf(svg, sizeof svg, "%s/loss.svg", o.out);
+
+        be = ops_new(o.backend, o.threads);
+        if (!be) { rc = QL_EINVAL; goto done; }
+        if ((rc = model_load(&m, o.base, (dtype)bd))) goto done;
+        if ((rc = spm_load_bytes(&tok, m.tokenizer, m.tokenizer_len))) goto done;
+        dataset_options dopt;
+        dataset_options_default(&dopt);
+        dopt.chat_template = tmpl, dopt.train_on_inputs = o.train_on_inputs, dopt.skip_invalid = o.skip_invalid;
+        dopt.seq_len = o.seq_len, dopt.add_bos = m.cfg.add_bos, dopt.bos_id = m.cfg.bos_id, dopt.eos_id = m.cfg.eos_id;
+        if ((rc = dataset_load(&ds, o.data, tok, &dopt))) goto done;
+        if (ds.skip_summary) log_warn("%s", ds.skip_summary);
+        dataset_shuffle(&ds, (uint64_t)o.seed);
+        if (o.val_data[0]) rc = dataset_load(&vs, o.val_data, tok, &dopt);
+        else if (o.val_split > 0) rc = dataset_split(&ds, &vs, o.val_split);
+        if (rc) goto done;
+        log_info("data %s: %s format, %d training samples (%ld trained tokens), %d validation samples; %ld cut at "
+                 "--seq-len %d, %ld invalid lines skipped", o.data, ds_format_name(ds.format), ds.n_samples,
+                 ds.stats.trained_tokens, vs.n_samples, ds.stats.truncated + vs.stats.truncated, o.seq_len,
+                 ds.stats.skipped);
+        if ((rc = dataset_pack(&tp_rows, &ds, o.seq_len, 0))) goto done;
+        if (vs.n_samples && (rc = dataset_pack(&vp_rows, &vs, o.seq_len, 0))) goto done;
+        int per_step = o.batch * o.accum;
+        int steps = o.max_steps > 0 ? o.max_steps : (int)(((long)o.epochs * tp_rows.R + per_step - 1) / per_step);
+        adamw_config oc = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.wd,
+                           .warmup = o.warmup, .schedule = sched, .total_steps = steps, .max_grad_norm = o.max_grad_norm};
+        if ((rc = lora_init(&a, &m.cfg, o.rank, o.alpha, o.rslora, o.dropout, targets, (uint64_t)o.seed))) goto done;
+        a.base_model = strdup(o.base);
+        if ((rc = trainer_init(&t, &m, be, &a, o.batch, o.seq_len, o.grad_ckpt))) goto done;
+        if ((rc = train_params_init(&tp, &t))) goto done;
+        if ((rc = mkdirs(o.out))) goto done;
+        snprintf(fingerprint, sizeof fingerprint,
+                 "data=%016llx rank=%d alpha=%g rslora=%d dropout=%g targets=%u lr=%g steps=%d batch=%d accum=%d "
+                 "seq=%d seed=%d warmup=%d sched=%d wd=%g b1=%g b2=%g eps=%g clip=%g val=%g base=%s",
+                 (unsigned long long)fnv1a(o.data), o.rank, o.alpha, o.rslora, o.dropout, targets, o.lr, steps,
+                 o.batch, o.accum, o.seq_len, o.seed, o.warmup, sched, o.wd, o.beta1, o.beta2, o.eps,
+                 o.max_grad_norm, o.val_split, base_dtype_name(m.base_dtype));
+        losses = calloc((size_t)steps + 1, sizeof(float));
+        vloss = calloc((size_t)steps + 2, sizeof(float));
+        vstep = calloc((size_t)steps + 2, sizeof(int));
+        int N = o.batch * o.seq_len;
+        buf = malloc(sizeof(int) * 4 * (size_t)N * o.accum);
+        perm = malloc(sizeof(int) * (size_t)tp_rows.R);
+        int *rows = malloc(sizeof(int) * (size_t)o.batch);
+        if (!losses || !vloss || !vstep || !buf || !perm || !rows) { free(rows); rc = ql_err(QL_ENOMEM, "out of memory"); goto done; }
+        int step0 = 0;
+        if (o.resume) {
+            if (access(ckpt, R_OK) != 0) { free(rows); rc = ql_err(QL_EIO, "%s: --resume, but there is no checkpoint", ckpt); goto done; }
+            if ((rc = ckpt_load(ckpt, &a, &tp, &step0, losses, fingerprint))) { free(rows); goto done; }
+            log_info("resumed from %s at step %d", ckpt, step0);
+        }
+        long perm_epoch = -1;
+        int tty = isatty(2);
+        double t0 = time_now(), trained_total = 0;
+        for (int step = step0; step < steps && !rc; step++) {
+            // gather the step's micro-batches first: the loss is normalized by their total trained tokens
+            long ntr = 0;
+            for (int mb = 0; mb < o.accum; mb++) {
+                int *tok_b = buf + (size_t)mb * 4 * N;
+                for (int b = 0; b < o.batch; b++)
+                    rows[b] = row_of(&tp_rows, (uint64_t)o.seed, ((long)step * o.accum + mb) * o.batch + b, perm, &perm_epoch);
+                fill_batch(&tp_rows, rows, o.batch, tok_b, tok_b + N, tok_b + 2 * N, tok_b + 3 * N);
+                for (int i = 0; i < N; i++) ntr += tok_b[N + i] >= 0;
+            }
+            trainer_zero_grads(&t);
+            double loss = 0;
+            for (int mb = 0; mb < o.accum && !rc && ntr > 0; mb++) {
+                int *tok_b = buf + (size_t)mb * 4 * N;
+                double nll;
+                long k;
+                uint64_t key = (uint64_t)o.seed * 0x9E3779B97F4A7C15ULL + (uint64_t)step * 1000003u + (uint64_t)mb;
+                rc = trainer_step(&t, tok_b, tok_b + N, tok_b + 2 * N, tok_b + 3 * N, 1.0f / (float)ntr, key, &nll, &k);
+                loss += nll / (double)ntr;
+            }
+            if (rc) break;
+            float lr = lr_at(&oc, step);
+            double norm = ntr > 0 ? train_update(&t, &tp, &oc, step + 1, lr) : 0;
+            losses[step] = (float)loss;
+            trained_total += (double)ntr;
+            double el = time_now() - t0, tps = trained_total / (el > 0 ? el : 1e-9);
+            if (tty) {
+                char what[128];
+                snprintf(what, sizeof what, "step %d/%d loss %.4f lr %.2e %.0f tok/s", step + 1, steps, loss, lr, tps);
+                progress_bar(what, step + 1 - step0, steps - step0, "steps", t0);
+            } else if ((step + 1) % o.log_every == 0 || step + 1 == steps) {
+                fprintf(stderr, "step=%d loss=%.6f lr=%.3e grad_norm=%.4f trained_tok/s=%.1f eta_s=%.0f\n", step + 1,
+                        loss, lr, norm, tps, el / (step + 1 - step0) * (steps - step - 1));
+            }
+            int last = step + 1 == steps;
+            if (vp_rows.R && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
+                double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
+                vloss[nval] = (float)vl, vstep[nval++] = step;
+                if (tty) fputc('\n', stderr);
+                fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
+            }
+            if (o.save_every && ((step + 1) % o.save_every == 0 || last))
+                rc = ckpt_save(ckpt, &a, &tp, step + 1, losses, fingerprint);
+        }
+        free(rows);
+        if (tty) fputc('\n', stderr);
+        if (rc) goto done;
+        // the adapter directory, the record and the picture
+        {
+            char *rec = malloc(8192 + (rtext ? strlen(rtext) : 0));
+            char *qdata = json_quote(o.data), *qbase = json_quote(o.base), *qfp = json_quote(fingerprint),
+                 *qrec = json_quote(recipe ? recipe : "");
+            double vfinal = nval ? vloss[nval - 1] : NAN;
+            sprintf(rec,
+                    "{\n  \"recipe\": %s,\n  \"recipe_values\": %s,\n  \"options\": %s,\n  \"base\": %s,\n"
+                    "  \"dataset\": {\"path\": %s, \"fnv1a64\": \"%016llx\", \"format\": \"%s\", \"samples\": %d, "
+                    "\"val_samples\": %d, \"trained_tokens\": %ld, \"truncated\": %ld, \"skipped\": %ld},\n"
+                    "  \"final\": {\"steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s}\n}\n",
+                    recipe ? qrec : "null", rtext ? rtext : "null", qfp, qbase, qdata, (unsigned long long)fnv1a(o.data),
+                    ds_format_name(ds.format), ds.n_samples, vs.n_samples, ds.stats.trained_tokens, ds.stats.truncated,
+                    ds.stats.skipped, steps, steps ? losses[steps - 1] : 0.0, "null");
+            if (isfinite(vfinal)) {
+                char *p = strstr(rec, "\"val_loss\": null");
+                if (p) sprintf(p, "\"val_loss\": %.6f}\n}\n", vfinal);
+            }
+            free(qdata), free(qbase), free(qfp), free(qrec);
+            rc = lora_save_peft(&a, o.out, rec);
+            free(rec);
+        }
+        if (!rc) rc = curve_write_svg(svg, losses, steps, vstep, vloss, nval, "qlora train: loss");
+        if (!rc)
+            log_info("wrote %s (adapter_config.json, adapter_model.safetensors, training_record.json, loss.svg); "
+                     "final train loss %.4f%s", o.out, steps ? losses[steps - 1] : 0.0f, nval ? "" : "");
+    done:
+        if (rc) {
+            fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
+            code = rc == QL_EINVAL ? 2 : 1;
+        }
+        train_params_free(&tp);
+        trainer_free(&t);
+        lora_free(&a);
+        ds_packed_free(&tp_rows), ds_packed_free(&vp_rows);
+        dataset_free(&ds), dataset_free(&vs);
+        free(losses), free(vloss), free(vstep), free(buf), free(perm);
+        ops_delete(be);
+        spm_free(tok);
+        model_free(&m);
+    }
+done_args:
+    for (int i = 0; i < rac; i++) free(rav[i]);
+    free(rav);
+    free(rtext);
+    free(all);
+    return code;
+}
