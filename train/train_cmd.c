@@ -24,7 +24,7 @@
 
 typedef struct {
     const char *base, *data, *out, *recipe, *targets, *schedule, *val_data, *base_dtype, *backend, *chat_template;
-    int rank, epochs, max_steps, batch, accum, seq_len, seed, warmup, save_every, eval_every, log_every, threads;
+    int rank, epochs, max_steps, stop_after, batch, accum, seq_len, seed, warmup, save_every, eval_every, log_every, threads;
     int rslora, resume, train_on_inputs, skip_invalid, grad_ckpt, verbose;
     float alpha, dropout, lr, val_split, wd, beta1, beta2, eps, max_grad_norm;
 } train_opts;
@@ -59,6 +59,7 @@ typedef struct {
     {"--log-every", OPT_INT, &o.log_every, "1", "steps between metric lines when stderr is not a terminal"},      \
     {"--save-every", OPT_INT, &o.save_every, "0", "steps between checkpoints in --out; 0: none"},                  \
     {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the checkpoint in --out"},                              \
+    {"--stop-after", OPT_INT, &o.stop_after, "0", "stop (with a checkpoint) after this many steps; 0: run to the end"}, \
     {"--chat-template", OPT_STR, &o.chat_template, "llama2", "for messages and Alpaca: llama2, chatml or zephyr"}, \
     {"--train-on-inputs", OPT_FLAG, &o.train_on_inputs, NULL, "train on prompt tokens too"},                       \
     {"--skip-invalid", OPT_FLAG, &o.skip_invalid, NULL, "skip and count bad JSONL lines instead of failing"},       \
@@ -297,7 +298,7 @@ int cmd_train(int argc, char **argv) {
         goto done_args;
     }
     if (bd < 0 || o.batch < 1 || o.accum < 1 || o.seq_len < 2 || o.epochs < 1 || o.max_steps < 0 || !(o.lr > 0) ||
-        o.warmup < 0 || o.val_split < 0 || o.val_split >= 1 || o.eval_every < 0 || o.save_every < 0 || o.log_every < 1) {
+        o.warmup < 0 || o.stop_after < 0 || o.val_split < 0 || o.val_split >= 1 || o.eval_every < 0 || o.save_every < 0 || o.log_every < 1) {
         fprintf(stderr, "qlora train: error: bad value: --base-dtype must be nf4/f16/f32; --batch-size, --grad-accum, "
                         "--epochs, --log-every >= 1; --seq-len >= 2; --lr > 0; --val-split in [0, 1); counts >= 0\n");
         code = 2;
@@ -370,7 +371,8 @@ int cmd_train(int argc, char **argv) {
         long perm_epoch = -1;
         int tty = isatty(2);
         double t0 = time_now(), trained_total = 0;
-        for (int step = step0; step < steps && !rc; step++) {
+        int stop = o.stop_after > 0 && o.stop_after < steps ? o.stop_after : steps;
+        for (int step = step0; step < stop && !rc; step++) {
             // gather the step's micro-batches first: the loss is normalized by their total trained tokens
             long ntr = 0;
             for (int mb = 0; mb < o.accum; mb++) {
@@ -411,12 +413,16 @@ int cmd_train(int argc, char **argv) {
                 if (tty) fputc('\n', stderr);
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
             }
-            if (o.save_every && ((step + 1) % o.save_every == 0 || last))
+            if ((o.save_every && ((step + 1) % o.save_every == 0 || last)) || step + 1 == stop)
                 rc = ckpt_save(ckpt, &a, &tp, step + 1, losses, fingerprint);
         }
         free(rows);
         if (tty) fputc('\n', stderr);
         if (rc) goto done;
+        if (stop < steps) {
+            log_info("stopped after step %d of %d; %s holds the checkpoint (continue with --resume)", stop, steps, ckpt);
+            goto done;
+        }
         // the adapter directory, the record and the picture
         {
             char *rec = malloc(8192 + (rtext ? strlen(rtext) : 0));
