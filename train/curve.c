@@ -16,7 +16,7 @@ int curve_write_svg(const char *path, const float *train, int n_train, const int
     for (int i = 0; i < n_val; i++) lo = val[i] < lo ? val[i] : lo, hi = val[i] > hi ? val[i] : hi;
     if (n_train + n_val == 0) lo = 0, hi = 1;
     if (hi - lo < 1e-6f) hi = lo + 1e-6f;
-    int steps = n_train > 1 ? n_train - 1 : 1;
+    int steps = n_train > 0 ? n_train : 1;  // train[i] is the loss of step i+1; val points at steps 0..n
     size_t cap = 4096 + 32 * (size_t)(n_train + n_val);
     char *s = malloc(cap);
     if (!s) return ql_err(QL_ENOMEM, "out of memory");
@@ -34,7 +34,7 @@ int curve_write_svg(const char *path, const float *train, int n_train, const int
 #define PX(i) (L + (double)(W - L - R) * (i) / steps)
 #define PY(v) (T + (double)(H - T - B) * (hi - (v)) / (hi - lo))
     OUT("<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
-    for (int i = 0; i < n_train; i++) OUT("%.1f,%.1f ", PX(i), PY(train[i]));
+    for (int i = 0; i < n_train; i++) OUT("%.1f,%.1f ", PX(i + 1), PY(train[i]));
     OUT("\"/>\n");
     for (int i = 0; i < n_val; i++)
         OUT("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", PX(val_step[i]), PY(val[i]));

@@ -355,8 +355,8 @@ int cmd_train(int argc, char **argv) {
                  o.batch, o.accum, o.seq_len, o.seed, o.warmup, sched, o.wd, o.beta1, o.beta2, o.eps,
                  o.max_grad_norm, o.val_split, base_dtype_name(m.base_dtype));
         losses = calloc((size_t)steps + 1, sizeof(float));
-        vloss = calloc((size_t)steps + 2, sizeof(float));
-        vstep = calloc((size_t)steps + 2, sizeof(int));
+        vloss = calloc((size_t)steps + 3, sizeof(float));
+        vstep = calloc((size_t)steps + 3, sizeof(int));
         int N = o.batch * o.seq_len;
         buf = malloc(sizeof(int) * 4 * (size_t)N * o.accum);
         perm = malloc(sizeof(int) * (size_t)tp_rows.R);
@@ -367,6 +367,11 @@ int cmd_train(int argc, char **argv) {
             if (access(ckpt, R_OK) != 0) { free(rows); rc = ql_err(QL_EIO, "%s: --resume, but there is no checkpoint", ckpt); goto done; }
             if ((rc = ckpt_load(ckpt, &a, &tp, &step0, losses, fingerprint))) { free(rows); goto done; }
             log_info("resumed from %s at step %d", ckpt, step0);
+        }
+        if (vp_rows.R && step0 == 0) {  // where training starts from
+            double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
+            vloss[nval] = (float)vl, vstep[nval++] = 0;
+            fprintf(stderr, "step=0 val_loss=%.6f\n", vl);
         }
         long perm_epoch = -1;
         int tty = isatty(2);
@@ -409,7 +414,7 @@ int cmd_train(int argc, char **argv) {
             int last = step + 1 == steps;
             if (vp_rows.R && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
                 double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
-                vloss[nval] = (float)vl, vstep[nval++] = step;
+                vloss[nval] = (float)vl, vstep[nval++] = step + 1;
                 if (tty) fputc('\n', stderr);
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
             }
