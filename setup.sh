@@ -3,7 +3,7 @@
 # or the test suite. The README's two commands are `./setup.sh demo` and
 # `./setup.sh test`; CI (.ci/run) runs the second.
 #
-#   ./setup.sh demo    install, build, quantize a small model to NF4 and generate
+#   ./setup.sh demo    install, build, quantize a small model to NF4, train a style adapter, generate
 #   ./setup.sh test    install, build, run every test (ctest)
 #   ./setup.sh build   install and build only
 #
@@ -51,13 +51,19 @@ demo)
     mkdir -p out
     echo "== qlora quantize: freeze the base in NF4 =="
     "$q" quantize --base "$base" --out out/demo-base.qlb
-    echo "== qlora infer (greedy, from the NF4 base file) =="
-    "$q" infer --base out/demo-base.qlb --prompt "$prompt" --temperature 0 --max-tokens 80
-    echo "== qlora infer (sampled) =="
-    "$q" infer --base out/demo-base.qlb --prompt "$prompt" --temperature 0.8 --top-p 0.9 --seed 7 --max-tokens 80
-    echo "== qlora eval: NF4 vs f32 perplexity =="
+    echo "== qlora train: a pirate-voice LoRA adapter from datasets/samples/pirate.jsonl =="
+    "$q" train --base out/demo-base.qlb --data datasets/samples/pirate.jsonl --out out/adapters/pirate \
+        --max-steps 150 --batch-size 4 --seq-len 128 --lr 2e-3 --rank 8 --alpha 16 --eval-every 50 --log-every 25
+    for p in "Where is the library?" "How do I bake bread?"; do
+        echo "== qlora infer, greedy: '$p' — the base alone, then with the adapter =="
+        "$q" infer --base out/demo-base.qlb --prompt "$p" --temperature 0 --max-tokens 40
+        "$q" infer --base out/demo-base.qlb --adapter out/adapters/pirate --prompt "$p" --temperature 0 --max-tokens 40
+    done
+    echo "== qlora eval: NF4 vs f32 perplexity of the base =="
     "$q" eval --base out/demo-base.qlb --data tests/fixtures/stories260K/eval.txt
     "$q" eval --base "$base" --base-dtype f32 --data tests/fixtures/stories260K/eval.txt
+    echo "== the adapter directory (PEFT layout): out/adapters/pirate =="
+    ls -l out/adapters/pirate
     ;;
 *)
     echo "usage: ./setup.sh demo|test|build" >&2

@@ -418,7 +418,7 @@ int cmd_train(int argc, char **argv) {
                 if (tty) fputc('\n', stderr);
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
             }
-            if ((o.save_every && ((step + 1) % o.save_every == 0 || last)) || step + 1 == stop)
+            if ((o.save_every && ((step + 1) % o.save_every == 0 || last)) || (stop < steps && step + 1 == stop))
                 rc = ckpt_save(ckpt, &a, &tp, step + 1, losses, fingerprint);
         }
         free(rows);
