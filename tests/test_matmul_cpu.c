@@ -39,42 +39,6 @@ static const char *dtype_str(dtype t) {
     }
 }
 
-// A random weight (rows, cols) of type t; storage owned by *store.
-typedef struct {
-    qweight w;
-    void *data, *codes, *q8, *s2;
-} weight_store;
-
-static void weight_make(weight_store *ws, dtype t, int64_t rows, int64_t cols, uint64_t *seed) {
-    const int64_t n = rows * cols;
-    float *f = malloc(n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) f[i] = 0.5f * test_rand_normal(seed);
-    memset(ws, 0, sizeof *ws);
-    ws->w.type = t;
-    ws->w.rows = rows;
-    ws->w.cols = cols;
-    if (t == DT_F32) {
-        ws->data = f;
-        f = NULL;
-    } else if (t == DT_F16 || t == DT_BF16) {
-        uint16_t *h = malloc(n * sizeof(uint16_t));
-        for (int64_t i = 0; i < n; i++) h[i] = t == DT_F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
-        ws->data = h;
-    } else {
-        ws->codes = malloc((n + 1) / 2);
-        ws->q8 = malloc(nf4_nblocks(n));
-        ws->s2 = malloc(nf4_ngroups(n) * sizeof(float));
-        float offset;
-        nf4_quantize(ws->codes, ws->q8, ws->s2, &offset, f, n);
-        ws->w.nf4 = (nf4_data){.n = n, .codes = ws->codes, .absmax_q = ws->q8, .absmax_scale = ws->s2,
-                               .absmax_offset = offset};
-    }
-    ws->w.data = ws->data;
-    free(f);
-}
-
-static void weight_free(weight_store *ws) { free(ws->data), free(ws->codes), free(ws->q8), free(ws->s2); }
-
 static int matches(const char *filter, const char *desc) { return !filter || strstr(desc, filter); }
 
 // One (dtype, shape, N) group: reference once, then every level x thread count.
@@ -89,8 +53,8 @@ static void run_group(const char *filter, ops *ref, dtype t, int64_t rows, int64
         }
     if (!any) return;
 
-    weight_store ws;
-    weight_make(&ws, t, rows, cols, seed);
+    test_weight ws;
+    test_weight_init(&ws, t, rows, cols, 0.5f, seed);
     const qweight *w = &ws.w;
     float *x = malloc((size_t)N * cols * sizeof(float));
     for (int64_t i = 0; i < (int64_t)N * cols; i++) x[i] = test_rand_uniform(seed);
@@ -152,7 +116,7 @@ static void run_group(const char *filter, ops *ref, dtype t, int64_t rows, int64
     }
     matmul_cpu_simd_set(NULL);
     free(x), free(want), free(wf), free(buf), free(deq);
-    weight_free(&ws);
+    test_weight_free(&ws);
 }
 
 int main(int argc, char **argv) {

@@ -82,3 +82,36 @@ float test_rand_normal(uint64_t *s) {
     double u2 = (test_rand_u64(s) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+void test_weight_init(test_weight *t, dtype type, int64_t rows, int64_t cols, float scale, uint64_t *seed) {
+    const int64_t n = rows * cols;
+    float *f = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) f[i] = test_rand_normal(seed) * scale;
+    memset(t, 0, sizeof *t);
+    t->w.type = type, t->w.rows = rows, t->w.cols = cols;
+    if (type == DT_F32) {
+        t->data = f;
+        t->w.data = f;
+        return;
+    }
+    if (type == DT_F16 || type == DT_BF16) {
+        uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+        for (int64_t i = 0; i < n; i++) h[i] = type == DT_F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
+        t->data = h;
+        t->w.data = h;
+    } else {
+        t->codes = malloc((size_t)(n + 1) / 2 + 1);
+        t->absmax_q = malloc((size_t)nf4_nblocks(n) + 1);
+        t->absmax_scale = malloc(sizeof(float) * (size_t)(nf4_ngroups(n) + 1));
+        float off;
+        nf4_quantize(t->codes, t->absmax_q, t->absmax_scale, &off, f, n);
+        t->w.nf4 = (nf4_data){.n = n, .codes = t->codes, .absmax_q = t->absmax_q, .absmax_scale = t->absmax_scale,
+                              .absmax_offset = off};
+    }
+    free(f);
+}
+
+void test_weight_free(test_weight *t) {
+    free(t->data), free(t->codes), free(t->absmax_q), free(t->absmax_scale);
+    memset(t, 0, sizeof *t);
+}

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kernels/ops.h"
+
 #define TEST_SKIP 77
 
 extern int test_failures;
@@ -38,5 +40,17 @@ int test_finish(const char *name);
 uint64_t test_rand_u64(uint64_t *s);
 float test_rand_normal(uint64_t *s);
 float test_rand_uniform(uint64_t *s);  // [-1, 1)
+
+// A random weight (rows,cols): N(0, scale^2) values stored in type (F32, F16, BF16,
+// or NF4 through nf4_quantize), with its host storage.
+typedef struct {
+    qweight w;
+    void *data;
+    uint8_t *codes, *absmax_q;
+    float *absmax_scale;
+} test_weight;
+
+void test_weight_init(test_weight *t, dtype type, int64_t rows, int64_t cols, float scale, uint64_t *seed);
+void test_weight_free(test_weight *t);
 
 #endif

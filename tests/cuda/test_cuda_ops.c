@@ -214,52 +214,6 @@ static float *rand_nonzero(int64_t n, float scale, uint64_t *seed) {
     return v;
 }
 
-// A weight (rows,cols) of N(0, 1/cols) values in the given type, with its host storage.
-typedef struct {
-    qweight w;
-    void *data;
-    uint8_t *codes, *absmax_q;
-    float *absmax_scale;
-} test_weight;
-
-static void test_weight_init(test_weight *t, dtype type, int rows, int cols, uint64_t *seed) {
-    const int64_t n = (int64_t)rows * cols;
-    float *f = mallocCheck(sizeof(float) * (size_t)n);
-    const float s = 1.0f / sqrtf((float)cols);
-    for (int64_t i = 0; i < n; i++) f[i] = test_rand_normal(seed) * s;
-    memset(t, 0, sizeof *t);
-    t->w.type = type;
-    t->w.rows = rows;
-    t->w.cols = cols;
-    if (type == DT_F32) {
-        t->data = f;
-        t->w.data = f;
-        return;
-    }
-    if (type == DT_F16 || type == DT_BF16) {
-        uint16_t *h = mallocCheck(sizeof(uint16_t) * (size_t)n);
-        for (int64_t i = 0; i < n; i++) h[i] = type == DT_F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
-        t->data = h;
-        t->w.data = h;
-    } else {
-        t->codes = mallocCheck((size_t)(n + 1) / 2);
-        t->absmax_q = mallocCheck((size_t)nf4_nblocks(n));
-        t->absmax_scale = mallocCheck(sizeof(float) * (size_t)nf4_ngroups(n));
-        float off;
-        nf4_quantize(t->codes, t->absmax_q, t->absmax_scale, &off, f, n);
-        t->w.nf4 = (nf4_data){.n = n, .codes = t->codes, .absmax_q = t->absmax_q, .absmax_scale = t->absmax_scale,
-                              .absmax_offset = off};
-    }
-    free(f);
-}
-
-static void test_weight_free(test_weight *t) {
-    free(t->data);
-    free(t->codes);
-    free(t->absmax_q);
-    free(t->absmax_scale);
-}
-
 // ---- device buffers with guards ----
 
 typedef struct {
@@ -324,7 +278,7 @@ static void compare(const char *desc, const char *op, const char *prec, const fl
 static void run_matmul(const op_case *c, const char *desc, ops *cu, ops *ref, uint64_t *seed) {
     const int N = c->N, rows = c->rows, cols = c->cols;
     test_weight tw;
-    test_weight_init(&tw, c->wt, rows, cols, seed);
+    test_weight_init(&tw, c->wt, rows, cols, 1.0f / sqrtf((float)cols), seed);  // N(0, 1/cols)
     float *x = rand_nonzero((int64_t)N * cols, 1.0f, seed);
     float *want = mallocCheck(sizeof(float) * (size_t)N * rows), *got = mallocCheck(sizeof(float) * (size_t)N * rows);
     ref->matmul(ref, want, x, &tw.w, N);
@@ -359,7 +313,7 @@ static void run_matmul(const op_case *c, const char *desc, ops *cu, ops *ref, ui
 static void run_embed(const op_case *c, const char *desc, ops *cu, ops *ref, uint64_t *seed) {
     const int N = c->N, V = c->rows, C = c->cols;
     test_weight tw;
-    test_weight_init(&tw, c->wt, V, C, seed);
+    test_weight_init(&tw, c->wt, V, C, 1.0f / sqrtf((float)C), seed);
     int *tokens = mallocCheck(sizeof(int) * (size_t)N);
     for (int i = 0; i < N; i++) tokens[i] = (int)(test_rand_u64(seed) % (uint64_t)V);
     tokens[0] = V - 1;  // both ends of the table
