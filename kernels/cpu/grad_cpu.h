@@ -25,4 +25,19 @@ void cpu_lora_forward(ops *o, float *y, float *xa, const float *x, const float *
 void cpu_lora_backward(ops *o, float *dA, float *dB, float *dx, float *dxa, const float *dy, const float *x,
                        const float *xa, const float *A, const float *B, int N, int in, int out, int R, float scaling);
 
+// Vectorized helpers (also used by the inference attention in ops_cpu.c); short
+// vectors stay inline, where a call through the run-time dispatch costs more than it saves.
+float vec_dot_simd(const float *a, const float *b, int D);
+void vec_axpy_simd(float *y, float a, const float *x, int D);
+static inline float vec_dot(const float *a, const float *b, int D) {
+    if (D >= 32) return vec_dot_simd(a, b, D);
+    float s = 0;
+    for (int i = 0; i < D; i++) s += a[i] * b[i];
+    return s;
+}
+static inline void vec_axpy(float *y, float a, const float *x, int D) {
+    if (D >= 32) { vec_axpy_simd(y, a, x, D); return; }
+    for (int i = 0; i < D; i++) y[i] += a * x[i];
+}
+
 #endif

@@ -94,9 +94,7 @@ static void cpu_attention(ops *o, float *out, const float *q, const float *k, co
                 float mx = -INFINITY;
                 for (int t = 0; t <= last; t++) {
                     const float *kv = k + ((size_t)t * Hkv + kh) * D;
-                    float d = 0;
-                    for (int i = 0; i < D; i++) d += qv[i] * kv[i];
-                    sc[t] = d * scale;
+                    sc[t] = vec_dot(qv, kv, D) * scale;
                     if (sc[t] > mx) mx = sc[t];
                 }
                 float sum = 0;
@@ -106,8 +104,7 @@ static void cpu_attention(ops *o, float *out, const float *q, const float *k, co
                 memset(ov, 0, sizeof(float) * (size_t)D);
                 for (int t = 0; t <= last; t++) {
                     const float *vv = v + ((size_t)t * Hkv + kh) * D;
-                    float p = sc[t] * inv;
-                    for (int i = 0; i < D; i++) ov[i] += p * vv[i];
+                    vec_axpy(ov, sc[t] * inv, vv, D);
                 }
             }
         free(sc);
