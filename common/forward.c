@@ -12,15 +12,9 @@ static void *balloc(fwd_state *s, size_t n, int *rc) {
     return p;
 }
 
-int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
-    memset(s, 0, sizeof *s);
+int model_upload(model *m, ops *o, float ***norms_out) {
     const model_config *c = &m->cfg;
-    s->m = m, s->o = o, s->max_T = max_T, s->max_N = max_N;
-    int L = c->n_layers, C = c->dim, F = c->hidden_dim, HD = c->n_heads * c->head_dim,
-        KV = c->n_kv_heads * c->head_dim, V = c->vocab_size;
-    int rc = QL_OK;
-    // weights
-    rc = o->weight_upload(o, &m->embed);
+    int L = c->n_layers, rc = o->weight_upload(o, &m->embed);
     if (!rc && !c->tie_embeddings) rc = o->weight_upload(o, &m->lm_head);
     if (c->tie_embeddings) m->lm_head = m->embed;  // share the backend copy too
     for (int l = 0; l < L && !rc; l++) {
@@ -28,20 +22,49 @@ int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
         LAYER_LINEARS(X)
 #undef X
     }
-    if (rc) { fwd_free(s); return rc; }
-    s->norms = calloc(2 * (size_t)L + 1, sizeof(float *));
+    float **norms = calloc(2 * (size_t)L + 1, sizeof(float *));
+    if (!rc && !norms) rc = ql_err(QL_ENOMEM, "out of memory");
+    for (int i = 0; i <= 2 * L && !rc; i++) {
+        const float *src = i == 2 * L ? m->final_norm : (i & 1) ? m->layers[i / 2].ffn_norm : m->layers[i / 2].attn_norm;
+        norms[i] = o->alloc(o, sizeof(float) * (size_t)c->dim);
+        if (!norms[i]) rc = ql_err(QL_ENOMEM, "out of %s memory for the norms", o->name);
+        else o->to_device(o, norms[i], src, sizeof(float) * (size_t)c->dim);
+    }
+    *norms_out = norms;
+    if (rc) model_release(m, o, norms_out);
+    return rc;
+}
+
+void model_release(model *m, ops *o, float ***norms) {
+    const model_config *c = &m->cfg;
+    for (int i = 0; *norms && i <= 2 * c->n_layers; i++) o->free(o, (*norms)[i]);
+    free(*norms);
+    *norms = NULL;
+    o->weight_release(o, &m->embed);
+    if (!c->tie_embeddings) o->weight_release(o, &m->lm_head);
+    for (int l = 0; l < c->n_layers; l++) {
+#define X(field, hf, R_, C_) o->weight_release(o, &m->layers[l].field);
+        LAYER_LINEARS(X)
+#undef X
+    }
+    if (c->tie_embeddings) m->lm_head = m->embed;
+}
+
+int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
+    memset(s, 0, sizeof *s);
+    const model_config *c = &m->cfg;
+    s->m = m, s->o = o, s->max_T = max_T, s->max_N = max_N;
+    int L = c->n_layers, C = c->dim, F = c->hidden_dim, HD = c->n_heads * c->head_dim,
+        KV = c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    int rc = model_upload(m, o, &s->norms);  // cleans up after itself on failure
+    if (rc) { memset(s, 0, sizeof *s); return rc; }
     s->k_cache = calloc((size_t)L, sizeof(float *));
     s->v_cache = calloc((size_t)L, sizeof(float *));
     s->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
     s->pos = malloc(sizeof(int) * (size_t)max_N);
-    if (!s->norms || !s->k_cache || !s->v_cache || !s->inv_freq || !s->pos) {
+    if (!s->k_cache || !s->v_cache || !s->inv_freq || !s->pos) {
         fwd_free(s);
         return ql_err(QL_ENOMEM, "out of memory");
-    }
-    for (int i = 0; i <= 2 * L && !rc; i++) {
-        const float *src = i == 2 * L ? m->final_norm : (i & 1) ? m->layers[i / 2].ffn_norm : m->layers[i / 2].attn_norm;
-        s->norms[i] = balloc(s, sizeof(float) * (size_t)C, &rc);
-        if (s->norms[i]) o->to_device(o, s->norms[i], src, sizeof(float) * (size_t)C);
     }
     for (int l = 0; l < L && !rc; l++) {
         s->k_cache[l] = balloc(s, sizeof(float) * (size_t)max_T * KV, &rc);
@@ -65,22 +88,14 @@ void fwd_free(fwd_state *s) {
     if (!s->o) return;
     ops *o = s->o;
     const model_config *c = &s->m->cfg;
-    for (int i = 0; s->norms && i <= 2 * c->n_layers; i++) o->free(o, s->norms[i]);
     for (int l = 0; l < c->n_layers; l++) {
         if (s->k_cache) o->free(o, s->k_cache[l]);
         if (s->v_cache) o->free(o, s->v_cache[l]);
     }
     float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->att, s->hb, s->hb2, s->logits, s->xa};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) o->free(o, bufs[i]);
-    o->weight_release(o, &s->m->embed);
-    if (!c->tie_embeddings) o->weight_release(o, &s->m->lm_head);
-    for (int l = 0; l < c->n_layers; l++) {
-#define X(field, hf, R_, C_) o->weight_release(o, &s->m->layers[l].field);
-        LAYER_LINEARS(X)
-#undef X
-    }
-    if (c->tie_embeddings) s->m->lm_head = s->m->embed;
-    free(s->norms), free(s->k_cache), free(s->v_cache), free(s->inv_freq), free(s->pos);
+    model_release(s->m, o, &s->norms);
+    free(s->k_cache), free(s->v_cache), free(s->inv_freq), free(s->pos);
     memset(s, 0, sizeof *s);
 }
 

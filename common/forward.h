@@ -25,6 +25,12 @@ typedef struct {
     float *xa;             // (max_N, R) LoRA scratch
 } fwd_state;
 
+// Makes m usable by backend o: uploads every frozen weight and copies the norm
+// weights into backend memory, *norms (2L+1): attn_norm and ffn_norm of each layer,
+// then the final norm. model_release undoes it (and frees *norms).
+int model_upload(model *m, ops *o, float ***norms);
+void model_release(model *m, ops *o, float ***norms);
+
 // Uploads the weights to the backend and allocates the cache and scratch.
 int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N);
 void fwd_free(fwd_state *s);

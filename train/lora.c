@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../datasets/dataset.h"
 
 const char *const LORA_MODULE_NAMES[LORA_NMODULES] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                       "gate_proj", "up_proj", "down_proj"};
@@ -23,13 +24,6 @@ void lora_module_shape(const model_config *c, int k, int *in, int *out) {
 
 float lora_scaling(int rank, float alpha, int use_rslora) {
     return use_rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
-}
-
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
 }
 
 int lora_init(lora_adapter *a, const model_config *c, int rank, float alpha, int use_rslora, float dropout,
@@ -56,7 +50,7 @@ int lora_init(lora_adapter *a, const model_config *c, int rank, float alpha, int
             // kaiming_uniform_(a=sqrt(5)) on (R, in): gain sqrt(2/(1+5)), bound gain*sqrt(3/in) = 1/sqrt(in)
             float bound = 1.0f / sqrtf((float)p->in);
             for (int64_t i = 0; i < (int64_t)rank * p->in; i++)
-                p->A[i] = bound * (float)((double)(splitmix(&s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+                p->A[i] = bound * (float)((double)(ds_rng_next(&s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
         }
     return QL_OK;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../common/forward.h"
 
 static float *balloc(trainer *t, size_t nfloats, int *rc) {
     float *p = t->o->alloc(t->o, sizeof(float) * (nfloats ? nfloats : 1));
@@ -49,15 +50,7 @@ int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, in
     int L = c->n_layers, rc = QL_OK;
     size_t N = (size_t)t->N, C = c->dim, F = c->hidden_dim, HD = (size_t)c->n_heads * c->head_dim,
            KV = (size_t)c->n_kv_heads * c->head_dim, V = c->vocab_size;
-    rc = o->weight_upload(o, &m->embed);
-    if (!rc && !c->tie_embeddings) rc = o->weight_upload(o, &m->lm_head);
-    if (c->tie_embeddings) m->lm_head = m->embed;
-    for (int l = 0; l < L && !rc; l++) {
-#define X(field, hf, R_, C_) if (!rc) rc = o->weight_upload(o, &m->layers[l].field);
-        LAYER_LINEARS(X)
-#undef X
-    }
-    if (rc) return rc;
+    if ((rc = model_upload(m, o, &t->norms))) return rc;
     int nacts = grad_checkpoint ? 1 : L;
     t->acts = calloc((size_t)nacts, sizeof(block_acts));
     t->x_saved = calloc((size_t)L + 1, sizeof(float *));
@@ -70,13 +63,6 @@ int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, in
         return ql_err(QL_ENOMEM, "out of memory");
     }
     config_rope_inv_freq(c, t->inv_freq);
-    t->norms = calloc(2 * (size_t)L + 1, sizeof(float *));
-    if (!t->norms) rc = ql_err(QL_ENOMEM, "out of memory");
-    for (int i = 0; i <= 2 * L && !rc; i++) {
-        const float *src = i == 2 * L ? m->final_norm : (i & 1) ? m->layers[i / 2].ffn_norm : m->layers[i / 2].attn_norm;
-        t->norms[i] = balloc(t, C, &rc);
-        if (t->norms[i]) o->to_device(o, t->norms[i], src, sizeof(float) * C);
-    }
     for (int i = 0; i < nacts && !rc; i++) rc = acts_alloc(t, &t->acts[i], !grad_checkpoint);
     for (int l = 0; l <= L && !rc && grad_checkpoint; l++) t->x_saved[l] = balloc(t, N * C, &rc);
     size_t wide = F > HD ? F : HD;
@@ -112,13 +98,20 @@ void trainer_free(trainer *t) {
     float *p[] = {t->x_final, t->xn_final, t->logits, t->loss_tok, t->dx, t->dmid, t->dxn, t->dh, t->dgate,
                   t->dup, t->datt, t->dq, t->dk, t->dv, t->dxa, t->tmp};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) o->free(o, p[i]);
-    for (int i = 0; t->norms && i <= 2 * L; i++) o->free(o, t->norms[i]);
-    free(t->norms);
+    model_release(t->m, o, &t->norms);
     free(t->acts), free(t->x_saved), free(t->dA), free(t->dB), free(t->inv_freq);
     free(t->pos), free(t->seg_start), free(t->targets);
     memset(t, 0, sizeof *t);
 }
 
+
+// Zero n floats of backend memory.
+static void zero(trainer *t, float *p, size_t n) {
+    float *z = calloc(n ? n : 1, sizeof(float));
+    QL_ASSERT(z);
+    t->o->to_device(t->o, p, z, n * sizeof(float));
+    free(z);
+}
 
 static uint64_t module_key(uint64_t key, int l, int k) {
     return key ^ (0xD1B54A32D192ED03ULL * (uint64_t)(l * LORA_NMODULES + k + 1));
@@ -150,10 +143,7 @@ static void lin_bwd(trainer *t, block_acts *b, int l, int k, float *dx, int accu
     if (t->a->dropout > 0) {
         // gradient of the dropped-out input, then through the same mask
         float *g = t->tmp;
-        float *z = calloc((size_t)t->N * p->in, sizeof(float));
-        QL_ASSERT(z);
-        o->to_device(o, g, z, sizeof(float) * (size_t)t->N * p->in);
-        free(z);
+        zero(t, g, (size_t)t->N * p->in);
         o->lora_backward(o, t->dA[i], t->dB[i], g, t->dxa, dy, b->xdrop[k], b->xa[k], p->A, p->B, t->N, p->in,
                          p->out, t->a->rank, t->a->scaling);
         o->dropout(o, g, g, (int64_t)t->N * p->in, t->a->dropout, module_key(key, l, k));
@@ -162,14 +152,6 @@ static void lin_bwd(trainer *t, block_acts *b, int l, int k, float *dx, int accu
         o->lora_backward(o, t->dA[i], t->dB[i], dx, t->dxa, dy, x, b->xa[k], p->A, p->B, t->N, p->in, p->out,
                          t->a->rank, t->a->scaling);
     }
-}
-
-// Zero n floats of backend memory.
-static void zero(trainer *t, float *p, size_t n) {
-    float *z = calloc(n ? n : 1, sizeof(float));
-    QL_ASSERT(z);
-    t->o->to_device(t->o, p, z, n * sizeof(float));
-    free(z);
 }
 
 void trainer_zero_grads(trainer *t) {
