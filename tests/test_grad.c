@@ -594,6 +594,12 @@ static void backends_all(void) {
     int s3[37];
     for (int i = 0; i < 37; i++) s3[i] = i < 11 ? 0 : i < 30 ? 11 : 30;
     bk_attention(37, 4, 2, 16, s3);
+    // Several blocks of 64 queries/keys (grad_cpu.c's ATT_BLOCK), samples across block edges.
+    int s4[150];
+    for (int i = 0; i < 150; i++) s4[i] = i < 70 ? 0 : i < 141 ? 70 : 141;
+    bk_attention(150, 4, 2, 8, s4);
+    int s5[130] = {0};
+    bk_attention(130, 2, 1, 64, s5);
     bk_swiglu(1);
     bk_swiglu(37);
     bk_swiglu(70001);  // above the CPU's OpenMP threshold
