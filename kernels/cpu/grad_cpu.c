@@ -237,27 +237,27 @@ void cpu_matmul_backward_input(ops *o, float *dx, const float *dy, const qweight
         return;
     }
     // One thread pool at a time: OpenBLAS runs single-threaded inside OpenMP regions
-    // that split dx by rows (each thread: its rows of dy times all of the chunk of W).
-    // Letting OpenBLAS thread the sgemm while OpenMP's workers spin-wait costs ~20%
-    // on 2 cores (TinyLlama training step, docs/benchmarks.md).
+    // that split dx by columns (each thread: all of dy times its columns of the chunk
+    // of W). Letting OpenBLAS thread the sgemm while OpenMP's workers spin-wait costs
+    // ~20% on 2 cores; splitting by rows of dy instead made every thread pack the
+    // whole chunk of W (12% of a TinyLlama training step).
     const int blas_threads = openblas_get_num_threads();
     if (blas_threads != 1) openblas_set_num_threads(1);
     const int nth = omp_get_max_threads();
-    const int nsplit = N >= 2 * nth ? nth : 1, per_n = (N + nsplit - 1) / nsplit;
+    const int64_t nsplit = cols >= 64 * nth ? nth : 1, per_c = (cols / nsplit + 15) / 16 * 16;
     if (w->type == DT_F32) {  // dx (N,cols) = dy (N,rows) @ W (rows,cols)
 #pragma omp parallel for num_threads(nsplit) if (nsplit > 1)
-        for (int s = 0; s < nsplit; s++) {
-            int n0 = s * per_n, nn = N - n0 < per_n ? N - n0 : per_n;
-            if (nn > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nn, (int)cols, (int)rows, 1.0f,
-                            dy + (size_t)n0 * rows, (int)rows, (const float *)w->data, (int)cols,
-                            accumulate ? 1.0f : 0.0f, dx + (size_t)n0 * cols, (int)cols);
+        for (int64_t s = 0; s < nsplit; s++) {
+            int64_t c0 = s * per_c, nc = cols - c0 < per_c ? cols - c0 : per_c;
+            if (nc > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, (int)nc, (int)rows, 1.0f, dy, (int)rows,
+                            (const float *)w->data + c0, (int)cols, accumulate ? 1.0f : 0.0f, dx + c0, (int)cols);
         }
         if (blas_threads != 1) openblas_set_num_threads(blas_threads);
         return;
     }
     // Chunks of rows of W (the reduction dimension), dequantized by all threads into
-    // one buffer, then dx[n-slice] += dy[n-slice, r0:r0+nr] @ chunk per thread.
+    // one buffer, then dx[:, column slice] += dy[:, r0:r0+nr] @ chunk[:, slice] per thread.
     int64_t tr = BWD_TILE_FLOATS / cols;
     if (tr < 16) tr = 16;
     if (tr > rows) tr = rows;
@@ -269,12 +269,11 @@ void cpu_matmul_backward_input(ops *o, float *dx, const float *dy, const qweight
         for (int64_t i = 0; i < nr; i += per)
             nf4_dequantize_rows(buf + i * cols, w, r0 + i, nr - i < per ? nr - i : per);
 #pragma omp parallel for num_threads(nsplit) if (nsplit > 1)
-        for (int s = 0; s < nsplit; s++) {
-            int n0 = s * per_n, nn = N - n0 < per_n ? N - n0 : per_n;
-            if (nn > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nn, (int)cols, (int)nr, 1.0f,
-                            dy + (size_t)n0 * rows + r0, (int)rows, buf, (int)cols,
-                            (r0 == 0 && !accumulate) ? 0.0f : 1.0f, dx + (size_t)n0 * cols, (int)cols);
+        for (int64_t s = 0; s < nsplit; s++) {
+            int64_t c0 = s * per_c, nc = cols - c0 < per_c ? cols - c0 : per_c;
+            if (nc > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, (int)nc, (int)nr, 1.0f, dy + r0, (int)rows,
+                            buf + c0, (int)cols, (r0 == 0 && !accumulate) ? 0.0f : 1.0f, dx + c0, (int)cols);
         }
     }
     free(buf);
