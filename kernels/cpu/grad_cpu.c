@@ -82,14 +82,22 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void vec_axpy_simd(
 
 #define ATT_BLOCK 64  // queries (forward, dq) or keys (dk, dv) per task
 
-// The keys query n sees: [seg_start[n], n].
-static inline int att_visible(const int *seg_start, int n, int t) { return t >= seg_start[n] && t <= n; }
-
-// P (nq,L) = exp(S - lse) where visible (from queries n0.., keys t0..), else 0.
+// P (nq,L) = exp(S - lse) where visible (query n0+i sees keys [seg[n0+i], n0+i];
+// column j is key t0+j), else 0.
 static void att_probs(float *S, int nq, int L, int n0, int t0, int h, int H, const float *lse, const int *seg) {
     for (int i = 0; i < nq; i++) {
-        float *row = S + (size_t)i * L, l = lse[(size_t)(n0 + i) * H + h];
-        for (int j = 0; j < L; j++) row[j] = att_visible(seg, n0 + i, t0 + j) ? expf(row[j] - l) : 0.0f;
+        const int n = n0 + i;
+        float *row = S + (size_t)i * L, l = lse[(size_t)n * H + h];
+        int j0 = seg[n] - t0, j1 = n - t0;  // visible columns, clipped to [0, L)
+        j0 = j0 < 0 ? 0 : j0 > L ? L : j0;
+        j1 = j1 >= L ? L - 1 : j1;
+        if (j1 < j0) {
+            memset(row, 0, sizeof(float) * (size_t)L);
+            continue;
+        }
+        memset(row, 0, sizeof(float) * (size_t)j0);
+        for (int j = j0; j <= j1; j++) row[j] = expf(row[j] - l);
+        memset(row + j1 + 1, 0, sizeof(float) * (size_t)(L - 1 - j1));
     }
 }
 
@@ -135,7 +143,9 @@ void cpu_attention_train(ops *o, float *out, float *lse, const float *q, const f
                     double sum = 0;
                     for (int j = j0; j <= j1; j++) sum += (row[j] = expf(row[j] - mx));
                     const float inv = (float)(1.0 / sum);
-                    for (int j = 0; j < L; j++) row[j] = j >= j0 && j <= j1 ? row[j] * inv : 0.0f;
+                    memset(row, 0, sizeof(float) * (size_t)j0);
+                    for (int j = j0; j <= j1; j++) row[j] *= inv;
+                    memset(row + j1 + 1, 0, sizeof(float) * (size_t)(L - 1 - j1));
                     lse[(size_t)n * H + h] = mx + (float)log(sum);
                 }
                 // out_block (nq,D) = P V
