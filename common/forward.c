@@ -50,10 +50,12 @@ void model_release(model *m, ops *o, float ***norms) {
     if (c->tie_embeddings) m->lm_head = m->embed;
 }
 
-int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
+int fwd_init_slots(fwd_state *s, model *m, ops *o, int max_T, int max_N, int n_slots) {
     memset(s, 0, sizeof *s);
     const model_config *c = &m->cfg;
-    s->m = m, s->o = o, s->max_T = max_T, s->max_N = max_N;
+    if (max_T < 1 || max_N < 1 || n_slots < 1)
+        return ql_err(QL_EINVAL, "forward: context %d, batch %d and slots %d must be >= 1", max_T, max_N, n_slots);
+    s->m = m, s->o = o, s->max_T = max_T, s->max_N = max_N, s->n_slots = n_slots;
     int L = c->n_layers, C = c->dim, F = c->hidden_dim, HD = c->n_heads * c->head_dim,
         KV = c->n_kv_heads * c->head_dim, V = c->vocab_size;
     int rc = model_upload(m, o, &s->norms);  // cleans up after itself on failure
@@ -62,13 +64,15 @@ int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
     s->v_cache = calloc((size_t)L, sizeof(float *));
     s->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
     s->pos = malloc(sizeof(int) * (size_t)max_N);
-    if (!s->k_cache || !s->v_cache || !s->inv_freq || !s->pos) {
+    s->segs = malloc(sizeof(lora_seg) * (size_t)max_N);
+    if (!s->k_cache || !s->v_cache || !s->inv_freq || !s->pos || !s->segs) {
         fwd_free(s);
         return ql_err(QL_ENOMEM, "out of memory");
     }
+    size_t cache = (size_t)n_slots * max_T * KV;
     for (int l = 0; l < L && !rc; l++) {
-        s->k_cache[l] = balloc(s, sizeof(float) * (size_t)max_T * KV, &rc);
-        s->v_cache[l] = balloc(s, sizeof(float) * (size_t)max_T * KV, &rc);
+        s->k_cache[l] = balloc(s, sizeof(float) * cache, &rc);
+        s->v_cache[l] = balloc(s, sizeof(float) * cache, &rc);
     }
     size_t n = (size_t)max_N;
     s->x = balloc(s, sizeof(float) * n * C, &rc);
@@ -76,6 +80,8 @@ int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
     s->xb2 = balloc(s, sizeof(float) * n * C, &rc);
     s->q = balloc(s, sizeof(float) * n * HD, &rc);
     s->att = balloc(s, sizeof(float) * n * HD, &rc);
+    s->kb = balloc(s, sizeof(float) * n * KV, &rc);
+    s->vb = balloc(s, sizeof(float) * n * KV, &rc);
     s->hb = balloc(s, sizeof(float) * n * F, &rc);
     s->hb2 = balloc(s, sizeof(float) * n * F, &rc);
     s->logits = balloc(s, sizeof(float) * n * V, &rc);
@@ -83,6 +89,8 @@ int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) {
     if (rc) fwd_free(s);
     return rc;
 }
+
+int fwd_init(fwd_state *s, model *m, ops *o, int max_T, int max_N) { return fwd_init_slots(s, m, o, max_T, max_N, 1); }
 
 void fwd_free(fwd_state *s) {
     if (!s->o) return;
@@ -92,21 +100,17 @@ void fwd_free(fwd_state *s) {
         if (s->k_cache) o->free(o, s->k_cache[l]);
         if (s->v_cache) o->free(o, s->v_cache[l]);
     }
-    float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->att, s->hb, s->hb2, s->logits, s->xa};
+    float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->att, s->kb, s->vb, s->hb, s->hb2, s->logits, s->xa};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) o->free(o, bufs[i]);
     model_release(s->m, o, &s->norms);
-    free(s->k_cache), free(s->v_cache), free(s->inv_freq), free(s->pos);
+    free(s->k_cache), free(s->v_cache), free(s->inv_freq), free(s->pos), free(s->segs);
     memset(s, 0, sizeof *s);
 }
 
-int fwd_set_adapter(fwd_state *s, const lora_adapter *a) {
-    ops *o = s->o;
-    const model_config *c = &s->m->cfg;
-    if (a && (!o->lora_forward))
-        return ql_err(QL_EUNSUP, "the %s backend cannot apply LoRA adapters yet", o->name);
-    if (a && a->n_layers != c->n_layers)
+int fwd_check_adapter(const model_config *c, const lora_adapter *a) {
+    if (a->n_layers != c->n_layers)
         return ql_err(QL_EINVAL, "adapter has %d layers, the model %d", a->n_layers, c->n_layers);
-    for (int l = 0; a && l < c->n_layers; l++)
+    for (int l = 0; l < c->n_layers; l++)
         for (int k = 0; k < LORA_NMODULES; k++) {
             int in, out;
             lora_module_shape(c, k, &in, &out);
@@ -115,65 +119,159 @@ int fwd_set_adapter(fwd_state *s, const lora_adapter *a) {
                 return ql_err(QL_EINVAL, "adapter layer %d %s is (%d -> %d), the model's is (%d -> %d)", l,
                               LORA_MODULE_NAMES[k], p->in, p->out, in, out);
         }
-    o->free(o, s->xa);
-    s->xa = NULL;
-    if (a) {
-        s->xa = o->alloc(o, sizeof(float) * (size_t)s->max_N * a->rank);
-        if (!s->xa) return ql_err(QL_ENOMEM, "out of memory");
-    }
+    return QL_OK;
+}
+
+int fwd_set_adapter(fwd_state *s, const lora_adapter *a) {
+    if (a && !s->o->lora_shrink)
+        return ql_err(QL_EUNSUP, "the %s backend cannot apply LoRA adapters yet", s->o->name);
+    if (a) QL_CHECK(fwd_check_adapter(&s->m->cfg, a));
     s->lora = a;
     return QL_OK;
 }
 
-// y (N,out) = x W^T (+ the adapter's term for module k of layer l)
-static void linear(fwd_state *s, float *y, const float *x, const qweight *w, int l, int k, int N) {
+// The LoRA segments of module k of layer l for a batch: consecutive sequences on
+// the same pair and scale share one segment. Returns their count.
+static int lora_segments(fwd_state *s, const fwd_seq *seqs, int nseq, int l, int k) {
+    int ns = 0, row = 0;
+    for (int i = 0; i < nseq; row += seqs[i++].n) {
+        const lora_adapter *a = seqs[i].adapter;
+        if (!a || seqs[i].scale == 0.0f) continue;
+        const lora_pair *p = &a->w[l * LORA_NMODULES + k];
+        if (!p->A) continue;
+        float scale = a->scaling * seqs[i].scale;
+        lora_seg *last = ns ? &s->segs[ns - 1] : NULL;
+        if (last && last->A == p->A && last->scale == scale && last->row0 + last->n == row) last->n += seqs[i].n;
+        else s->segs[ns++] = (lora_seg){row, seqs[i].n, a->rank, scale, p->A, p->B};
+    }
+    return ns;
+}
+
+// y (N,out) = x W^T, plus the LoRA term of every sequence whose adapter targets
+// module k of layer l
+static void linear(fwd_state *s, float *y, const float *x, const qweight *w, const fwd_seq *seqs, int nseq, int l,
+                   int k, int N) {
     ops *o = s->o;
     o->matmul(o, y, x, w, N);
-    const lora_adapter *a = s->lora;
-    if (a) {
-        const lora_pair *p = &a->w[l * LORA_NMODULES + k];
-        if (p->A) o->lora_forward(o, y, s->xa, x, p->A, p->B, N, p->in, p->out, a->rank, a->scaling);
+    int ns = lora_segments(s, seqs, nseq, l, k);
+    if (ns) {
+        o->lora_shrink(o, s->xa, x, s->segs, ns, (int)w->cols);
+        o->lora_expand(o, y, s->xa, s->segs, ns, (int)w->rows);
     }
 }
 
-int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, int all_logits) {
+// Checks a batch against the state's limits; *N_out = its rows, *max_rank = the
+// largest rank of an adapter in it.
+static int batch_check(fwd_state *s, const int *tokens, const fwd_seq *seqs, int nseq, int *N_out, int *max_rank) {
     const model_config *c = &s->m->cfg;
-    ops *o = s->o;
+    if (nseq < 1 || nseq > s->n_slots)
+        return ql_err(QL_EINVAL, "forward: %d sequences in a batch; the cache has %d slots", nseq, s->n_slots);
+    int N = 0, R = 0;
+    for (int i = 0; i < nseq; i++) {
+        const fwd_seq *q = &seqs[i];
+        if (q->n < 1 || q->pos < 0 || q->pos + q->n > s->max_T)
+            return ql_err(QL_EINVAL, "forward: sequence %d: %d tokens at position %d exceed the context of %d", i, q->n,
+                          q->pos, s->max_T);
+        if (q->slot < 0 || q->slot >= s->n_slots)
+            return ql_err(QL_EINVAL, "forward: sequence %d: slot %d outside [0, %d)", i, q->slot, s->n_slots);
+        for (int j = 0; j < i; j++)
+            if (seqs[j].slot == q->slot) return ql_err(QL_EINVAL, "forward: sequences %d and %d share slot %d", j, i, q->slot);
+        if (q->adapter) {
+            if (!s->o->lora_shrink)
+                return ql_err(QL_EUNSUP, "the %s backend cannot apply LoRA adapters yet", s->o->name);
+            if (q->adapter->n_layers != c->n_layers)
+                return ql_err(QL_EINVAL, "forward: sequence %d: adapter has %d layers, the model %d", i,
+                              q->adapter->n_layers, c->n_layers);
+            if (q->adapter->rank > R) R = q->adapter->rank;
+        }
+        if (q->n > s->max_N - N)
+            return ql_err(QL_EINVAL, "forward: the batch has more than %d tokens", s->max_N);
+        N += q->n;
+    }
+    for (int i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return ql_err(QL_EINVAL, "forward: token id %d is outside the vocabulary [0, %d)", tokens[i], c->vocab_size);
+    *N_out = N, *max_rank = R;
+    return QL_OK;
+}
+
+int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, int all_logits) {
     if (N < 1 || N > s->max_N || T0 < 0 || T0 + N > s->max_T)
         return ql_err(QL_EINVAL, "forward: %d tokens at position %d exceed the context of %d (or %d per call)", N, T0,
                       s->max_T, s->max_N);
-    for (int i = 0; i < N; i++) {
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return ql_err(QL_EINVAL, "forward: token id %d is outside the vocabulary [0, %d)", tokens[i], c->vocab_size);
-        s->pos[i] = T0 + i;
+    fwd_seq q = {N, T0, 0, s->lora, 1.0f};
+    return fwd_batch(s, logits, tokens, &q, 1, all_logits);
+}
+
+int fwd_batch(fwd_state *s, float *logits, const int *tokens, const fwd_seq *seqs, int nseq, int all_logits) {
+    const model_config *c = &s->m->cfg;
+    ops *o = s->o;
+    int N = 0, R = 0;
+    QL_CHECK(batch_check(s, tokens, seqs, nseq, &N, &R));
+    if ((size_t)N * R > s->xa_cap) {  // LoRA scratch for the worst case of this batch
+        o->free(o, s->xa);
+        s->xa_cap = 0;
+        s->xa = o->alloc(o, sizeof(float) * (size_t)N * R);
+        if (!s->xa) return ql_err(QL_ENOMEM, "out of %s memory for LoRA scratch", o->name);
+        s->xa_cap = (size_t)N * R;
     }
+    for (int i = 0, row = 0; i < nseq; row += seqs[i++].n)
+        for (int j = 0; j < seqs[i].n; j++) s->pos[row + j] = seqs[i].pos + j;
     int C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, V = c->vocab_size;
-    int KV = Hkv * D;
+    int KV = Hkv * D, HD = H * D;
+    size_t slot_rows = (size_t)s->max_T;
     o->embed(o, s->x, &s->m->embed, tokens, N);
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *w = &s->m->layers[l];
         float *kc = s->k_cache[l], *vc = s->v_cache[l];
-        float *k_new = kc + (size_t)T0 * KV, *v_new = vc + (size_t)T0 * KV;
+        // One sequence writes its keys and values straight into its cache slot;
+        // a batch computes them in kb, vb and copies each sequence's rows there.
+        float *k_new = s->kb, *v_new = s->vb;
+        if (nseq == 1) {
+            k_new = kc + (seqs[0].slot * slot_rows + (size_t)seqs[0].pos) * KV;
+            v_new = vc + (seqs[0].slot * slot_rows + (size_t)seqs[0].pos) * KV;
+        }
         // attention block: x += wo(attn(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)
         o->rmsnorm(o, s->xb, s->x, s->norms[2 * l], N, C, c->norm_eps);
-        linear(s, s->q, s->xb, &w->wq, l, 0, N);
-        linear(s, k_new, s->xb, &w->wk, l, 1, N);  // K and V go straight into the cache
-        linear(s, v_new, s->xb, &w->wv, l, 2, N);
+        linear(s, s->q, s->xb, &w->wq, seqs, nseq, l, 0, N);
+        linear(s, k_new, s->xb, &w->wk, seqs, nseq, l, 1, N);
+        linear(s, v_new, s->xb, &w->wv, seqs, nseq, l, 2, N);
         o->rope(o, s->q, s->pos, N, H, D, s->inv_freq);
         o->rope(o, k_new, s->pos, N, Hkv, D, s->inv_freq);
-        o->attention(o, s->att, s->q, kc, vc, N, T0, H, Hkv, D);
-        linear(s, s->xb2, s->att, &w->wo, l, 3, N);
+        for (int i = 0, row = 0; i < nseq; row += seqs[i++].n) {
+            const fwd_seq *q = &seqs[i];
+            float *ks = kc + q->slot * slot_rows * KV, *vs = vc + q->slot * slot_rows * KV;
+            if (nseq > 1) {
+                o->copy(o, ks + (size_t)q->pos * KV, s->kb + (size_t)row * KV, sizeof(float) * (size_t)q->n * KV);
+                o->copy(o, vs + (size_t)q->pos * KV, s->vb + (size_t)row * KV, sizeof(float) * (size_t)q->n * KV);
+            }
+            o->attention(o, s->att + (size_t)row * HD, s->q + (size_t)row * HD, ks, vs, q->n, q->pos, H, Hkv, D);
+        }
+        linear(s, s->xb2, s->att, &w->wo, seqs, nseq, l, 3, N);
         o->add(o, s->x, s->xb2, N * C);
         // MLP block: x += down(silu(gate xn) * up xn)
         o->rmsnorm(o, s->xb, s->x, s->norms[2 * l + 1], N, C, c->norm_eps);
-        linear(s, s->hb, s->xb, &w->w_gate, l, 4, N);
-        linear(s, s->hb2, s->xb, &w->w_up, l, 5, N);
+        linear(s, s->hb, s->xb, &w->w_gate, seqs, nseq, l, 4, N);
+        linear(s, s->hb2, s->xb, &w->w_up, seqs, nseq, l, 5, N);
         o->swiglu(o, s->hb, s->hb, s->hb2, N * F);
-        linear(s, s->xb2, s->hb, &w->w_down, l, 6, N);
+        linear(s, s->xb2, s->hb, &w->w_down, seqs, nseq, l, 6, N);
         o->add(o, s->x, s->xb2, N * C);
     }
-    int first = all_logits ? 0 : N - 1, n_out = N - first;
-    float *xl = s->x + (size_t)first * C;
+    // The rows whose logits are wanted: all, or each sequence's last (gathered into xb2).
+    int n_out = N;
+    const float *xl = s->x;
+    if (!all_logits) {
+        n_out = nseq;
+        if (nseq == 1) {
+            xl = s->x + (size_t)(N - 1) * C;
+        } else {
+            for (int i = 0, row = 0; i < nseq; i++) {
+                row += seqs[i].n;
+                o->copy(o, s->xb2 + (size_t)i * C, s->x + (size_t)(row - 1) * C, sizeof(float) * (size_t)C);
+            }
+            xl = s->xb2;
+        }
+    }
     o->rmsnorm(o, s->xb, xl, s->norms[2 * c->n_layers], n_out, C, c->norm_eps);
     o->matmul(o, s->logits, s->xb, &s->m->lm_head, n_out);
     o->to_host(o, logits, s->logits, sizeof(float) * (size_t)n_out * V);

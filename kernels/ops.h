@@ -25,6 +25,15 @@ typedef struct {
     void *dev;           // backend-private copy (CUDA); NULL on the CPU
 } qweight;
 
+// One segment of a multi-adapter batch (lora_shrink, lora_expand): rows
+// [row0, row0+n) of x use adapter pair A (rank,in), B (out,rank) in backend memory,
+// with factor scale (the adapter's scaling times the user's scale).
+typedef struct {
+    int row0, n, rank;
+    float scale;
+    const float *A, *B;
+} lora_seg;
+
 typedef struct ops ops;
 struct ops {
     const char *name;  // "ref", "cpu", "cuda"
@@ -35,6 +44,8 @@ struct ops {
     void (*free)(ops *o, void *p);  // free(NULL) is a no-op
     void (*to_device)(ops *o, void *dst, const void *src_host, size_t bytes);
     void (*to_host)(ops *o, void *dst_host, const void *src, size_t bytes);
+    // Backend memory to backend memory; the ranges must not overlap.
+    void (*copy)(ops *o, void *dst, const void *src, size_t bytes);
     // Make w usable by this backend (upload for CUDA; no-op on the CPU). Returns QL_OK or an error.
     int (*weight_upload)(ops *o, qweight *w);
     void (*weight_release)(ops *o, qweight *w);
@@ -59,6 +70,17 @@ struct ops {
     void (*swiglu)(ops *o, float *out, const float *gate, const float *up, int n);
     // y (n) += x (n)
     void (*add)(ops *o, float *y, const float *x, int n);
+
+    // ---- Multi-adapter inference (issue 4): LoRA over a batch whose rows use ----
+    // different adapters, as shrink then expand (the SGMV split of Punica and vLLM):
+    // each segment g (seg[g], host array; segments do not overlap; rows in none get
+    // no LoRA term) has its own pair and rank, with no padding to a common rank.
+    //   lora_shrink: xa_g (n_g,R_g) = x[rows of g] (n_g,in) @ A_g^T, where xa_g starts
+    //                at xa + sum over earlier segments of n*R (packed, in seg order)
+    //   lora_expand: y[rows of g] (n_g,out) += scale_g * xa_g @ B_g^T
+    // NULL in a backend that cannot apply adapters (CUDA, for now).
+    void (*lora_shrink)(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in);
+    void (*lora_expand)(ops *o, float *y, const float *xa, const lora_seg *seg, int nseg, int out);
 
     // ---- Training (issue 3): forwards that save state, and backwards ----
     // Letters as above, plus R (LoRA rank). Gradients are fp32 in backend memory.

@@ -9,6 +9,7 @@
 #include "../../common/err.h"
 #include "../ops.h"
 #include "grad_cpu.h"
+#include "lora_cpu.h"
 #include "matmul_cpu.h"
 
 typedef struct {
@@ -144,7 +145,7 @@ ops *ops_cpu_new(int n_threads) {
     openblas_set_num_threads(1);
     c->n_threads = omp_get_max_threads();
     *o = (ops){
-        .name = "cpu", .ctx = c, .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy,
+        .name = "cpu", .ctx = c, .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy, .copy = cpu_copy,
         .weight_upload = cpu_weight_upload, .weight_release = cpu_weight_release, .sync = cpu_sync,
         .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
         .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
@@ -152,6 +153,7 @@ ops *ops_cpu_new(int n_threads) {
         .attention_train = cpu_attention_train, .attention_backward = cpu_attention_backward,
         .swiglu_backward = cpu_swiglu_backward, .dropout = cpu_dropout, .matmul_backward_input = cpu_matmul_backward_input,
         .cross_entropy = cpu_cross_entropy, .lora_forward = cpu_lora_forward, .lora_backward = cpu_lora_backward,
+        .lora_shrink = cpu_lora_shrink, .lora_expand = cpu_lora_expand,
     };
     return o;
 }

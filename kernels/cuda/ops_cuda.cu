@@ -125,6 +125,12 @@ static void cuda_to_host(ops *o, void *dst_host, const void *src, size_t bytes) 
     cudaCheckAbort(cudaStreamSynchronize(c->stream));
 }
 
+static void cuda_copy(ops *o, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    cuda_ctx *c = cuda_ctx_of(o);
+    cudaCheckAbort(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+}
+
 static void cuda_sync(ops *o) { cudaCheckAbort(cudaStreamSynchronize(cuda_ctx_of(o)->stream)); }
 
 // ---- weights ----
@@ -454,6 +460,7 @@ extern "C" ops *ops_cuda_new(int device) {
     o->free = cuda_free;
     o->to_device = cuda_to_device;
     o->to_host = cuda_to_host;
+    o->copy = cuda_copy;
     o->weight_upload = cuda_weight_upload;
     o->weight_release = cuda_weight_release;
     o->sync = cuda_sync;

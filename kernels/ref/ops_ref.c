@@ -65,6 +65,35 @@ static void ref_add(ops *o, float *y, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += x[i];
 }
 
+// fp64 sums, as every reference op
+static void ref_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in) {
+    for (int g = 0; g < nseg; g++) {
+        const lora_seg *sg = &seg[g];
+        for (int i = 0; i < sg->n; i++)
+            for (int r = 0; r < sg->rank; r++) {
+                const float *xr = x + (size_t)(sg->row0 + i) * in, *a = sg->A + (size_t)r * in;
+                double acc = 0;
+                for (int c = 0; c < in; c++) acc += (double)xr[c] * a[c];
+                xa[(size_t)i * sg->rank + r] = (float)acc;
+            }
+        xa += (size_t)sg->n * sg->rank;
+    }
+}
+
+static void ref_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, int nseg, int out) {
+    for (int g = 0; g < nseg; g++) {
+        const lora_seg *sg = &seg[g];
+        for (int i = 0; i < sg->n; i++)
+            for (int j = 0; j < out; j++) {
+                const float *xr = xa + (size_t)i * sg->rank, *b = sg->B + (size_t)j * sg->rank;
+                double acc = 0;
+                for (int r = 0; r < sg->rank; r++) acc += (double)xr[r] * b[r];
+                y[(size_t)(sg->row0 + i) * out + j] += (float)(sg->scale * acc);
+            }
+        xa += (size_t)sg->n * sg->rank;
+    }
+}
+
 static void ref_dropout(ops *o, float *out, const float *x, int64_t n, float p, uint64_t key) {
     float s = 1.0f / (1.0f - p);
     for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, p) ? x[i] * s : 0.0f;
@@ -74,7 +103,7 @@ ops *ops_ref_new(void) {
     ops *o = calloc(1, sizeof *o);
     if (!o) { ql_err(QL_ENOMEM, "ops_ref_new: out of memory"); return NULL; }
     *o = (ops){
-        .name = "ref", .alloc = ref_alloc, .free = ref_free, .to_device = ref_copy, .to_host = ref_copy,
+        .name = "ref", .alloc = ref_alloc, .free = ref_free, .to_device = ref_copy, .to_host = ref_copy, .copy = ref_copy,
         .weight_upload = ref_weight_upload, .weight_release = ref_weight_release, .sync = ref_sync,
         .destroy = ref_destroy, .embed = ref_embed, .rmsnorm = ref_rmsnorm, .matmul = ref_matmul,
         .rope = ref_rope, .attention = ref_attention, .swiglu = ref_swiglu, .add = ref_add,
@@ -82,6 +111,7 @@ ops *ops_ref_new(void) {
         .attention_train = ref_attention_train, .attention_backward = ref_attention_backward,
         .swiglu_backward = ref_swiglu_backward, .dropout = ref_dropout, .matmul_backward_input = ref_matmul_backward_input,
         .cross_entropy = ref_cross_entropy, .lora_forward = ref_lora_forward, .lora_backward = ref_lora_backward,
+        .lora_shrink = ref_lora_shrink, .lora_expand = ref_lora_expand,
     };
     return o;
 }

@@ -1,0 +1,250 @@
+// test_batch.c: multi-adapter batches (issue 4) on tests/fixtures/models/tiny_gqa.
+//   (a) ops lora_shrink / lora_expand, ref and CPU, against a direct fp64 sum:
+//       segments of different ranks, rows in no segment left untouched;
+//   (b) fwd_batch: four sequences with different prompts, lengths and adapters
+//       (rank 4 on all modules, rank 8 on three, none, rank 2 rsLoRA) prefilled
+//       and decoded greedily in one batch give each sequence the logits and tokens
+//       of running it alone; one leaves the batch early and the rest go on;
+//   (c) an adapter at scale 0 gives the base's logits exactly;
+//   (d) scale 0.5 gives the logits of the adapter with half its scaling.
+// Tolerance for (b): the batch runs the base matmul over all rows at once, the
+// solo run over its own rows: the same fp32 products summed in another order
+// (OpenBLAS tiles vs the GEMV), ~1e-6 relative on O(1) logits; 2e-5 leaves room
+// and is far below the effect of an adapter applied to the wrong rows (>1e-2,
+// checked in (b) too).
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/forward.h"
+#include "common/model.h"
+#include "testutil.h"
+#include "train/lora.h"
+
+#define ATOL 2e-5
+#define RTOL 2e-5
+
+// ---- (a) ----
+static void test_ops(ops *o) {
+    enum { N = 37, IN = 24, OUT = 19 };
+    uint64_t seed = 7;
+    float x[N * IN], y0[N * OUT];
+    for (int i = 0; i < N * IN; i++) x[i] = test_rand_uniform(&seed);
+    for (int i = 0; i < N * OUT; i++) y0[i] = test_rand_uniform(&seed);
+    const int ranks[3] = {4, 8, 2}, row0[3] = {0, 9, 29}, rows[3] = {5, 20, 1};
+    float *A[3], *B[3];
+    lora_seg seg[3];
+    size_t xa_n = 0;
+    for (int g = 0; g < 3; g++) {
+        A[g] = malloc(sizeof(float) * (size_t)ranks[g] * IN);
+        B[g] = malloc(sizeof(float) * (size_t)OUT * ranks[g]);
+        for (int i = 0; i < ranks[g] * IN; i++) A[g][i] = test_rand_uniform(&seed);
+        for (int i = 0; i < OUT * ranks[g]; i++) B[g][i] = test_rand_uniform(&seed);
+        seg[g] = (lora_seg){row0[g], rows[g], ranks[g], 0.5f + g, A[g], B[g]};
+        xa_n += (size_t)rows[g] * ranks[g];
+    }
+    // expected, in fp64
+    float want[N * OUT];
+    memcpy(want, y0, sizeof want);
+    for (int g = 0; g < 3; g++)
+        for (int i = row0[g]; i < row0[g] + rows[g]; i++)
+            for (int j = 0; j < OUT; j++) {
+                double acc = 0;
+                for (int r = 0; r < ranks[g]; r++) {
+                    double xa = 0;
+                    for (int c = 0; c < IN; c++) xa += (double)x[i * IN + c] * A[g][r * IN + c];
+                    acc += xa * B[g][j * ranks[g] + r];
+                }
+                want[i * OUT + j] = (float)(y0[i * OUT + j] + seg[g].scale * acc);
+            }
+    float *xa = malloc(sizeof(float) * xa_n), y[N * OUT];
+    memcpy(y, y0, sizeof y);
+    o->lora_shrink(o, xa, x, seg, 3, IN);
+    o->lora_expand(o, y, xa, seg, 3, OUT);
+    char what[64];
+    snprintf(what, sizeof what, "%s lora_shrink+expand (3 segments, ranks 4/8/2)", o->name);
+    check_close(what, y, want, N * OUT, 1e-5, 1e-5);
+    for (int i = 0; i < N; i++) {
+        int in_seg = 0;
+        for (int g = 0; g < 3; g++) in_seg |= i >= row0[g] && i < row0[g] + rows[g];
+        if (!in_seg) CHECKF(!memcmp(y + i * OUT, y0 + i * OUT, sizeof(float) * OUT), "%s: row %d changed", o->name, i);
+    }
+    free(xa);
+    for (int g = 0; g < 3; g++) free(A[g]), free(B[g]);
+}
+
+// ---- (b), (c), (d) ----
+
+// A random adapter: lora_init's A, and B drawn too (lora_init leaves B zero), so
+// that it moves the logits.
+static void make_adapter(lora_adapter *a, const model_config *c, int rank, float alpha, int rslora, unsigned targets,
+                         uint64_t seed) {
+    CHECK_OK(lora_init(a, c, rank, alpha, rslora, 0.0f, targets, seed));
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) {
+        lora_pair *p = &a->w[i];
+        if (!p->B) continue;
+        for (int j = 0; j < p->out * rank; j++) p->B[j] = 0.3f * test_rand_normal(&seed);
+    }
+}
+
+enum { NSEQ = 4, GEN = 6, MAXP = 9 };
+
+typedef struct {
+    int prompt[MAXP], n_prompt, leave_after;  // decode steps before it leaves the batch
+    const lora_adapter *adapter;
+    float scale;
+} request;
+
+static int argmax(const float *v, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) b = v[i] > v[b] ? i : b;
+    return b;
+}
+
+// Greedy decoding of r alone: logits (GEN+1, V) after the prompt and each new token.
+static void run_solo(model *m, ops *o, const request *r, float *logits) {
+    fwd_state f;
+    const int V = m->cfg.vocab_size;
+    CHECK_OK(fwd_init(&f, m, o, 32, 16));
+    fwd_seq q = {r->n_prompt, 0, 0, r->adapter, r->scale};
+    CHECK_OK(fwd_batch(&f, logits, r->prompt, &q, 1, 0));
+    for (int t = 0; t < GEN; t++) {
+        int next = argmax(logits + (size_t)t * V, V);
+        q = (fwd_seq){1, r->n_prompt + t, 0, r->adapter, r->scale};
+        CHECK_OK(fwd_batch(&f, logits + (size_t)(t + 1) * V, &next, &q, 1, 0));
+    }
+    fwd_free(&f);
+}
+
+// All requests in one batch: prompts together, then one token each per step;
+// request i leaves after leave_after decode steps. logits[i] as in run_solo.
+static void run_batch(model *m, ops *o, const request *r, float **logits) {
+    fwd_state f;
+    const int V = m->cfg.vocab_size;
+    CHECK_OK(fwd_init_slots(&f, m, o, 32, 64, NSEQ));
+    int tokens[NSEQ * MAXP], n = 0, idx[NSEQ];
+    fwd_seq q[NSEQ];
+    for (int i = 0; i < NSEQ; i++) {
+        q[i] = (fwd_seq){r[i].n_prompt, 0, i, r[i].adapter, r[i].scale};
+        memcpy(tokens + n, r[i].prompt, sizeof(int) * r[i].n_prompt);
+        n += r[i].n_prompt;
+    }
+    float *out = malloc(sizeof(float) * NSEQ * V);
+    CHECK_OK(fwd_batch(&f, out, tokens, q, NSEQ, 0));
+    for (int i = 0; i < NSEQ; i++) memcpy(logits[i], out + (size_t)i * V, sizeof(float) * V);
+    for (int t = 0; t < GEN; t++) {
+        int ns = 0;
+        for (int i = 0; i < NSEQ; i++) {
+            if (t >= r[i].leave_after) continue;
+            tokens[ns] = argmax(logits[i] + (size_t)t * V, V);
+            q[ns] = (fwd_seq){1, r[i].n_prompt + t, i, r[i].adapter, r[i].scale};
+            idx[ns++] = i;
+        }
+        CHECK_OK(fwd_batch(&f, out, tokens, q, ns, 0));
+        for (int j = 0; j < ns; j++) memcpy(logits[idx[j]] + (size_t)(t + 1) * V, out + (size_t)j * V, sizeof(float) * V);
+    }
+    free(out);
+    fwd_free(&f);
+}
+
+static void test_model(model *m, ops *o) {
+    const model_config *c = &m->cfg;
+    const int V = c->vocab_size;
+    lora_adapter a4, a8, a2;
+    make_adapter(&a4, c, 4, 8.0f, 0, LORA_ALL, 11);
+    make_adapter(&a8, c, 8, 16.0f, 0, LORA_Q | LORA_V | LORA_DOWN, 12);
+    make_adapter(&a2, c, 2, 4.0f, 1, LORA_ALL, 13);
+    request r[NSEQ] = {
+        {{1, 5, 9, 14, 3}, 5, GEN, &a4, 1.0f},
+        {{1, 7, 2, 8, 21, 4, 6, 11, 30}, 9, 2, &a8, 1.0f},  // leaves after 2 steps
+        {{1, 40, 3}, 3, GEN, NULL, 0.0f},
+        {{1, 9, 9, 9, 2, 17}, 6, GEN, &a2, 0.7f},
+    };
+    float *solo[NSEQ], *batch[NSEQ];
+    for (int i = 0; i < NSEQ; i++) {
+        solo[i] = calloc((size_t)(GEN + 1) * V, sizeof(float));
+        batch[i] = calloc((size_t)(GEN + 1) * V, sizeof(float));
+        run_solo(m, o, &r[i], solo[i]);
+    }
+    run_batch(m, o, r, batch);
+    char what[96];
+    for (int i = 0; i < NSEQ; i++) {
+        int steps = r[i].leave_after + 1;
+        snprintf(what, sizeof what, "%s batch = solo, sequence %d (%d logit rows)", o->name, i, steps);
+        check_close(what, batch[i], solo[i], (int64_t)steps * V, ATOL, RTOL);
+        for (int t = 0; t < steps; t++)
+            CHECKF(argmax(batch[i] + (size_t)t * V, V) == argmax(solo[i] + (size_t)t * V, V),
+                   "%s: sequence %d step %d: greedy token differs", o->name, i, t);
+    }
+    // The adapters matter: each adapted sequence's solo logits differ from the base's.
+    for (int i = 0; i < NSEQ; i++) {
+        if (!r[i].adapter) continue;
+        request b = r[i];
+        b.adapter = NULL;
+        float *base = calloc((size_t)(GEN + 1) * V, sizeof(float));
+        run_solo(m, o, &b, base);
+        double d = 0;
+        for (int j = 0; j < V; j++) d = fmax(d, fabs(base[j] - solo[i][j]));
+        CHECKF(d > 1e-2, "%s: sequence %d: adapter moves the first logits by only %g", o->name, i, d);
+        // (c) scale 0 is the base, exactly
+        b.adapter = r[i].adapter, b.scale = 0.0f;
+        float *zero = calloc((size_t)(GEN + 1) * V, sizeof(float));
+        run_solo(m, o, &b, zero);
+        CHECKF(!memcmp(zero, base, sizeof(float) * (GEN + 1) * V), "%s: sequence %d: scale 0 differs from the base",
+               o->name, i);
+        free(base), free(zero);
+    }
+    // (d) scale 0.5 = the adapter with half its scaling
+    {
+        request h = r[0];
+        h.scale = 0.5f;
+        float *half = calloc((size_t)(GEN + 1) * V, sizeof(float)), *want = calloc((size_t)(GEN + 1) * V, sizeof(float));
+        run_solo(m, o, &h, half);
+        a4.scaling *= 0.5f;
+        h.scale = 1.0f;
+        run_solo(m, o, &h, want);
+        a4.scaling *= 2.0f;
+        snprintf(what, sizeof what, "%s scale 0.5 = half scaling", o->name);
+        check_close(what, half, want, (int64_t)(GEN + 1) * V, 0, 0);
+        free(half), free(want);
+    }
+    for (int i = 0; i < NSEQ; i++) free(solo[i]), free(batch[i]);
+    lora_free(&a4), lora_free(&a8), lora_free(&a2);
+}
+
+static void test_bad(model *m, ops *o) {
+    fwd_state f;
+    CHECK_OK(fwd_init_slots(&f, m, o, 8, 8, 2));
+    int tok[4] = {1, 2, 3, 4};
+    float *logits = malloc(sizeof(float) * 4 * m->cfg.vocab_size);
+    fwd_seq same[2] = {{2, 0, 1, NULL, 0}, {2, 0, 1, NULL, 0}};
+    CHECK(fwd_batch(&f, logits, tok, same, 2, 0) == QL_EINVAL);
+    CHECK(strstr(ql_errmsg(), "share slot 1"));
+    fwd_seq far[1] = {{2, 7, 0, NULL, 0}};
+    CHECK(fwd_batch(&f, logits, tok, far, 1, 0) == QL_EINVAL);
+    fwd_seq slot[1] = {{1, 0, 2, NULL, 0}};
+    CHECK(fwd_batch(&f, logits, tok, slot, 1, 0) == QL_EINVAL);
+    fwd_seq three[3] = {{1, 0, 0, NULL, 0}, {1, 0, 1, NULL, 0}, {1, 0, 1, NULL, 0}};
+    CHECK(fwd_batch(&f, logits, tok, three, 3, 0) == QL_EINVAL);
+    free(logits);
+    fwd_free(&f);
+}
+
+int main(void) {
+    ops *ref = ops_ref_new(), *cpu = ops_cpu_new(0);
+    CHECK(ref && cpu);
+    test_ops(ref);
+    test_ops(cpu);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/tiny_gqa", test_source_dir());
+    model m;
+    CHECK_OK(model_load(&m, dir, DT_F32));
+    test_model(&m, cpu);
+    test_model(&m, ref);
+    test_bad(&m, cpu);
+    model_free(&m);
+    ops_delete(ref), ops_delete(cpu);
+    return test_finish("test_batch");
+}
