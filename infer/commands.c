@@ -12,9 +12,12 @@
 #include "../common/model.h"
 #include "../common/spm.h"
 #include "../train/peft.h"
+#include "../common/json.h"
+#include "engine.h"
 #include "eval.h"
 #include "generate.h"
 #include "sample.h"
+#include "store.h"
 
 // What every command that runs a model shares.
 typedef struct {
@@ -69,14 +72,95 @@ static int adapter_open(lora_adapter *a, fwd_state *f, const model *m, const cha
     return f ? fwd_set_adapter(f, a) : QL_OK;
 }
 
+typedef struct {
+    int max_tokens, top_k, seed, stop_at_eos, with_base, json;
+    float temperature, top_p;
+} fanout_opts;
+
+// Fan-out: one prompt through the base (with --with-base) and every chosen adapter
+// in one batch; answers printed in labelled blocks (or JSON) in the store's order.
+static int fanout(session *s, const adapter_store *st, const int *ids, int nids, int T, const char *prompt,
+                  const fanout_opts *fo) {
+    int n = fo->with_base, nbad = 0;
+    for (int i = 0; i < st->n; i++) n += st->e[i].ok;
+    eng_req *r = calloc((size_t)(n > 0 ? n : 1), sizeof(eng_req));
+    const char **label = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
+    if (!r || !label) { free(r), free(label); return ql_err(QL_ENOMEM, "out of memory"); }
+    int k = 0;
+    for (int i = -1; i < st->n; i++) {
+        if (i < 0 ? !fo->with_base : !st->e[i].ok) continue;
+        r[k] = (eng_req){.prompt = ids, .n_prompt = nids, .max_tokens = fo->max_tokens, .stop_at_eos = fo->stop_at_eos};
+        if (i >= 0) r[k].adapter = &st->e[i].a, r[k].scale = st->e[i].scale;
+        sampler_init(&r[k].smp, fo->temperature, fo->top_k, fo->top_p, (uint64_t)fo->seed);  // same draws for all
+        label[k++] = i < 0 ? "base" : st->e[i].name;
+    }
+    fwd_state f = {0};
+    int max_N = n * nids < 512 ? n * nids : 512;
+    int rc = n ? fwd_init_slots(&f, &s->m, s->o, T, max_N > n ? max_N : n, n) : QL_OK;
+    eng_stats es = {0};
+    if (!rc && n) rc = engine_run(&f, s->tok, r, n, &es);
+    if (!rc) {
+        if (fo->json) {
+            char *q = json_quote(prompt);
+            printf("{\"prompt\": %s, \"results\": [", q ? q : "null");
+            free(q);
+        }
+        int first = 1;
+        for (int i = -1, j = 0; i < st->n; i++) {  // the same order as the requests, bad adapters in place
+            int bad = i >= 0 && !st->e[i].ok;
+            if (i < 0 && !fo->with_base) continue;
+            const char *name = i < 0 ? "base" : st->e[i].name;
+            char *qn = fo->json ? json_quote(name) : NULL;
+            if (bad) {
+                nbad++;
+                if (fo->json) {
+                    char *qe = json_quote(st->e[i].err);
+                    printf("%s\n  {\"adapter\": %s, \"error\": %s}", first ? "" : ",", qn, qe);
+                    free(qe);
+                } else {
+                    printf("=== %s: not loaded ===\n%s\n\n", name, st->e[i].err);
+                }
+            } else {
+                eng_req *q = &r[j++];
+                if (fo->json) {
+                    char *qt = json_quote(q->text ? q->text : "");
+                    printf("%s\n  {\"adapter\": %s, \"scale\": %g, \"text\": %s, \"tokens\": %d, \"finish_reason\": \"%s\"}",
+                           first ? "" : ",", qn, i < 0 ? 0.0 : (double)st->e[i].scale, qt, q->n_ids,
+                           q->finish ? q->finish : "error");
+                    free(qt);
+                } else {
+                    if (i < 0) printf("=== base ===\n");
+                    else printf("=== %s (scale %g) ===\n", name, (double)st->e[i].scale);
+                    printf("%s\n\n", q->finish && !strcmp(q->finish, "error") ? q->err : q->text);
+                }
+            }
+            free(qn);
+            first = 0;
+        }
+        if (fo->json) printf("\n]}\n");
+        fflush(stdout);
+        log_info("%d sequences in one batch: %lld prompt + %lld generated tokens in %d steps, %.2f s (%.1f tok/s)", n,
+                 es.prompt_tokens, es.generated, es.steps, es.seconds, es.generated / (es.seconds + 1e-9));
+    }
+    for (int i = 0; i < n; i++) eng_req_free(&r[i]);
+    free(r), free(label);
+    fwd_free(&f);
+    if (!rc && nbad) rc = ql_err(QL_EFORMAT, "%d of %d adapters were not loaded (see their blocks)", nbad, st->n);
+    return rc;
+}
+
 int cmd_infer(int argc, char **argv) {
-    const char *base, *prompt, *base_dtype, *backend, *adapter_dir;
-    int max_tokens, top_k, seed, threads, ctx, verbose, no_stop;
+    const char *base, *prompt, *base_dtype, *backend, *adapter_dir, *store_dir, *store_list, *format;
+    int max_tokens, top_k, seed, threads, ctx, verbose, no_stop, with_base;
     float temperature, top_p;
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
         {"--prompt", OPT_STR, &prompt, NULL, "the prompt text"},
         {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
+        {"--adapter-dir", OPT_STR, &store_dir, "", "a LoRA store: each subfolder is one adapter (fan-out mode)"},
+        {"--adapters", OPT_STR, &store_list, "", "fan-out to these adapters: names in --adapter-dir or paths, name:scale; empty is all"},
+        {"--with-base", OPT_FLAG, &with_base, NULL, "fan-out: add the base model's answer"},
+        {"--format", OPT_STR, &format, "text", "fan-out output: text (labelled blocks) or json"},
         {"--max-tokens", OPT_INT, &max_tokens, "128", "tokens to generate at most"},
         {"--temperature", OPT_FLOAT, &temperature, "0.8", "sampling temperature; 0 is greedy"},
         {"--top-k", OPT_INT, &top_k, "40", "sample from the k most likely tokens; 0 is off"},
@@ -97,6 +181,15 @@ int cmd_infer(int argc, char **argv) {
         fprintf(stderr, "qlora infer: error: --max-tokens, --ctx, --temperature and --top-k must be >= 0, --top-p in (0, 1]\n");
         return 2;
     }
+    int fan = store_dir[0] || store_list[0];
+    if (strcmp(format, "text") && strcmp(format, "json")) {
+        fprintf(stderr, "qlora infer: error: --format: expected text or json, found '%s'\n", format);
+        return 2;
+    }
+    if (fan && adapter_dir[0]) {
+        fprintf(stderr, "qlora infer: error: --adapter is one adapter; with --adapter-dir/--adapters name it in --adapters\n");
+        return 2;
+    }
     session s;
     int rc = session_open(&s, base, base_dtype, backend, threads);
     int *ids = NULL, nids = 0;
@@ -106,7 +199,17 @@ int cmd_infer(int argc, char **argv) {
         long long want = ctx > 0 ? ctx : (long long)nids + max_tokens;
         int T = want > s.m.cfg.max_pos ? s.m.cfg.max_pos : (int)want;
         if (nids >= T) rc = ql_err(QL_EINVAL, "the prompt has %d tokens; the context holds %d (--ctx, max_position_embeddings %d)", nids, T, s.m.cfg.max_pos);
-        else rc = fwd_init(&f, &s.m, s.o, T, T < 512 ? T : 512);
+        else if (fan) {
+            adapter_store st;
+            rc = store_open(&st, &s.m.cfg, store_dir, store_list);
+            fanout_opts fo = {max_tokens, top_k, seed, !no_stop, with_base, !strcmp(format, "json"), temperature, top_p};
+            if (!rc) rc = fanout(&s, &st, ids, nids, T, prompt, &fo);
+            store_free(&st);
+            free(ids);
+            if (rc) { int code = fail("infer", rc); session_close(&s); return code; }
+            session_close(&s);
+            return 0;
+        } else rc = fwd_init(&f, &s.m, s.o, T, T < 512 ? T : 512);
     }
     lora_adapter ad = {0};
     if (!rc) rc = adapter_open(&ad, &f, &s.m, adapter_dir);

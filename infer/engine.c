@@ -1,0 +1,150 @@
+// engine.c: see engine.h.
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+#include "../common/log.h"
+
+static void req_fail(eng_req *r, const char *msg) {
+    r->finish = "error";
+    snprintf(r->err, sizeof r->err, "%s", msg);
+    r->active = 0;
+}
+
+// Appends piece text; returns 1 when a stop string now ends the text (which is then
+// cut before it).
+static int req_append(eng_req *r, const char *txt, size_t len, size_t cap) {
+    if (r->text_len + len >= cap) len = cap - 1 - r->text_len;
+    memcpy(r->text + r->text_len, txt, len);
+    r->text_len += len;
+    r->text[r->text_len] = '\0';
+    for (int i = 0; i < ENGINE_MAX_STOPS && r->stop[i]; i++) {
+        const char *hit = r->stop[i][0] ? strstr(r->text, r->stop[i]) : NULL;
+        if (hit) {
+            r->text_len = (size_t)(hit - r->text);
+            r->text[r->text_len] = '\0';
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// Text cap per request: generous for the longest pieces (SentencePiece pieces are
+// short; byte fallback emits at most 4 bytes per token).
+static size_t text_cap(const eng_req *r) { return (size_t)r->max_tokens * 64 + 64; }
+
+static int req_start(fwd_state *f, const spm *tok, eng_req *r) {
+    r->ids = malloc(sizeof(int) * (size_t)(r->max_tokens > 0 ? r->max_tokens : 1));
+    r->text = malloc(text_cap(r));
+    if (!r->ids || !r->text) return ql_err(QL_ENOMEM, "out of memory");
+    r->text[0] = '\0';
+    if (r->n_prompt < 1) { req_fail(r, "the prompt is empty"); return QL_OK; }
+    if (r->n_prompt >= f->max_T) {
+        char m[160];
+        snprintf(m, sizeof m, "the prompt has %d tokens; the context holds %d", r->n_prompt, f->max_T);
+        req_fail(r, m);
+        return QL_OK;
+    }
+    if (r->max_tokens == 0) { r->finish = "length"; return QL_OK; }
+    QL_CHECK(spm_stream_init(&r->ss, tok));
+    for (int i = 0; i < r->n_prompt; i++) {  // the prompt conditions the first piece's space rule
+        const char *txt;
+        size_t len;
+        QL_CHECK(spm_stream_push(r->ss, r->prompt[i], &txt, &len));
+    }
+    r->active = 1;
+    return QL_OK;
+}
+
+static void req_finish(eng_req *r, const char *why) {
+    const char *txt;
+    size_t len;
+    if (r->ss && strcmp(why, "stop") && spm_stream_finish(r->ss, &txt, &len) == QL_OK && len)
+        req_append(r, txt, len, text_cap(r));
+    r->finish = why;
+    r->active = 0;
+}
+
+int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st) {
+    const int V = f->m->cfg.vocab_size, eos = f->m->cfg.eos_id, S = f->n_slots;
+    memset(st, 0, sizeof *st);
+    int *slot_req = malloc(sizeof(int) * (size_t)S), *tokens = malloc(sizeof(int) * (size_t)f->max_N);
+    int *in_batch = malloc(sizeof(int) * (size_t)S);
+    fwd_seq *seqs = malloc(sizeof(fwd_seq) * (size_t)S);
+    float *logits = malloc(sizeof(float) * (size_t)S * V);
+    int rc = slot_req && tokens && in_batch && seqs && logits ? QL_OK : ql_err(QL_ENOMEM, "out of memory");
+    for (int s = 0; s < S; s++) slot_req[s] = -1;
+    double t0 = time_now();
+    int next = 0;  // the first request not yet started
+    while (!rc) {
+        for (int s = 0; s < S && !rc; s++) {  // admit waiting requests into free slots
+            while (slot_req[s] < 0 && next < n && !rc) {
+                eng_req *q = &r[next];
+                q->slot = s;
+                rc = req_start(f, tok, q);
+                if (q->active) slot_req[s] = next;
+                next++;
+            }
+        }
+        // One step: every active sequence, in slot order, while tokens remain.
+        int ns = 0, N = 0;
+        for (int s = 0; s < S && !rc; s++) {
+            if (slot_req[s] < 0 || N >= f->max_N) continue;
+            eng_req *q = &r[slot_req[s]];
+            int k;
+            if (q->done_prompt < q->n_prompt) {  // prefill, in chunks that fit the step
+                k = q->n_prompt - q->done_prompt;
+                if (k > f->max_N - N) k = f->max_N - N;
+                memcpy(tokens + N, q->prompt + q->done_prompt, sizeof(int) * (size_t)k);
+            } else {
+                k = 1;
+                tokens[N] = q->ids[q->n_ids - 1];
+            }
+            seqs[ns] = (fwd_seq){k, q->pos, s, q->adapter, q->scale};
+            in_batch[ns++] = s;
+            N += k;
+        }
+        if (rc || ns == 0) break;
+        rc = fwd_batch(f, logits, tokens, seqs, ns, 0);
+        st->steps++;
+        for (int i = 0; i < ns && !rc; i++) {
+            int s = in_batch[i];
+            eng_req *q = &r[slot_req[s]];
+            int prefill = q->done_prompt < q->n_prompt;
+            q->pos += seqs[i].n;
+            if (prefill) {
+                q->done_prompt += seqs[i].n;
+                st->prompt_tokens += seqs[i].n;
+                if (q->done_prompt < q->n_prompt) continue;  // more prompt to go
+            }
+            int id = sampler_next(&q->smp, logits + (size_t)i * V, V);
+            q->ids[q->n_ids++] = id;
+            st->generated++;
+            const char *why = NULL;
+            if (q->stop_at_eos && id == eos) {
+                why = "stop";
+            } else {
+                const char *txt = "";
+                size_t len = 0;
+                if (id < spm_vocab_size(tok)) rc = spm_stream_push(q->ss, id, &txt, &len);
+                if (!rc && len && req_append(q, txt, len, text_cap(q))) why = "stop";
+            }
+            if (!why && (q->n_ids >= q->max_tokens || q->pos >= f->max_T)) why = "length";
+            if (why) {
+                req_finish(q, why);
+                slot_req[s] = -1;
+            }
+        }
+    }
+    st->seconds = time_now() - t0;
+    free(slot_req), free(tokens), free(in_batch), free(seqs), free(logits);
+    return rc;
+}
+
+void eng_req_free(eng_req *r) {
+    free(r->ids), free(r->text);
+    spm_stream_free(r->ss);
+    r->ids = NULL, r->text = NULL, r->ss = NULL;
+}

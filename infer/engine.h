@@ -1,0 +1,50 @@
+// engine.h: the batched generation engine. Requests, each with its own prompt,
+// adapter and scale, sampling options and limits, run together: every step is one
+// fwd_batch over the active sequences (a prompt chunk for those still in prefill,
+// one token for the others); a finished sequence leaves the batch and frees its
+// KV slot for the next request waiting.
+#ifndef QL_ENGINE_H
+#define QL_ENGINE_H
+
+#include "../common/forward.h"
+#include "../common/spm.h"
+#include "sample.h"
+
+#define ENGINE_MAX_STOPS 4
+
+typedef struct {
+    // in
+    const int *prompt;             // token ids, BOS included
+    int n_prompt;
+    const lora_adapter *adapter;   // NULL: the base
+    float scale;
+    int max_tokens;
+    int stop_at_eos;
+    const char *stop[ENGINE_MAX_STOPS];  // stop strings (NULL-terminated list); not included in text
+    sampler smp;
+    // out
+    int *ids;                      // generated ids (max_tokens), malloc'd by the engine
+    int n_ids;
+    char *text;                    // generated text, NUL-terminated, malloc'd by the engine
+    size_t text_len;
+    const char *finish;            // "stop" (EOS or a stop string), "length" or "error"
+    char err[256];                 // when finish is "error"
+    // engine state
+    int slot, done_prompt, pos, active;
+    spm_stream *ss;
+} eng_req;
+
+typedef struct {
+    int steps;                     // fwd_batch calls
+    long long prompt_tokens, generated;
+    double seconds;
+} eng_stats;
+
+// Runs every request to its end with at most f->n_slots in a batch and f->max_N
+// tokens per step. A request that fails (its prompt longer than the context, say)
+// gets finish "error" and the rest go on; the return value is an error only when
+// the batch itself fails.
+int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st);
+void eng_req_free(eng_req *r);
+
+#endif
