@@ -111,30 +111,205 @@ static int bench_train(const char *name, model *m, ops *o, int T, int R, int rep
     return rc;
 }
 
+// ---- Multi-adapter decoding (issue 4) ----
+
+enum { MA_BASE, MA_DISTINCT, MA_SHARED, MA_NCASES };
+static const char *const ma_case_names[MA_NCASES] = {"base", "distinct", "shared"};
+
+// Batch sizes from "1,4,8,16" into b (at most nmax); *n set.
+static int parse_batches(int *b, int nmax, int *n, const char *csv) {
+    const char *p = csv;
+    *n = 0;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 4096 || (*end && *end != ',') || *n == nmax)
+            return ql_err(QL_EINVAL, "--batches: expected up to %d sizes 1..4096 like 1,4,8,16, found '%s'", nmax, csv);
+        b[(*n)++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (!*n) return ql_err(QL_EINVAL, "--batches: expected sizes like 1,4,8,16, found '%s'", csv);
+    return QL_OK;
+}
+
+// The index of the largest of x (n): greedy decoding.
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+// Benchmark adapter i: rank R on all seven modules, PEFT's init (A from seed
+// 1000+i), then B (zero after init) filled with non-zero values, |B| in
+// [0.001, 0.01) with a random sign (xorshift64 from a seed fixed by i), so every
+// LoRA term is real work on real numbers.
+static int bench_adapter(lora_adapter *a, const model_config *c, int R, int i) {
+    QL_CHECK(lora_init(a, c, R, 2.0f * R, 0, 0.0f, LORA_ALL, 1000 + (uint64_t)i));
+    uint64_t s = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+    for (int j = 0; j < a->n_layers * LORA_NMODULES; j++) {
+        lora_pair *p = &a->w[j];
+        for (size_t e = 0; p->B && e < (size_t)p->out * (size_t)R; e++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            float u = (float)(s >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+            p->B[e] = (s & 1 ? 1.0f : -1.0f) * (0.001f + 0.009f * u);
+        }
+    }
+    return QL_OK;
+}
+
+// One case at one batch size: sequence i (of nB) in KV slot i with adapter ad[i]
+// (NULL: the base alone), P prompt tokens each, all prefilled in one fwd_batch
+// call; then one untimed warm-up decode step and G timed steps of one token per
+// sequence. The next token of each sequence is the greedy argmax of its logits
+// (what a server does; the argmax is timed). *tps = tokens decoded, all sequences
+// together, per second of the G steps. f needs nB slots, nB*P rows and P+G+1 positions.
+static int multi_decode(fwd_state *f, float *logits, int *toks, fwd_seq *seqs, const lora_adapter *const *ad,
+                        int nB, int P, int G, double *tps) {
+    int V = f->m->cfg.vocab_size;
+    for (int i = 0; i < nB; i++) {
+        seqs[i] = (fwd_seq){.n = P, .pos = 0, .slot = i, .adapter = ad[i], .scale = 1.0f};
+        for (int j = 0; j < P; j++) toks[i * P + j] = 3 + (int)(((long long)i * P + j) * 7919 % (V - 3));
+    }
+    QL_CHECK(fwd_batch(f, logits, toks, seqs, nB, 0));  // logits (nB, V): each sequence's last token
+    double t0 = time_now();
+    for (int g = 0; g <= G; g++) {  // g = 0 warms up
+        if (g == 1) t0 = time_now();
+        for (int i = 0; i < nB; i++) {
+            toks[i] = argmax(logits + (size_t)i * V, V);
+            seqs[i].n = 1, seqs[i].pos = P + g;
+        }
+        QL_CHECK(fwd_batch(f, logits, toks, seqs, nB, 0));
+    }
+    f->o->sync(f->o);
+    *tps = (double)nB * G / (time_now() - t0);
+    return QL_OK;
+}
+
+// The overhead the adapters should add to a decode step of nB sequences, from
+// what the step reads and computes (KV-cache reads and attention left out):
+//   base bytes: the linears (model_linear_bytes), all of lm_head, nB rows of embed;
+//   adapter bytes: fp32 A (R,in) and B (out,R) of every targeted linear, once per
+//     distinct adapter in use (nB for "distinct", 1 for "shared");
+//   FLOPs per token: 2*in*out per linear and for lm_head, against 2*R*(in+out) per
+//     targeted linear (the same for both cases).
+static void multi_predict(const char *name, const model *m, const lora_adapter *a, int nB) {
+    const model_config *c = &m->cfg;
+    size_t np, lb = model_linear_bytes(m, &np);
+    double embed_row = (double)qweight_bytes(&m->embed) / c->vocab_size;
+    double base_bytes = (double)lb + (double)qweight_bytes(&m->lm_head) + nB * embed_row;
+    double base_flops = 2.0 * (double)np + 2.0 * (double)c->vocab_size * c->dim;
+    double ad_floats = 0;
+    for (int j = 0; j < a->n_layers * LORA_NMODULES; j++)
+        if (a->w[j].A) ad_floats += (double)a->rank * (a->w[j].in + a->w[j].out);
+    double ad_bytes = 4.0 * ad_floats, ad_flops = 2.0 * ad_floats;
+    printf("bench_multi_predict model=%s batch=%d rank=%d base_MB/step=%.1f adapter_MB=%.1f "
+           "bytes_overhead_distinct=%.1f%% bytes_overhead_shared=%.1f%% flops_overhead=%.2f%%\n",
+           name, nB, a->rank, base_bytes / 1e6, ad_bytes / 1e6, 100.0 * nB * ad_bytes / base_bytes,
+           100.0 * ad_bytes / base_bytes, 100.0 * ad_flops / base_flops);
+}
+
+// Multi-adapter decoding: decode tokens/s at each batch size bs[0..nbs) for three
+// cases: no adapter, a distinct rank-R adapter per sequence, one adapter shared by
+// all; the cases run back to back within each repetition (the best is kept), so
+// they see the same machine load. Then the predicted overhead per batch size.
+static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nbs, int P, int G, int R, int reps) {
+    if (!o->lora_shrink) return ql_err(QL_EUNSUP, "the %s backend cannot apply LoRA adapters yet", o->name);
+    int maxB = 0, V = m->cfg.vocab_size;
+    for (int b = 0; b < nbs; b++) maxB = bs[b] > maxB ? bs[b] : maxB;
+    lora_adapter *ads = calloc((size_t)maxB, sizeof *ads);  // zeroed: lora_free is a no-op on unmade ones
+    const lora_adapter **use = calloc((size_t)maxB, sizeof *use);
+    fwd_seq *seqs = calloc((size_t)maxB, sizeof *seqs);
+    int *toks = malloc(sizeof(int) * (size_t)maxB * P);
+    float *logits = malloc(sizeof(float) * (size_t)maxB * V);
+    double *best = calloc((size_t)nbs * MA_NCASES, sizeof *best);
+    int rc = QL_OK;
+    if (!ads || !use || !seqs || !toks || !logits || !best) rc = ql_err(QL_ENOMEM, "out of memory");
+    double t0 = time_now();
+    for (int i = 0; i < maxB && !rc; i++) rc = bench_adapter(&ads[i], &m->cfg, R, i);
+    if (!rc) log_info("%s: %d rank-%d adapters made in %.1f s", name, maxB, R, time_now() - t0);
+    fwd_state f = {0};
+    if (!rc) rc = fwd_init_slots(&f, m, o, P + G + 1, maxB * P, maxB);
+    for (int b = 0; b < nbs && !rc; b++) {
+        int nB = bs[b];
+        for (int r = 0; r < reps && !rc; r++)
+            for (int k = 0; k < MA_NCASES && !rc; k++) {
+                for (int i = 0; i < nB; i++) use[i] = k == MA_BASE ? NULL : k == MA_DISTINCT ? &ads[i] : &ads[0];
+                double tps;
+                rc = multi_decode(&f, logits, toks, seqs, use, nB, P, G, &tps);
+                if (rc) break;
+                log_info("%s batch %d %s rep %d: decode %.2f tok/s", name, nB, ma_case_names[k], r, tps);
+                if (tps > best[b * MA_NCASES + k]) best[b * MA_NCASES + k] = tps;
+            }
+        for (int k = 0; k < MA_NCASES && !rc; k++) {
+            double tps = best[b * MA_NCASES + k], base = best[b * MA_NCASES + MA_BASE];
+            // overhead: extra time per decoded token relative to the base
+            printf("bench_multi model=%s backend=%s base=%s batch=%d case=%s rank=%d prompt=%d gen=%d "
+                   "decode_tok/s=%.2f overhead_vs_base=%.1f%%\n",
+                   name, o->name, base_dtype_name(m->base_dtype), nB, ma_case_names[k], R, P, G, tps,
+                   100.0 * (base / tps - 1.0));
+        }
+        fflush(stdout);
+    }
+    for (int b = 0; b < nbs && !rc; b++) multi_predict(name, m, &ads[0], bs[b]);
+    if (!rc) printf("bench_multi_mem model=%s max_batch=%d peak_rss_MB=%.1f\n", name, maxB, mem_peak_rss() / 1e6);
+    fflush(stdout);
+    fwd_free(&f);
+    for (int i = 0; ads && i < maxB; i++) lora_free(&ads[i]);
+    free(ads), free(use), free(seqs), free(toks), free(logits), free(best);
+    return rc;
+}
+
+// The options that pick and size a mode
+typedef struct {
+    int P, G, reps, rank, train, multi, nbs;
+    int bs[64];  // --batches
+} bench_mode;
+
+static int bench_model(const char *name, model *m, ops *o, const bench_mode *b) {
+    if (b->multi) return bench_multi(name, m, o, b->bs, b->nbs, b->P, b->G, b->rank, b->reps);
+    if (b->train) return bench_train(name, m, o, b->P, b->rank, b->reps);
+    return bench_one(name, m, o, b->P, b->G, b->reps);
+}
+
 int cmd_bench(int argc, char **argv) {
-    const char *which, *base, *backend, *base_dtype, *save;
-    int P, G, threads, reps, verbose, train, rank;
+    const char *which, *base, *backend, *base_dtype, *save, *batches;
+    int P, G, threads, reps, verbose, train, rank, multi;
     cli_opt opts[] = {
         {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b or all (random weights)"},
         {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one (its load time is reported)"},
         {"--save-base", OPT_STR, &save, "", "also write the random model to this base file (no tokenizer), to time loading it"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights: nf4, f16 or f32 (random shapes: nf4 or f16)"},
-        {"--prompt-tokens", OPT_INT, &P, "128", "prompt length"},
+        {"--prompt-tokens", OPT_INT, &P, "128", "prompt length (per sequence with --multi-adapter: try 16)"},
         {"--gen-tokens", OPT_INT, &G, "64", "tokens to decode"},
         {"--reps", OPT_INT, &reps, "3", "repetitions; the best is reported"},
         {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
         {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
         {"--train", OPT_FLAG, &train, NULL, "measure LoRA training steps instead (--prompt-tokens is the sequence)"},
-        {"--rank", OPT_INT, &rank, "16", "LoRA rank for --train (all seven modules)"},
+        {"--multi-adapter", OPT_FLAG, &multi, NULL,
+         "measure batched decoding instead: no adapter, a distinct adapter per sequence, one shared adapter"},
+        {"--batches", OPT_STR, &batches, "1,4,8,16", "batch sizes (sequences) for --multi-adapter"},
+        {"--rank", OPT_INT, &rank, "16", "LoRA rank for --train and --multi-adapter (all seven modules)"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
-    int pr = cli_parse("bench", "Prompt and decode tokens/s and peak memory. Prints one 'bench ...' line per model.",
+    int pr = cli_parse("bench",
+                       "Prompt and decode tokens/s and peak memory. Prints one 'bench ...' line per model "
+                       "('bench_train ...', 'bench_multi ...' lines for the other modes).",
                        opts, (int)(sizeof opts / sizeof *opts), argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
     int bd = base_dtype_parse(base_dtype);
     if (bd < 0 || P < 1 || G < 1 || reps < 1) {
         fprintf(stderr, "qlora bench: error: bad --base-dtype, --prompt-tokens, --gen-tokens or --reps\n");
+        return 2;
+    }
+    bench_mode mode = {.P = P, .G = G, .reps = reps, .rank = rank, .train = train, .multi = multi};
+    if (train && multi) {
+        fprintf(stderr, "qlora bench: error: --train and --multi-adapter are different modes; pick one\n");
+        return 2;
+    }
+    if (multi && parse_batches(mode.bs, (int)(sizeof mode.bs / sizeof *mode.bs), &mode.nbs, batches)) {
+        fprintf(stderr, "qlora bench: error: %s\n", ql_errmsg());
         return 2;
     }
     ops *o = ops_new(backend, threads);
@@ -147,7 +322,7 @@ int cmd_bench(int argc, char **argv) {
         rc = model_load(&m, base, (dtype)bd);
         if (!rc) {
             printf("load model=%s load_s=%.3f\n", base, time_now() - t0);
-            rc = train ? bench_train(base, &m, o, P, rank, reps) : bench_one(base, &m, o, P, G, reps);
+            rc = bench_model(base, &m, o, &mode);
             model_free(&m);
         }
     } else {
@@ -164,7 +339,7 @@ int cmd_bench(int argc, char **argv) {
                 if (rc) { model_free(&m); break; }
                 log_info("wrote %s", save);
             }
-            rc = train ? bench_train(shapes[i].name, &m, o, P, rank, reps) : bench_one(shapes[i].name, &m, o, P, G, reps);
+            rc = bench_model(shapes[i].name, &m, o, &mode);
             model_free(&m);
         }
     }
