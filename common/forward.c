@@ -196,9 +196,6 @@ static int batch_check(fwd_state *s, const int *tokens, const fwd_seq *seqs, int
 }
 
 int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, int all_logits) {
-    if (N < 1 || N > s->max_N || T0 < 0 || T0 + N > s->max_T)
-        return ql_err(QL_EINVAL, "forward: %d tokens at position %d exceed the context of %d (or %d per call)", N, T0,
-                      s->max_T, s->max_N);
     fwd_seq q = {N, T0, 0, s->lora, 1.0f};
     return fwd_batch(s, logits, tokens, &q, 1, all_logits);
 }

@@ -10,6 +10,7 @@
 #include "../common/log.h"
 #include "../common/model.h"
 #include "commands.h"
+#include "sample.h"
 #include "../train/lora.h"
 #include "../train/trainer.h"
 
@@ -130,14 +131,6 @@ static int parse_batches(int *b, int nmax, int *n, const char *csv) {
     }
     if (!*n) return ql_err(QL_EINVAL, "--batches: expected sizes like 1,4,8,16, found '%s'", csv);
     return QL_OK;
-}
-
-// The index of the largest of x (n): greedy decoding.
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
 }
 
 // Benchmark adapter i: rank R on all seven modules, PEFT's init (A from seed

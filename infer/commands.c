@@ -84,15 +84,14 @@ static int fanout(session *s, const adapter_store *st, const int *ids, int nids,
     int n = fo->with_base, nbad = 0;
     for (int i = 0; i < st->n; i++) n += st->e[i].ok;
     eng_req *r = calloc((size_t)(n > 0 ? n : 1), sizeof(eng_req));
-    const char **label = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
-    if (!r || !label) { free(r), free(label); return ql_err(QL_ENOMEM, "out of memory"); }
+    if (!r) return ql_err(QL_ENOMEM, "out of memory");
     int k = 0;
     for (int i = -1; i < st->n; i++) {
         if (i < 0 ? !fo->with_base : !st->e[i].ok) continue;
         r[k] = (eng_req){.prompt = ids, .n_prompt = nids, .max_tokens = fo->max_tokens, .stop_at_eos = fo->stop_at_eos};
         if (i >= 0) r[k].adapter = &st->e[i].a, r[k].scale = st->e[i].scale;
         sampler_init(&r[k].smp, fo->temperature, fo->top_k, fo->top_p, (uint64_t)fo->seed);  // same draws for all
-        label[k++] = i < 0 ? "base" : st->e[i].name;
+        k++;
     }
     fwd_state f = {0};
     int max_N = n * nids < 512 ? n * nids : 512;
@@ -143,7 +142,7 @@ static int fanout(session *s, const adapter_store *st, const int *ids, int nids,
                  es.prompt_tokens, es.generated, es.steps, es.seconds, es.generated / (es.seconds + 1e-9));
     }
     for (int i = 0; i < n; i++) eng_req_free(&r[i]);
-    free(r), free(label);
+    free(r);
     fwd_free(&f);
     if (!rc && nbad) rc = ql_err(QL_EFORMAT, "%d of %d adapters were not loaded (see their blocks)", nbad, st->n);
     return rc;

@@ -20,6 +20,7 @@
 #include "common/err.h"
 #include "common/forward.h"
 #include "common/model.h"
+#include "infer/sample.h"
 #include "testutil.h"
 #include "train/lora.h"
 
@@ -96,12 +97,6 @@ typedef struct {
     const lora_adapter *adapter;
     float scale;
 } request;
-
-static int argmax(const float *v, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) b = v[i] > v[b] ? i : b;
-    return b;
-}
 
 // Greedy decoding of r alone: logits (GEN+1, V) after the prompt and each new token.
 static void run_solo(model *m, ops *o, const request *r, float *logits) {
