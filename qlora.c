@@ -11,7 +11,8 @@ static const struct {
     const char *help;
 } commands[] = {
     {"train", cmd_train, "train a LoRA adapter on a frozen NF4 base from JSONL (PEFT adapter directory)"},
-    {"infer", cmd_infer, "generate text from a prompt"},
+    {"infer", cmd_infer, "generate: one prompt, fan-out to adapters, or a JSONL file of requests, in batches"},
+    {"chat", cmd_chat, "chat through a template; switch adapters mid-conversation"},
     {"eval", cmd_eval, "mean token loss and perplexity on a text or JSONL file"},
     {"quantize", cmd_quantize, "freeze a Hugging Face model in NF4 into one mmap-able base file"},
     {"bench", cmd_bench, "prompt and decode speed and peak memory at real model shapes"},

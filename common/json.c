@@ -265,14 +265,45 @@ int file_read_all(const char *path, size_t limit, char **out, size_t *len_out) {
     return QL_OK;
 }
 
+int utf8_seq_len(const unsigned char *s, size_t n) {
+    if (n == 0) return 0;
+    unsigned c = s[0], lo = 0x80, hi = 0xBF;
+    int k;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) k = 1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        k = 2;
+        if (c == 0xE0) lo = 0xA0;  // overlong
+        if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        k = 3;
+        if (c == 0xF0) lo = 0x90;  // overlong
+        if (c == 0xF4) hi = 0x8F;  // past U+10FFFF
+    } else return 0;
+    for (int j = 1; j <= k; j++) {
+        if ((size_t)j >= n) return 0;
+        unsigned b = s[j];
+        if (b < (j == 1 ? lo : 0x80) || b > (j == 1 ? hi : 0xBF)) return 0;
+    }
+    return k + 1;
+}
+
 char *json_quote(const char *s) {
     size_t n = strlen(s), k = 0;
     char *o = malloc(6 * n + 3);
     if (!o) return NULL;
     o[k++] = '"';
+    const unsigned char *end = (const unsigned char *)s + n;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         unsigned c = *p;
-        if (c == '"' || c == '\\') o[k++] = '\\', o[k++] = (char)c;
+        int u = c < 0x80 ? 1 : utf8_seq_len(p, (size_t)(end - p));
+        if (u > 1) {  // a whole character
+            memcpy(o + k, p, (size_t)u);
+            k += (size_t)u, p += u - 1;
+        } else if (u == 0) {  // a stray byte (generation cut a character): U+FFFD keeps the JSON valid
+            memcpy(o + k, "\\ufffd", 6);
+            k += 6;
+        } else if (c == '"' || c == '\\') o[k++] = '\\', o[k++] = (char)c;
         else if (c == '\n') o[k++] = '\\', o[k++] = 'n';
         else if (c == '\t') o[k++] = '\\', o[k++] = 't';
         else if (c == '\r') o[k++] = '\\', o[k++] = 'r';

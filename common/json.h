@@ -41,7 +41,11 @@ int json_get_bool(const json_doc *d, int i, const char *name, int *out);
 // Unescaped UTF-8 string, malloc'd, NUL-terminated; *len_out (optional) excludes the NUL.
 int json_get_string(const json_doc *d, int i, const char *name, char **out, size_t *len_out);
 
-// s as a quoted, escaped JSON string, malloc'd (NULL when out of memory).
+// Bytes in the well-formed UTF-8 character at s (n bytes available), or 0:
+// overlong forms, surrogates (U+D800..DFFF) and code points past U+10FFFF are not.
+int utf8_seq_len(const unsigned char *s, size_t n);
+// s as a quoted, escaped JSON string, malloc'd (NULL when out of memory); bytes
+// that are not well-formed UTF-8 become U+FFFD.
 char *json_quote(const char *s);
 
 // Whole-file reading with a size limit; the buffer is NUL-terminated and malloc'd.

@@ -15,6 +15,7 @@ typedef struct {
     int n, cap;
     const spm *tok;
     int train_all;  // train_on_inputs
+    int open;       // a generation prompt: ends with the assistant's header, no reply
 } seqbuf;
 
 static int grow(seqbuf *b, int extra) {
@@ -86,6 +87,11 @@ static int render_llama2(seqbuf *b, const ds_message *m, int nm, int bos, int eo
                           "messages[%d]: the llama2 template needs user/assistant pairs after an optional first "
                           "system message, found %s",
                           i, role_name(m[i].role));
+        if (b->open && i + 1 == nm) {  // the turn to answer
+            QL_CHECK(push_id(b, bos, 0));
+            if (first && sys) return push_text(b, 0, "[INST] <<SYS>>\n", sys, "\n<</SYS>>\n\n", m[i].content, " [/INST]");
+            return push_text(b, 0, "[INST] ", m[i].content, " [/INST]", NULL, NULL);
+        }
         if (i + 1 >= nm || m[i + 1].role != DS_ROLE_ASSISTANT)
             return ql_err(QL_EFORMAT, "messages[%d]: the llama2 template needs an assistant turn after each user turn",
                           i + 1);
@@ -112,7 +118,7 @@ static int render_chatml(seqbuf *b, const ds_message *m, int nm, int eos) {
             QL_CHECK(push_text(b, 0, "<|im_start|>", role_name(m[i].role), "\n", m[i].content, "<|im_end|>\n"));
         }
     }
-    return QL_OK;
+    return b->open ? push_text(b, 0, "<|im_start|>assistant\n", NULL, NULL, NULL, NULL) : QL_OK;
 }
 
 // zephyr: non-assistant: "<|{role}|>\n{content}", EOS (the "</s>" of the
@@ -128,7 +134,7 @@ static int render_zephyr(seqbuf *b, const ds_message *m, int nm, int eos) {
             QL_CHECK(push_id(b, eos, 0));
         }
     }
-    return QL_OK;
+    return b->open ? push_text(b, 0, "<|assistant|>\n", NULL, NULL, NULL, NULL) : QL_OK;
 }
 
 static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dataset_options *opt, int bos,
@@ -149,7 +155,7 @@ static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dat
     case DS_FORMAT_ALPACA: {
         int has_assistant = 0;
         for (int i = 0; i < nm; i++) has_assistant |= m[i].role == DS_ROLE_ASSISTANT;
-        if (!has_assistant) return ql_err(QL_EFORMAT, "messages: no assistant turn (nothing to train)");
+        if (!has_assistant && !b->open) return ql_err(QL_EFORMAT, "messages: no assistant turn (nothing to train)");
         if (opt->chat_template == DS_TEMPLATE_LLAMA2) return render_llama2(b, m, nm, bos, eos);
         if (opt->add_bos) QL_CHECK(push_id(b, bos, 0));
         if (opt->chat_template == DS_TEMPLATE_CHATML) return render_chatml(b, m, nm, eos);
@@ -159,15 +165,16 @@ static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dat
     }
 }
 
-int ds_render(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *m, int nm, const spm *tok,
-              const dataset_options *opt) {
-    *ids = NULL, *mask = NULL, *n = 0;
+static int render_all(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *m, int nm, const spm *tok,
+                      const dataset_options *opt, int open) {
+    *ids = NULL, *n = 0;
+    if (mask) *mask = NULL;
     int bos = opt->bos_id >= 0 ? opt->bos_id : spm_bos_id(tok);
     int eos = opt->eos_id >= 0 ? opt->eos_id : spm_eos_id(tok);
     if (eos < 0) return ql_err(QL_EINVAL, "dataset: the tokenizer has no EOS id and none was given");
     if (bos < 0 && (opt->add_bos || opt->chat_template == DS_TEMPLATE_LLAMA2))
         return ql_err(QL_EINVAL, "dataset: the tokenizer has no BOS id and none was given");
-    seqbuf b = {.tok = tok, .train_all = opt->train_on_inputs};
+    seqbuf b = {.tok = tok, .train_all = opt->train_on_inputs, .open = open};
     int rc = render(&b, f, m, nm, opt, bos, eos);
     if (rc != QL_OK) {
         free(b.ids);
@@ -175,6 +182,21 @@ int ds_render(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *
         return rc;
     }
     if (b.n > 0) b.mask[0] = 0;  // the first token is never predicted
-    *ids = b.ids, *mask = b.mask, *n = b.n;
+    *ids = b.ids, *n = b.n;
+    if (mask) *mask = b.mask;
+    else free(b.mask);
     return QL_OK;
+}
+
+int ds_render(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *m, int nm, const spm *tok,
+              const dataset_options *opt) {
+    return render_all(ids, mask, n, f, m, nm, tok, opt, 0);
+}
+
+int ds_render_prompt(int **ids, int *n, const ds_message *m, int nm, const spm *tok, const dataset_options *opt) {
+    *ids = NULL, *n = 0;
+    if (nm < 1 || m[nm - 1].role != DS_ROLE_USER)
+        return ql_err(QL_EFORMAT, "messages: the last message must be the user's turn to answer, found %s",
+                      nm < 1 ? "no message" : role_name(m[nm - 1].role));
+    return render_all(ids, NULL, n, DS_FORMAT_CHAT, m, nm, tok, opt, 1);
 }

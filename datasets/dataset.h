@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/json.h"
 #include "common/spm.h"
 
 // File formats, detected from the first valid line and required of every line.
@@ -108,6 +109,22 @@ typedef struct {
 // assistant turn; errors of spm_encode pass through.
 int ds_render(int **ids /* out */, uint8_t **mask /* out */, int *n /* out */, ds_format f, const ds_message *m,
               int nm, const spm *tok, const dataset_options *opt);
+
+// ds_render_prompt: a conversation to continue -> ids (n,) (malloc'd): the
+// messages through opt->chat_template, ending with the assistant's header (no
+// reply, no EOS), as the model saw it in training. The last message must be a
+// user turn; QL_EFORMAT otherwise or when the messages do not fit the template.
+int ds_render_prompt(int **ids /* out */, int *n /* out */, const ds_message *m, int nm, const spm *tok,
+                     const dataset_options *opt);
+
+// ds_parse_messages: a {"role","content"} array (token arr of d) -> m (nm), with
+// the checks dataset_load makes (roles, non-empty UTF-8 strings); contents are
+// malloc'd, free with ds_messages_free. for_prompt: the last message must be a
+// user turn (a conversation to answer); else one assistant turn is needed.
+// QL_EFORMAT "name:line:column: what was wrong".
+int ds_parse_messages(ds_message **m /* out */, int *nm /* out */, const json_doc *d, int arr, const char *name,
+                      int line, int for_prompt);
+void ds_messages_free(ds_message *m, int nm);
 
 // ---- order and validation ----
 

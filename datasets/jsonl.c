@@ -52,28 +52,10 @@ __attribute__((format(printf, 3, 4))) static int bad(const where *w, int col, co
 // Offset of the first byte of s[0..n) that is not well-formed UTF-8, or -1.
 // Rejects overlong forms, surrogates (U+D800..DFFF) and code points past U+10FFFF.
 static long utf8_bad(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        int k;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) k = 1;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else return (long)i;
-        for (int j = 1; j <= k; j++) {
-            if (i + j >= n) return (long)i;
-            unsigned b = s[i + j];
-            if (b < (j == 1 ? lo : 0x80) || b > (j == 1 ? hi : 0xBF)) return (long)i;
-        }
-        i += (size_t)k + 1;
+    for (size_t i = 0; i < n;) {
+        int k = utf8_seq_len(s + i, n - i);
+        if (!k) return (long)i;
+        i += (size_t)k;
     }
     return -1;
 }
@@ -156,7 +138,7 @@ static int detect(const where *w, int obj, ds_format *f) {
     return QL_OK;
 }
 
-static int parse_messages(const where *w, int arr, record *r) {
+static int parse_messages(const where *w, int arr, record *r, int for_prompt) {
     const json_doc *d = w->doc;
     if (json_type(d, arr) != JSON_ARRAY)
         return bad(w, tok_col(d, arr), "field \"messages\": expected an array, found %s", json_type_name(d, arr));
@@ -192,8 +174,27 @@ static int parse_messages(const where *w, int arr, record *r) {
         QL_CHECK(get_text(w, v, label, 0, &content));
         QL_CHECK(add_msg(r, rl, content));
     }
-    if (!has_assistant) return bad(w, tok_col(d, arr), "messages: no assistant turn (nothing to train)");
+    if (for_prompt && r->m[r->nm - 1].role != DS_ROLE_USER)
+        return bad(w, tok_col(d, arr), "messages: the last message must be the user's turn to answer, found %s",
+                   r->m[r->nm - 1].role == DS_ROLE_SYSTEM ? "system" : "assistant");
+    if (!for_prompt && !has_assistant)
+        return bad(w, tok_col(d, arr), "messages: no assistant turn (nothing to train)");
     return QL_OK;
+}
+
+int ds_parse_messages(ds_message **m, int *nm, const json_doc *d, int arr, const char *name, int line,
+                      int for_prompt) {
+    where w = {name, line, d};
+    record r = {0};
+    int rc = parse_messages(&w, arr, &r, for_prompt);
+    if (rc) record_free(&r);
+    *m = r.m, *nm = r.nm;
+    return rc;
+}
+
+void ds_messages_free(ds_message *m, int nm) {
+    record r = {.m = m, .nm = nm};
+    record_free(&r);
 }
 
 // jsmn (strict) accepts some malformed objects: a key with no value ({"a": })
@@ -249,7 +250,7 @@ static int parse_record(const where *w, int first_line, ds_format file_format, r
     case DS_FORMAT_CHAT:
         v = json_find(d, 0, "messages");
         r->col = tok_col(d, v);
-        return parse_messages(w, v, r);
+        return parse_messages(w, v, r, 0);
     case DS_FORMAT_ALPACA: {
         char *ins = NULL, *inp = NULL;
         QL_CHECK(need(w, 0, "instruction", &v));

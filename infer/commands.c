@@ -13,9 +13,12 @@
 #include "../common/spm.h"
 #include "../train/peft.h"
 #include "../common/json.h"
+#include "../datasets/dataset.h"
+#include "chat.h"
 #include "engine.h"
 #include "eval.h"
 #include "generate.h"
+#include "requests.h"
 #include "sample.h"
 #include "store.h"
 
@@ -149,12 +152,18 @@ static int fanout(session *s, const adapter_store *st, const int *ids, int nids,
 }
 
 int cmd_infer(int argc, char **argv) {
-    const char *base, *prompt, *base_dtype, *backend, *adapter_dir, *store_dir, *store_list, *format;
-    int max_tokens, top_k, seed, threads, ctx, verbose, no_stop, with_base;
+    const char *base, *prompt, *base_dtype, *backend, *adapter_dir, *store_dir, *store_list, *format, *requests,
+        *out, *tmpl_name;
+    int max_tokens, top_k, seed, threads, ctx, verbose, no_stop, with_base, batch;
     float temperature, top_p;
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
-        {"--prompt", OPT_STR, &prompt, NULL, "the prompt text"},
+        {"--prompt", OPT_STR, &prompt, "", "the prompt text (required unless --requests)"},
+        {"--requests", OPT_STR, &requests, "", "a JSONL file of requests (id, prompt|messages, adapter, max_tokens, "
+                                               "temperature, top_p, top_k, seed, stop); JSONL results in input order"},
+        {"--out", OPT_STR, &out, "", "--requests: write the results to this file (atomically); empty is stdout"},
+        {"--batch", OPT_INT, &batch, "16", "--requests: sequences in one batch at most"},
+        {"--chat-template", OPT_STR, &tmpl_name, "llama2", "--requests \"messages\": llama2, chatml or zephyr"},
         {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
         {"--adapter-dir", OPT_STR, &store_dir, "", "a LoRA store: each subfolder is one adapter (fan-out mode)"},
         {"--adapters", OPT_STR, &store_list, "", "fan-out to these adapters: names in --adapter-dir or paths, name:scale; empty is all"},
@@ -181,6 +190,21 @@ int cmd_infer(int argc, char **argv) {
         return 2;
     }
     int fan = store_dir[0] || store_list[0];
+    ds_template tmpl;
+    if (ds_template_parse(&tmpl, tmpl_name)) return fail("infer", QL_EINVAL);
+    if (!!prompt[0] == !!requests[0]) {
+        fprintf(stderr, "qlora infer: error: give --prompt or --requests (one of them)\n");
+        return 2;
+    }
+    if (requests[0] && (adapter_dir[0] || with_base || strcmp(format, "text"))) {
+        fprintf(stderr, "qlora infer: error: --requests: each line names its adapter (\"adapter\" from --adapter-dir); "
+                        "--adapter, --with-base and --format do not apply\n");
+        return 2;
+    }
+    if (batch < 1 || batch > 512) {
+        fprintf(stderr, "qlora infer: error: --batch: expected 1 to 512, found %d\n", batch);
+        return 2;
+    }
     if (strcmp(format, "text") && strcmp(format, "json")) {
         fprintf(stderr, "qlora infer: error: --format: expected text or json, found '%s'\n", format);
         return 2;
@@ -191,6 +215,18 @@ int cmd_infer(int argc, char **argv) {
     }
     session s;
     int rc = session_open(&s, base, base_dtype, backend, threads);
+    if (!rc && requests[0]) {
+        requests_opts ro = {requests, out, store_dir, store_list, batch, ctx, tmpl, max_tokens, top_k, seed, !no_stop,
+                            temperature, top_p};
+        int failed = 0;
+        rc = requests_run(&s.m, s.tok, s.o, &ro, &failed);
+        if (!rc && failed) rc = ql_err(QL_EFORMAT, "%d requests failed (their results say why)", failed);
+    }
+    if (rc || requests[0]) {
+        int code = rc ? fail("infer", rc) : 0;
+        session_close(&s);
+        return code;
+    }
     int *ids = NULL, nids = 0;
     if (!rc) rc = tokenize_prompt(&s.m, s.tok, prompt, &ids, &nids);
     fwd_state f = {0};
@@ -231,6 +267,47 @@ int cmd_infer(int argc, char **argv) {
     if (rc) { int code = fail("infer", rc); session_close(&s); return code; }
     session_close(&s);
     return 0;
+}
+
+int cmd_chat(int argc, char **argv) {
+    const char *base, *base_dtype, *backend, *tmpl_name;
+    int threads, verbose;
+    chat_opts co;
+    cli_opt opts[] = {
+        {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
+        {"--adapter-dir", OPT_STR, &co.adapter_dir, "", "a LoRA store: each subfolder is one adapter"},
+        {"--adapters", OPT_STR, &co.adapters, "", "load only these: names in --adapter-dir or paths, name:scale"},
+        {"--adapter", OPT_STR, &co.adapter, "", "the adapter to start with (switch with /adapter NAME); empty is the base"},
+        {"--system", OPT_STR, &co.system, "", "a system prompt"},
+        {"--chat-template", OPT_STR, &tmpl_name, "llama2", "llama2, chatml or zephyr (the one the adapters were trained with)"},
+        {"--max-tokens", OPT_INT, &co.max_tokens, "256", "tokens per answer at most"},
+        {"--temperature", OPT_FLOAT, &co.temperature, "0.8", "sampling temperature; 0 is greedy"},
+        {"--top-k", OPT_INT, &co.top_k, "40", "sample from the k most likely tokens; 0 is off"},
+        {"--top-p", OPT_FLOAT, &co.top_p, "0.95", "nucleus sampling mass; 1 is off"},
+        {"--seed", OPT_INT, &co.seed, "1", "random seed for sampling"},
+        {"--ctx", OPT_INT, &co.ctx, "0", "context length; 0 is max_position_embeddings, at most 2048"},
+        {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
+        {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
+        {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
+        {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
+    };
+    int pr = cli_parse("chat",
+                       "Chat through a template with the base or an adapter; /adapter NAME switches, /adapters lists, "
+                       "/reset, /quit. Answers go to stdout as NAME> lines.",
+                       opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (verbose) log_set_level(LOG_DEBUG);
+    if (ds_template_parse(&co.tmpl, tmpl_name)) return fail("chat", QL_EINVAL);
+    if (co.max_tokens < 1 || co.ctx < 0 || co.temperature < 0 || co.top_k < 0 || co.top_p <= 0 || co.top_p > 1) {
+        fprintf(stderr, "qlora chat: error: --max-tokens must be >= 1, --ctx, --temperature and --top-k >= 0, --top-p in (0, 1]\n");
+        return 2;
+    }
+    session s;
+    int rc = session_open(&s, base, base_dtype, backend, threads);
+    if (!rc) rc = chat_run(&s.m, s.tok, s.o, &co, stdin, stdout);
+    int code = rc ? fail("chat", rc) : 0;
+    session_close(&s);
+    return code;
 }
 
 int cmd_eval(int argc, char **argv) {

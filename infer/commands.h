@@ -5,6 +5,7 @@
 #define QL_COMMANDS_H
 
 int cmd_infer(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

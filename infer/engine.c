@@ -31,6 +31,18 @@ static int req_append(eng_req *r, const char *txt, size_t len, size_t cap) {
     return 0;
 }
 
+// Passes on the text no stop string can still claim: all of it when done, else
+// all but the longest stop string's length - 1 bytes.
+static void req_emit(eng_req *r, int done) {
+    if (!r->on_text) return;
+    size_t hold = 0;
+    for (int i = 0; i < ENGINE_MAX_STOPS && r->stop[i] && !done; i++)
+        if (strlen(r->stop[i]) > hold + 1) hold = strlen(r->stop[i]) - 1;
+    size_t upto = r->text_len > hold ? r->text_len - hold : 0;
+    if (upto > r->emitted) r->on_text(r->on_text_ctx, r->text + r->emitted, upto - r->emitted);
+    if (upto > r->emitted) r->emitted = upto;
+}
+
 // Text cap per request: generous for the longest pieces (SentencePiece pieces are
 // short; byte fallback emits at most 4 bytes per token).
 static size_t text_cap(const eng_req *r) { return (size_t)r->max_tokens * 64 + 64; }
@@ -47,6 +59,11 @@ static int req_start(fwd_state *f, const spm *tok, eng_req *r) {
         req_fail(r, m);
         return QL_OK;
     }
+    if (r->cached < 0 || r->cached >= r->n_prompt || (r->cached > 0 && f->n_slots != 1)) {
+        req_fail(r, "cached prefix out of range (it must leave a prompt token to run, in a one-slot batch)");
+        return QL_OK;
+    }
+    r->done_prompt = r->pos = r->cached;
     if (r->max_tokens == 0) { r->finish = "length"; return QL_OK; }
     QL_CHECK(spm_stream_init(&r->ss, tok));
     for (int i = 0; i < r->n_prompt; i++) {  // the prompt conditions the first piece's space rule
@@ -65,6 +82,7 @@ static void req_finish(eng_req *r, const char *why) {
         req_append(r, txt, len, text_cap(r));
     r->finish = why;
     r->active = 0;
+    req_emit(r, 1);
 }
 
 int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st) {
@@ -130,6 +148,7 @@ int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st) {
                 size_t len = 0;
                 if (id < spm_vocab_size(tok)) rc = spm_stream_push(q->ss, id, &txt, &len);
                 if (!rc && len && req_append(q, txt, len, text_cap(q))) why = "stop";
+                if (!why) req_emit(q, 0);
             }
             if (!why && (q->n_ids >= q->max_tokens || q->pos >= f->max_T)) why = "length";
             if (why) {

@@ -22,6 +22,11 @@ typedef struct {
     int stop_at_eos;
     const char *stop[ENGINE_MAX_STOPS];  // stop strings (NULL-terminated list); not included in text
     sampler smp;
+    int cached;                    // prompt[0..cached) is already in the KV cache (chat turns; one slot only)
+    // Streams the text as it is decided (optional): a tail that could begin a stop
+    // string is held back until it cannot.
+    void (*on_text)(void *ctx, const char *txt, size_t len);
+    void *on_text_ctx;
     // out
     int *ids;                      // generated ids (max_tokens), malloc'd by the engine
     int n_ids;
@@ -31,6 +36,7 @@ typedef struct {
     char err[256];                 // when finish is "error"
     // engine state
     int slot, done_prompt, pos, active;
+    size_t emitted;                // text bytes passed to on_text
     spm_stream *ss;
 } eng_req;
 

@@ -78,18 +78,6 @@ static void test_ops(ops *o) {
 
 // ---- (b), (c), (d) ----
 
-// A random adapter: lora_init's A, and B drawn too (lora_init leaves B zero), so
-// that it moves the logits.
-static void make_adapter(lora_adapter *a, const model_config *c, int rank, float alpha, int rslora, unsigned targets,
-                         uint64_t seed) {
-    CHECK_OK(lora_init(a, c, rank, alpha, rslora, 0.0f, targets, seed));
-    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) {
-        lora_pair *p = &a->w[i];
-        if (!p->B) continue;
-        for (int j = 0; j < p->out * rank; j++) p->B[j] = 0.3f * test_rand_normal(&seed);
-    }
-}
-
 enum { NSEQ = 4, GEN = 6, MAXP = 9 };
 
 typedef struct {
@@ -148,9 +136,9 @@ static void test_model(model *m, ops *o) {
     const model_config *c = &m->cfg;
     const int V = c->vocab_size;
     lora_adapter a4, a8, a2;
-    make_adapter(&a4, c, 4, 8.0f, 0, LORA_ALL, 11);
-    make_adapter(&a8, c, 8, 16.0f, 0, LORA_Q | LORA_V | LORA_DOWN, 12);
-    make_adapter(&a2, c, 2, 4.0f, 1, LORA_ALL, 13);
+    test_lora_random(&a4, c, 4, 8.0f, 0, LORA_ALL, 11);
+    test_lora_random(&a8, c, 8, 16.0f, 0, LORA_Q | LORA_V | LORA_DOWN, 12);
+    test_lora_random(&a2, c, 2, 4.0f, 1, LORA_ALL, 13);
     request r[NSEQ] = {
         {{1, 5, 9, 14, 3}, 5, GEN, &a4, 1.0f},
         {{1, 7, 2, 8, 21, 4, 6, 11, 30}, 9, 2, &a8, 1.0f},  // leaves after 2 steps

@@ -25,7 +25,7 @@ expect() {  # expect CODE PATTERN -- command...
     grep -q -- "$pat" "$tmp/err" || fail "'$*': stderr lacks '$pat': $(head -c 300 "$tmp/err")"
 }
 expect 2 "unknown command" -- "$q" frobnicate
-expect 2 "missing required option --prompt" -- "$q" infer --base "$model"
+expect 2 "give --prompt or --requests" -- "$q" infer --base "$model"
 expect 2 "unknown option '--nope'" -- "$q" infer --base "$model" --prompt x --nope
 expect 2 "expected an integer, found 'ten'" -- "$q" infer --base "$model" --prompt x --max-tokens ten
 expect 2 "expected nf4, f16 or f32, found 'q8'" -- "$q" infer --base "$model" --prompt x --base-dtype q8

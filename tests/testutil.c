@@ -1,6 +1,8 @@
 // testutil.c: see testutil.h.
 #include "testutil.h"
 
+#include "common/err.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,4 +116,14 @@ void test_weight_init(test_weight *t, dtype type, int64_t rows, int64_t cols, fl
 void test_weight_free(test_weight *t) {
     free(t->data), free(t->codes), free(t->absmax_q), free(t->absmax_scale);
     memset(t, 0, sizeof *t);
+}
+
+void test_lora_random(lora_adapter *a, const model_config *c, int rank, float alpha, int rslora, unsigned targets,
+                      uint64_t seed) {
+    CHECK_OK(lora_init(a, c, rank, alpha, rslora, 0.0f, targets, seed));
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) {
+        lora_pair *p = &a->w[i];
+        if (!p->B) continue;
+        for (int j = 0; j < p->out * rank; j++) p->B[j] = 0.3f * test_rand_normal(&seed);
+    }
 }

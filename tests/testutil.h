@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "kernels/ops.h"
+#include "train/lora.h"
 
 #define TEST_SKIP 77
 
@@ -52,5 +53,10 @@ typedef struct {
 
 void test_weight_init(test_weight *t, dtype type, int64_t rows, int64_t cols, float scale, uint64_t *seed);
 void test_weight_free(test_weight *t);
+
+// A random adapter: lora_init's A, and B drawn too (lora_init leaves B zero, which
+// would leave the logits alone), N(0, 0.3^2).
+void test_lora_random(lora_adapter *a, const model_config *c, int rank, float alpha, int rslora, unsigned targets,
+                      uint64_t seed);
 
 #endif

@@ -1,0 +1,178 @@
+// chat.c: see chat.h. One KV slot holds the conversation so far; `fed` mirrors
+// the tokens in it, so a turn runs only what differs from the last one.
+#include "chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/err.h"
+#include "../common/forward.h"
+#include "../common/log.h"
+#include "engine.h"
+#include "store.h"
+
+typedef struct {
+    ds_message *m;
+    int n, cap;
+    int first;  // 1 when m[0] is the system prompt
+} convo;
+
+static int convo_add(convo *c, ds_role role, const char *text) {
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        ds_message *nm = realloc(c->m, sizeof *nm * (size_t)cap);
+        if (!nm) return ql_err(QL_ENOMEM, "out of memory");
+        c->m = nm, c->cap = cap;
+    }
+    char *s = strdup(text);
+    if (!s) return ql_err(QL_ENOMEM, "out of memory");
+    c->m[c->n++] = (ds_message){role, s};
+    return QL_OK;
+}
+
+// Removes n messages starting at i.
+static void convo_drop(convo *c, int i, int n) {
+    for (int k = i; k < i + n; k++) free((char *)c->m[k].content);
+    memmove(c->m + i, c->m + i + n, sizeof *c->m * (size_t)(c->n - i - n));
+    c->n -= n;
+}
+
+static void stream_out(void *ctx, const char *txt, size_t len) {
+    fwrite(txt, 1, len, (FILE *)ctx);
+    fflush((FILE *)ctx);
+}
+
+// What ends a reply besides EOS: the template's next turn marker.
+static void template_stops(ds_template t, const char **stop) {
+    static const char *const llama2[] = {"[INST]", NULL}, *const chatml[] = {"<|im_end|>", "<|im_start|>", NULL},
+                             *const zephyr[] = {"<|user|>", "</s>", NULL};
+    const char *const *s = t == DS_TEMPLATE_CHATML ? chatml : t == DS_TEMPLATE_ZEPHYR ? zephyr : llama2;
+    for (int i = 0; s[i]; i++) stop[i] = s[i];
+}
+
+static void list_adapters(const adapter_store *st, const store_entry *cur, FILE *f) {
+    fprintf(f, "%c base\n", cur ? ' ' : '*');
+    for (int i = 0; i < st->n; i++) {
+        const store_entry *e = &st->e[i];
+        if (e->ok)
+            fprintf(f, "%c %s (r %d, scale %g, %.1f MB)\n", e == cur ? '*' : ' ', e->name, e->a.rank, (double)e->scale,
+                    e->bytes / 1e6);
+        else fprintf(f, "  %s: not loaded: %s\n", e->name, e->err);
+    }
+}
+
+// Renders the conversation; drops the oldest exchanges (after the system
+// prompt) until the prompt leaves room to answer in max_T; *fits = 0 when even
+// the new message alone does not.
+static int render_fit(convo *c, const spm *tok, const dataset_options *dopt, int max_T, int **ids, int *n, int *fits) {
+    for (*fits = 1;;) {
+        QL_CHECK(ds_render_prompt(ids, n, c->m, c->n, tok, dopt));
+        if (*n < max_T - 1) return QL_OK;
+        free(*ids);
+        *ids = NULL;
+        if (c->n - c->first < 3) return *fits = 0, QL_OK;  // only the new question is left
+        convo_drop(c, c->first, 2);
+        log_info("chat: the conversation outgrew the context (%d tokens); dropped the oldest exchange", max_T);
+    }
+}
+
+int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FILE *out) {
+    adapter_store st = {0};
+    int rc = co->adapter_dir[0] || co->adapters[0] ? store_open(&st, &m->cfg, co->adapter_dir, co->adapters) : QL_OK;
+    if (rc) return rc;
+    const store_entry *cur = NULL;
+    if (co->adapter[0] && strcmp(co->adapter, "base") && !(cur = store_find(&st, co->adapter))) {
+        store_free(&st);
+        return ql_err(QL_EINVAL, "--adapter %s: not a loaded adapter of the store (see /adapters)", co->adapter);
+    }
+    int T = co->ctx > 0 ? co->ctx : m->cfg.max_pos < 2048 ? m->cfg.max_pos : 2048;
+    if (T > m->cfg.max_pos) T = m->cfg.max_pos;
+    fwd_state f = {0};
+    rc = fwd_init_slots(&f, m, o, T, T < 512 ? T : 512, 1);
+    dataset_options dopt;
+    dataset_options_default(&dopt);
+    dopt.chat_template = co->tmpl, dopt.add_bos = m->cfg.add_bos, dopt.bos_id = m->cfg.bos_id;
+    dopt.eos_id = m->cfg.eos_id;
+    convo c = {0};
+    if (!rc && co->system[0]) rc = convo_add(&c, DS_ROLE_SYSTEM, co->system), c.first = 1;
+    int *fed = malloc(sizeof(int) * (size_t)T), nfed = 0;  // the tokens in the KV cache
+    const store_entry *fed_with = NULL;                      // and the adapter that made them
+    if (!rc && !fed) rc = ql_err(QL_ENOMEM, "out of memory");
+    sampler smp;
+    sampler_init(&smp, co->temperature, co->top_k, co->top_p, (uint64_t)co->seed);
+    int tty = isatty(fileno(in));
+    if (!rc)
+        fprintf(stderr, "qlora chat: %s template, context %d; answering with %s. /adapter NAME, /adapters, /reset, "
+                        "/quit\n", ds_template_name(co->tmpl), T, cur ? cur->name : "base");
+    char *line = NULL;
+    size_t cap = 0;
+    while (!rc) {
+        if (tty) fprintf(stderr, "you> "), fflush(stderr);
+        ssize_t len = getline(&line, &cap, in);
+        if (len < 0) break;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (!line[0]) continue;
+        if (line[0] == '/') {
+            char *arg = strchr(line, ' ');
+            if (arg) *arg++ = '\0';
+            while (arg && *arg == ' ') arg++;
+            if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
+            if (!strcmp(line, "/adapters")) list_adapters(&st, cur, out);
+            else if (!strcmp(line, "/reset")) {
+                convo_drop(&c, c.first, c.n - c.first);
+                fprintf(out, "(conversation cleared)\n");
+            } else if (!strcmp(line, "/adapter") && arg && *arg) {
+                const store_entry *e = strcmp(arg, "base") && strcmp(arg, "none") ? store_find(&st, arg) : NULL;
+                if (e || !strcmp(arg, "base") || !strcmp(arg, "none")) {
+                    cur = e;
+                    fprintf(out, "(answering with %s)\n", cur ? cur->name : "base");
+                } else fprintf(out, "(no loaded adapter '%s'; /adapters lists them)\n", arg);
+            } else fprintf(out, "(commands: /adapter NAME, /adapters, /reset, /quit)\n");
+            fflush(out);
+            continue;
+        }
+        rc = convo_add(&c, DS_ROLE_USER, line);
+        int *ids = NULL, n = 0, fits = 1;
+        if (!rc) rc = render_fit(&c, tok, &dopt, T, &ids, &n, &fits);
+        if (rc) break;
+        if (!fits) {
+            fprintf(out, "(that message does not fit the context of %d tokens)\n", T);
+            convo_drop(&c, c.n - 1, 1);
+            continue;
+        }
+        int keep = 0;  // the prefix the cache already holds
+        if (fed_with == cur)
+            while (keep < nfed && keep < n - 1 && fed[keep] == ids[keep]) keep++;
+        eng_req r = {.prompt = ids, .n_prompt = n, .max_tokens = co->max_tokens < T - n ? co->max_tokens : T - n,
+                     .stop_at_eos = 1, .smp = smp, .cached = keep, .on_text = stream_out, .on_text_ctx = out};
+        if (cur) r.adapter = &cur->a, r.scale = cur->scale;
+        template_stops(co->tmpl, r.stop);
+        fprintf(out, "%s> ", cur ? cur->name : "base");
+        fflush(out);
+        eng_stats es;
+        rc = engine_run(&f, tok, &r, 1, &es);
+        fprintf(out, "\n");
+        fflush(out);
+        if (!rc && !strcmp(r.finish, "error")) rc = ql_err(QL_EINVAL, "chat: %s", r.err);
+        if (!rc) {
+            smp = r.smp;
+            // the cache now holds the prompt and every generated token but the last
+            nfed = n;
+            memcpy(fed, ids, sizeof(int) * (size_t)n);
+            for (int i = 0; i + 1 < r.n_ids && nfed < T; i++) fed[nfed++] = r.ids[i];
+            fed_with = cur;
+            rc = convo_add(&c, DS_ROLE_ASSISTANT, r.text);
+            log_debug("chat: %d prompt tokens (%d cached), %d generated in %.2f s", n, keep, r.n_ids, es.seconds);
+        }
+        eng_req_free(&r);
+        free(ids);
+    }
+    free(line);
+    free(fed);
+    convo_drop(&c, 0, c.n);
+    free(c.m);
+    fwd_free(&f);
+    store_free(&st);
+    return rc;
+}

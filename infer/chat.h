@@ -1,0 +1,34 @@
+// chat.h: qlora chat: an interactive conversation through a chat template, with
+// the adapters of a LoRA store one command away:
+//   /adapter NAME   answer with that adapter from now on (base: none)
+//   /adapters       list the store, marking the one in use
+//   /reset          forget the conversation (the system prompt stays)
+//   /quit           leave (so does end of input)
+// Each turn renders the whole conversation (datasets' ds_render_prompt) and runs
+// only the tokens past what the KV cache already holds: the prefix is reused
+// while the adapter stays the same. The oldest turns are dropped when the
+// conversation outgrows the context.
+#ifndef QL_CHAT_H
+#define QL_CHAT_H
+
+#include <stdio.h>
+
+#include "../common/model.h"
+#include "../common/spm.h"
+#include "../datasets/dataset.h"
+#include "../kernels/ops.h"
+
+typedef struct {
+    const char *adapter_dir, *adapters;  // the store (either may be empty)
+    const char *adapter;                 // the adapter to start with; "" is the base
+    const char *system;                  // a system prompt, or ""
+    ds_template tmpl;
+    int max_tokens, top_k, seed, ctx;
+    float temperature, top_p;
+} chat_opts;
+
+// Reads user lines from in until /quit or end of input; answers go to out as
+// "NAME> text" lines (NAME: the adapter, or base).
+int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FILE *out);
+
+#endif

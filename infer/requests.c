@@ -1,0 +1,335 @@
+// requests.c: see requests.h. The file is read whole; each line is parsed and
+// checked into a request (or an error result), the adapters the lines name are
+// loaded from the store, and every runnable request goes to the batched engine
+// at once (engine.c admits them as slots free up). Results are then written in
+// input order.
+#include "requests.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+#include "../common/fileio.h"
+#include "../common/forward.h"
+#include "../common/json.h"
+#include "../common/log.h"
+#include "engine.h"
+#include "generate.h"
+#include "store.h"
+
+typedef struct {
+    int line;
+    char *id;            // the id as JSON text ("null" when absent)
+    char *adapter;       // NULL: the base
+    float scale;         // < 0: the store's
+    int *ids, n;         // the prompt's tokens
+    char *stop[ENGINE_MAX_STOPS];
+    int max_tokens, top_k;
+    float temperature, top_p;
+    long long seed;
+    char err[1400];      // not empty: this line cannot run
+} req_line;
+
+static void line_free(req_line *q) {
+    free(q->id), free(q->adapter), free(q->ids);
+    for (int i = 0; i < ENGINE_MAX_STOPS; i++) free(q->stop[i]);
+}
+
+static const char *const fields[] = {"id",          "prompt", "messages", "adapter", "scale", "max_tokens",
+                                     "temperature", "top_p",  "top_k",    "seed",    "stop"};
+
+// A number field in [lo, hi] (integer when is_int); absent leaves *out alone.
+static int get_num(const json_doc *d, const char *name, int is_int, double lo, double hi, double *out) {
+    int v = json_find(d, 0, name);
+    if (v < 0) return QL_OK;
+    double x;
+    if (is_int) {
+        long long k;
+        QL_CHECK(json_get_int(d, v, name, &k));
+        x = (double)k;
+    } else QL_CHECK(json_get_double(d, v, name, &x));
+    if (!(x >= lo && x <= hi))
+        return ql_err(QL_EFORMAT, "%s: field '%s': expected a value in [%g, %g], found %g", d->what, name, lo, hi, x);
+    *out = x;
+    return QL_OK;
+}
+
+static int get_stops(const json_doc *d, req_line *q) {
+    int v = json_find(d, 0, "stop");
+    if (v < 0 || json_is_null(d, v)) return QL_OK;
+    int arr = json_type(d, v) == JSON_ARRAY, n = arr ? json_size(d, v) : 1;
+    if (n > ENGINE_MAX_STOPS)
+        return ql_err(QL_EFORMAT, "%s: field 'stop': at most %d strings, found %d", d->what, ENGINE_MAX_STOPS, n);
+    for (int k = 0; k < n; k++) {
+        QL_CHECK(json_get_string(d, arr ? json_item(d, v, k) : v, "stop", &q->stop[k], NULL));
+        if (!q->stop[k][0]) return ql_err(QL_EFORMAT, "%s: field 'stop': an empty string", d->what);
+    }
+    return QL_OK;
+}
+
+// Parses line text into q (the defaults already in q); an error leaves its message.
+static int parse_line(req_line *q, const char *text, size_t len, const char *file, const model *m, const spm *tok,
+                      const requests_opts *ro) {
+    char what[512];
+    snprintf(what, sizeof what, "%s:%d", file, q->line);
+    json_doc d;
+    if (json_parse(&d, text, len, what)) {  // "what: invalid JSON at line 1 column C: why" -> "what:C: invalid JSON: why"
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ql_errmsg());
+        const char *c = strstr(msg, " column "), *why = c ? strstr(c, ": ") : NULL;
+        return ql_err(QL_EFORMAT, "%s:%d: invalid JSON%s", what, c ? atoi(c + 8) : 1, why ? why : "");
+    }
+    int rc = QL_OK;
+    if (json_type(&d, 0) != JSON_OBJECT) rc = ql_err(QL_EFORMAT, "%s: expected a JSON object, found %s", what, json_type_name(&d, 0));
+    // jsmn lets a key go without a value ({"a": }) or take two ({"a": 1 2})
+    for (int k = 0; !rc && k < json_size(&d, 0); k++) {
+        int key = json_member(&d, 0, k, NULL), kl = d.tok[key].end - d.tok[key].start;
+        if (d.tok[key].size != 1)
+            rc = ql_err(QL_EFORMAT, "%s: invalid JSON: the key \"%.*s\" has %s", what, kl > 40 ? 40 : kl,
+                        d.js + d.tok[key].start, d.tok[key].size ? "two values" : "no value");
+    }
+    int v = rc ? -1 : json_find(&d, 0, "id");  // first: an error result keeps the id
+    if (v >= 0) {
+        int t = json_type(&d, v);
+        if (t == JSON_STRING) {
+            char *s = NULL;
+            rc = json_get_string(&d, v, "id", &s, NULL);
+            if (!rc) free(q->id), q->id = json_quote(s);
+            free(s);
+        } else if (t == JSON_PRIMITIVE) {
+            free(q->id);
+            q->id = strndup(d.js + d.tok[v].start, (size_t)(d.tok[v].end - d.tok[v].start));
+        } else rc = ql_err(QL_EFORMAT, "%s: field 'id': expected a string or a number, found %s", what, json_type_name(&d, v));
+        if (!rc && !q->id) rc = ql_err(QL_ENOMEM, "out of memory");
+    }
+    for (int k = 0; !rc && k < json_size(&d, 0); k++) {
+        int key = json_member(&d, 0, k, NULL), known = 0, kl = d.tok[key].end - d.tok[key].start;
+        for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) known |= json_eq(&d, key, fields[f]);
+        if (!known)
+            rc = ql_err(QL_EFORMAT,
+                        "%s: unknown field \"%.*s\" (expected id, prompt or messages, adapter, scale, max_tokens, "
+                        "temperature, top_p, top_k, seed, stop)",
+                        what, kl > 40 ? 40 : kl, d.js + d.tok[key].start);
+    }
+    v = rc ? -1 : json_find(&d, 0, "adapter");
+    if (v >= 0 && !json_is_null(&d, v)) {
+        rc = json_get_string(&d, v, "adapter", &q->adapter, NULL);
+        if (!rc && !q->adapter[0]) free(q->adapter), q->adapter = NULL;
+        if (!rc && q->adapter && (strpbrk(q->adapter, "/,:") || q->adapter[0] == '.'))
+            rc = ql_err(QL_EFORMAT, "%s: field 'adapter': expected the name of a folder in --adapter-dir, found '%s'",
+                        what, q->adapter);
+    }
+    double x = q->max_tokens, temp = q->temperature, tp = q->top_p, tk = q->top_k, sd = (double)q->seed, sc = -1;
+    if (!rc) rc = get_num(&d, "max_tokens", 1, 0, 1 << 20, &x);
+    if (!rc) rc = get_num(&d, "temperature", 0, 0, 100, &temp);
+    if (!rc) rc = get_num(&d, "top_p", 0, 1e-9, 1, &tp);
+    if (!rc) rc = get_num(&d, "top_k", 1, 0, 1 << 30, &tk);
+    if (!rc) rc = get_num(&d, "seed", 1, 0, 9e15, &sd);
+    if (!rc) rc = get_num(&d, "scale", 0, 0, 100, &sc);
+    q->max_tokens = (int)x, q->temperature = (float)temp, q->top_p = (float)tp, q->top_k = (int)tk;
+    q->seed = (long long)sd, q->scale = (float)sc;
+    if (!rc) rc = get_stops(&d, q);
+    int vp = rc ? -1 : json_find(&d, 0, "prompt"), vm = rc ? -1 : json_find(&d, 0, "messages");
+    if (!rc && (vp >= 0) == (vm >= 0))
+        rc = ql_err(QL_EFORMAT, "%s: expected one of \"prompt\" and \"messages\", found %s", what, vp >= 0 ? "both" : "neither");
+    if (!rc && vp >= 0) {
+        char *p = NULL;
+        rc = json_get_string(&d, vp, "prompt", &p, NULL);
+        if (!rc && !p[0]) rc = ql_err(QL_EFORMAT, "%s: field 'prompt' is empty", what);
+        if (!rc) rc = tokenize_prompt(m, tok, p, &q->ids, &q->n);
+        free(p);
+    } else if (!rc) {
+        ds_message *msg = NULL;
+        int nm = 0;
+        rc = ds_parse_messages(&msg, &nm, &d, vm, file, q->line, 1);
+        dataset_options dopt;
+        dataset_options_default(&dopt);
+        dopt.chat_template = ro->tmpl, dopt.add_bos = m->cfg.add_bos;
+        dopt.bos_id = m->cfg.bos_id, dopt.eos_id = m->cfg.eos_id;
+        if (!rc) rc = ds_render_prompt(&q->ids, &q->n, msg, nm, tok, &dopt);
+        if (rc == QL_EFORMAT && !strstr(ql_errmsg(), file))  // a template error has no location yet
+            rc = ql_err(QL_EFORMAT, "%s: %s", what, ql_errmsg());
+        ds_messages_free(msg, nm);
+    }
+    json_free(&d);
+    return rc;
+}
+
+// The store entry for name (loaded or not), or NULL.
+static const store_entry *entry(const adapter_store *st, const char *name) {
+    for (int i = 0; i < st->n; i++)
+        if (!strcmp(st->e[i].name, name)) return &st->e[i];
+    return NULL;
+}
+
+// Loads --adapters, or else the adapters the lines name, from --adapter-dir.
+static int open_store(adapter_store *st, const model *m, const requests_opts *ro, const req_line *q, int n) {
+    memset(st, 0, sizeof *st);
+    if (ro->adapters[0]) return store_open(st, &m->cfg, ro->adapter_dir, ro->adapters);
+    if (!ro->adapter_dir[0]) return QL_OK;
+    size_t cap = 1;
+    for (int i = 0; i < n; i++) cap += q[i].adapter ? strlen(q[i].adapter) + 1 : 0;
+    char *list = calloc(cap, 1);
+    if (!list) return ql_err(QL_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (q[i].err[0] || !q[i].adapter) continue;
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = !q[j].err[0] && q[j].adapter && !strcmp(q[j].adapter, q[i].adapter);
+        if (!seen) strcat(strcat(list, list[0] ? "," : ""), q[i].adapter);
+    }
+    int rc = list[0] ? store_open(st, &m->cfg, ro->adapter_dir, list) : QL_OK;
+    free(list);
+    return rc;
+}
+
+// Appends text to a growing buffer.
+typedef struct {
+    char *s;
+    size_t n, cap;
+} sbuf;
+
+static int sb_add(sbuf *b, const char *s) {
+    size_t l = strlen(s);
+    if (b->n + l + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + l + 1) cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) return ql_err(QL_ENOMEM, "out of memory");
+        b->s = p, b->cap = cap;
+    }
+    memcpy(b->s + b->n, s, l + 1);
+    b->n += l;
+    return QL_OK;
+}
+
+// One result line.
+static int add_result(sbuf *b, const req_line *q, const eng_req *r) {
+    char *qa = q->adapter ? json_quote(q->adapter) : NULL;
+    const char *err = q->err[0] ? q->err : r && r->finish && !strcmp(r->finish, "error") ? r->err : NULL;
+    char *qe = err ? json_quote(err) : NULL, *qt = !err ? json_quote(r->text ? r->text : "") : NULL;
+    char num[96];
+    int rc = (q->adapter && !qa) || (err && !qe) || (!err && !qt) ? ql_err(QL_ENOMEM, "out of memory") : QL_OK;
+    if (!rc) rc = sb_add(b, "{\"id\": ");
+    if (!rc) rc = sb_add(b, q->id ? q->id : "null");
+    if (!rc) rc = sb_add(b, ", \"adapter\": ");
+    if (!rc) rc = sb_add(b, qa ? qa : "null");
+    if (!rc && err) {
+        rc = sb_add(b, ", \"error\": ");
+        if (!rc) rc = sb_add(b, qe);
+        if (!rc) rc = sb_add(b, ", \"finish_reason\": \"error\"}\n");
+    } else if (!rc) {
+        rc = sb_add(b, ", \"text\": ");
+        if (!rc) rc = sb_add(b, qt);
+        snprintf(num, sizeof num, ", \"tokens\": %d, \"prompt_tokens\": %d, \"finish_reason\": \"%s\"}\n", r->n_ids,
+                 r->n_prompt, r->finish);
+        if (!rc) rc = sb_add(b, num);
+    }
+    free(qa), free(qe), free(qt);
+    return rc;
+}
+
+int requests_run(const model *m, const spm *tok, ops *o, const requests_opts *ro, int *n_failed) {
+    *n_failed = 0;
+    char *text = NULL;
+    size_t len = 0;
+    QL_CHECK(file_read_all(ro->path, (size_t)1 << 30, &text, &len));
+    // lines -> requests
+    req_line *q = NULL;
+    int n = 0, cap = 0, rc = QL_OK, line = 0;
+    for (size_t p = 0; p < len && !rc;) {
+        size_t e = p;
+        while (e < len && text[e] != '\n') e++;
+        size_t l = e;
+        if (l > p && text[l - 1] == '\r') l--;
+        line++;
+        size_t s = p;
+        while (s < l && (text[s] == ' ' || text[s] == '\t')) s++;
+        p = e + 1;
+        if (s == l) continue;  // blank
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            req_line *nq = realloc(q, sizeof *q * (size_t)cap);
+            if (!nq) { rc = ql_err(QL_ENOMEM, "out of memory"); break; }
+            q = nq;
+        }
+        req_line *r = &q[n++];
+        *r = (req_line){.line = line, .max_tokens = ro->max_tokens, .top_k = ro->top_k, .temperature = ro->temperature,
+                        .top_p = ro->top_p, .seed = ro->seed};
+        int prc = parse_line(r, text + s, l - s, ro->path, m, tok, ro);
+        if (prc == QL_ENOMEM) rc = prc;
+        else if (prc) snprintf(r->err, sizeof r->err, "%s", ql_errmsg());
+    }
+    free(text);
+    if (!rc && n == 0) rc = ql_err(QL_EFORMAT, "%s: no requests in it (every line is blank)", ro->path);
+    // adapters
+    adapter_store st = {0};
+    if (!rc) rc = open_store(&st, m, ro, q, n);
+    eng_req *er = rc ? NULL : calloc((size_t)n, sizeof *er);
+    int *of = rc ? NULL : malloc(sizeof(int) * (size_t)n);  // line -> its engine request, or -1
+    if (!rc && (!er || !of)) rc = ql_err(QL_ENOMEM, "out of memory");
+    int ne = 0;
+    long long T = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        of[i] = -1;
+        const store_entry *se = NULL;
+        if (!q[i].err[0] && q[i].adapter) {
+            se = entry(&st, q[i].adapter);
+            if (!se && !ro->adapter_dir[0] && !ro->adapters[0])
+                snprintf(q[i].err, sizeof q[i].err, "%s:%d: adapter '%s': no --adapter-dir to find it in", ro->path,
+                         q[i].line, q[i].adapter);
+            else if (!se)
+                snprintf(q[i].err, sizeof q[i].err, "%s:%d: adapter '%s' is not among --adapters", ro->path, q[i].line,
+                         q[i].adapter);
+            else if (!se->ok)
+                snprintf(q[i].err, sizeof q[i].err, "%s:%d: adapter '%s' not loaded: %s", ro->path, q[i].line,
+                         q[i].adapter, se->err);
+        }
+        if (q[i].err[0]) continue;
+        eng_req *r = &er[ne];
+        *r = (eng_req){.prompt = q[i].ids, .n_prompt = q[i].n, .max_tokens = q[i].max_tokens,
+                       .stop_at_eos = ro->stop_at_eos};
+        if (se) r->adapter = &se->a, r->scale = q[i].scale >= 0 ? q[i].scale : se->scale;
+        for (int k = 0; k < ENGINE_MAX_STOPS; k++) r->stop[k] = q[i].stop[k];
+        sampler_init(&r->smp, q[i].temperature, q[i].top_k, q[i].top_p, (uint64_t)q[i].seed);
+        long long need = (long long)q[i].n + (q[i].max_tokens > 0 ? q[i].max_tokens : 1);
+        if (need > T) T = need;
+        of[i] = ne++;
+    }
+    if (ro->ctx > 0) T = ro->ctx;
+    if (T > m->cfg.max_pos) T = m->cfg.max_pos;
+    fwd_state f = {0};
+    eng_stats es = {0};
+    if (!rc && ne) {
+        int slots = ne < ro->batch ? ne : ro->batch;
+        log_info("%d requests (%d runnable, %d adapters loaded): %d sequences per batch, context %lld", n, ne,
+                 store_loaded(&st), slots, T);
+        rc = fwd_init_slots(&f, (model *)m, o, (int)T, slots > 512 ? slots : 512, slots);
+        if (!rc) rc = engine_run(&f, tok, er, ne, &es);
+    }
+    // results, in input order
+    sbuf out = {0};
+    for (int i = 0; i < n && !rc; i++) {
+        const eng_req *r = of[i] >= 0 ? &er[of[i]] : NULL;
+        if (r && r->finish && !strcmp(r->finish, "error") && !q[i].err[0])  // the engine's reason, located
+            snprintf(q[i].err, sizeof q[i].err, "%s:%d: %s", ro->path, q[i].line, r->err);
+        *n_failed += q[i].err[0] != 0;
+        rc = add_result(&out, &q[i], q[i].err[0] ? NULL : r);
+    }
+    if (!rc && ro->out[0]) rc = file_write_atomic(ro->out, out.s, out.n);
+    else if (!rc) {
+        fwrite(out.s, 1, out.n, stdout);
+        fflush(stdout);
+    }
+    if (!rc)
+        log_info("%d results (%d failed): %lld prompt + %lld generated tokens in %d steps, %.2f s (%.1f tok/s)%s%s", n,
+                 *n_failed, es.prompt_tokens, es.generated, es.steps, es.seconds,
+                 es.generated / (es.seconds + 1e-9), ro->out[0] ? "; written to " : "", ro->out);
+    free(out.s);
+    for (int i = 0; i < ne; i++) eng_req_free(&er[i]);
+    for (int i = 0; i < n; i++) line_free(&q[i]);
+    free(er), free(of), free(q);
+    fwd_free(&f);
+    store_free(&st);
+    return rc;
+}

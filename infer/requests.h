@@ -1,0 +1,38 @@
+// requests.h: qlora infer --requests FILE.jsonl: many prompts, each with its own
+// adapter and sampling options, run in batches; one JSONL result per request, in
+// input order. A line per request (blank lines are skipped):
+//   {"id": any, "prompt": "..." | "messages": [{"role","content"}...],
+//    "adapter": "name" (a folder of --adapter-dir; absent, null or "" is the base),
+//    "scale": x, "max_tokens": n, "temperature": x, "top_p": x, "top_k": n,
+//    "seed": n, "stop": "..." | ["...", ...] (at most 4)}
+// and its result:
+//   {"id", "adapter", "text", "tokens", "prompt_tokens", "finish_reason"}
+// or, for a line that cannot run, {"id", "adapter", "error", "finish_reason": "error"}
+// with the file, line and field in the error; the other lines still run.
+#ifndef QL_REQUESTS_H
+#define QL_REQUESTS_H
+
+#include "../common/model.h"
+#include "../common/spm.h"
+#include "../datasets/dataset.h"
+#include "../kernels/ops.h"
+
+typedef struct {
+    const char *path;          // the JSONL file
+    const char *out;           // results file (written atomically), or "" for stdout
+    const char *adapter_dir;   // the LoRA store
+    const char *adapters;      // a subset to load ("" loads the adapters the requests name)
+    int batch;                 // sequences in one batch at most
+    int ctx;                   // context per sequence; 0: the longest prompt + max_tokens
+    ds_template tmpl;          // for "messages"
+    // defaults for fields a line leaves out
+    int max_tokens, top_k, seed, stop_at_eos;
+    float temperature, top_p;
+} requests_opts;
+
+// Runs every request and writes the results. Returns an error for a file that
+// cannot be read or written, or a batch that fails; lines that fail are counted in
+// *n_failed (their results say why).
+int requests_run(const model *m, const spm *tok, ops *o, const requests_opts *ro, int *n_failed);
+
+#endif
