@@ -3,7 +3,8 @@
 # or the test suite. The README's two commands are `./setup.sh demo` and
 # `./setup.sh test`; CI (.ci/run) runs the second.
 #
-#   ./setup.sh demo    install, build, quantize a small model to NF4, train a style adapter, generate
+#   ./setup.sh demo    install, build, quantize a small model to NF4, train two style adapters, fan out one
+#                      prompt to the base and both in one batch
 #   ./setup.sh test    install, build, run every test (ctest)
 #   ./setup.sh build   install and build only
 #
@@ -41,29 +42,32 @@ demo)
     models=${QLORA_TEST_MODELS:-../shared/models}
     if [ -f "$models/stories260K/model.safetensors" ]; then
         base="$models/stories260K"
-        prompt="Once upon a time, there was a little girl"
         echo "demo: base model $base (Karpathy's TinyStories stories260K)"
     else
         base=tests/fixtures/models/tiny_gqa
-        prompt="The lighthouse keeper"
         echo "demo: $models/stories260K is absent; using the project's own tiny random model $base (its text is noise)"
     fi
     mkdir -p out
+    rm -rf out/adapters
     echo "== qlora quantize: freeze the base in NF4 =="
     "$q" quantize --base "$base" --out out/demo-base.qlb
-    echo "== qlora train: a pirate-voice LoRA adapter from datasets/samples/pirate.jsonl =="
-    "$q" train --base out/demo-base.qlb --data datasets/samples/pirate.jsonl --out out/adapters/pirate \
-        --max-steps 150 --batch-size 4 --seq-len 128 --lr 2e-3 --rank 8 --alpha 16 --eval-every 50 --log-every 25
-    for p in "Where is the library?" "How do I bake bread?"; do
-        echo "== qlora infer, greedy: '$p' — the base alone, then with the adapter =="
-        "$q" infer --base out/demo-base.qlb --prompt "$p" --temperature 0 --max-tokens 40
-        "$q" infer --base out/demo-base.qlb --adapter out/adapters/pirate --prompt "$p" --temperature 0 --max-tokens 40
+    # two style adapters into one LoRA store: a terse support agent (messages) and a
+    # Victorian letter writer (Alpaca), both through the llama2 chat template
+    for d in support victorian; do
+        echo "== qlora train: the $d adapter from datasets/samples/$d.jsonl =="
+        "$q" train --base out/demo-base.qlb --data "datasets/samples/$d.jsonl" --out "out/adapters/$d" \
+            --max-steps 150 --batch-size 4 --seq-len 128 --lr 2e-3 --rank 8 --alpha 16 --eval-every 50 --log-every 25
+    done
+    for p in "The printer will not connect." "Thank a friend for a gift." "Where is the library?"; do
+        echo "== qlora infer, fan-out: '$p' to the base and both adapters in one batch (greedy) =="
+        "$q" infer --base out/demo-base.qlb --adapter-dir out/adapters --with-base --chat-template llama2 \
+            --prompt "$p" --temperature 0 --max-tokens 32
     done
     echo "== qlora eval: NF4 vs f32 perplexity of the base =="
     "$q" eval --base out/demo-base.qlb --data tests/fixtures/stories260K/eval.txt
     "$q" eval --base "$base" --base-dtype f32 --data tests/fixtures/stories260K/eval.txt
-    echo "== the adapter directory (PEFT layout): out/adapters/pirate =="
-    ls -l out/adapters/pirate
+    echo "== the LoRA store: one PEFT adapter directory per adapter =="
+    ls -l out/adapters/*
     ;;
 *)
     echo "usage: ./setup.sh demo|test|build" >&2

@@ -10,6 +10,7 @@
 #include "../common/forward.h"
 #include "../common/log.h"
 #include "engine.h"
+#include "generate.h"
 #include "store.h"
 
 typedef struct {
@@ -91,9 +92,7 @@ int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FI
     fwd_state f = {0};
     rc = fwd_init_slots(&f, m, o, T, T < 512 ? T : 512, 1);
     dataset_options dopt;
-    dataset_options_default(&dopt);
-    dopt.chat_template = co->tmpl, dopt.add_bos = m->cfg.add_bos, dopt.bos_id = m->cfg.bos_id;
-    dopt.eos_id = m->cfg.eos_id;
+    prompt_options(&dopt, m, co->tmpl);
     convo c = {0};
     if (!rc && co->system[0]) rc = convo_add(&c, DS_ROLE_SYSTEM, co->system), c.first = 1;
     int *fed = malloc(sizeof(int) * (size_t)T), nfed = 0;  // the tokens in the KV cache

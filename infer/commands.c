@@ -163,7 +163,9 @@ int cmd_infer(int argc, char **argv) {
                                                "temperature, top_p, top_k, seed, stop); JSONL results in input order"},
         {"--out", OPT_STR, &out, "", "--requests: write the results to this file (atomically); empty is stdout"},
         {"--batch", OPT_INT, &batch, "16", "--requests: sequences in one batch at most"},
-        {"--chat-template", OPT_STR, &tmpl_name, "llama2", "--requests \"messages\": llama2, chatml or zephyr"},
+        {"--chat-template", OPT_STR, &tmpl_name, "",
+         "llama2, chatml or zephyr: --prompt becomes a user turn in it; empty: the raw prompt (and llama2 for "
+         "--requests \"messages\")"},
         {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
         {"--adapter-dir", OPT_STR, &store_dir, "", "a LoRA store: each subfolder is one adapter (fan-out mode)"},
         {"--adapters", OPT_STR, &store_list, "", "fan-out to these adapters: names in --adapter-dir or paths, name:scale; empty is all"},
@@ -190,8 +192,8 @@ int cmd_infer(int argc, char **argv) {
         return 2;
     }
     int fan = store_dir[0] || store_list[0];
-    ds_template tmpl;
-    if (ds_template_parse(&tmpl, tmpl_name)) return fail("infer", QL_EINVAL);
+    ds_template tmpl = DS_TEMPLATE_LLAMA2;
+    if (tmpl_name[0] && ds_template_parse(&tmpl, tmpl_name)) return fail("infer", QL_EINVAL);
     if (!!prompt[0] == !!requests[0]) {
         fprintf(stderr, "qlora infer: error: give --prompt or --requests (one of them)\n");
         return 2;
@@ -228,7 +230,12 @@ int cmd_infer(int argc, char **argv) {
         return code;
     }
     int *ids = NULL, nids = 0;
-    if (!rc) rc = tokenize_prompt(&s.m, s.tok, prompt, &ids, &nids);
+    if (!rc && tmpl_name[0]) {  // the prompt as the user's turn, the way chat-trained adapters saw it
+        ds_message um = {DS_ROLE_USER, prompt};
+        dataset_options dopt;
+        prompt_options(&dopt, &s.m, tmpl);
+        rc = ds_render_prompt(&ids, &nids, &um, 1, s.tok, &dopt);
+    } else if (!rc) rc = tokenize_prompt(&s.m, s.tok, prompt, &ids, &nids);
     fwd_state f = {0};
     if (!rc) {
         long long want = ctx > 0 ? ctx : (long long)nids + max_tokens;

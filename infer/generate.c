@@ -21,6 +21,12 @@ int tokenize_prompt(const model *m, const spm *tok, const char *text, int **ids_
     return QL_OK;
 }
 
+void prompt_options(dataset_options *o, const model *m, ds_template t) {
+    dataset_options_default(o);
+    o->chat_template = t, o->add_bos = m->cfg.add_bos;
+    o->bos_id = m->cfg.bos_id, o->eos_id = m->cfg.eos_id;
+}
+
 int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt, const int *prompt, int n_prompt,
              FILE *out, int *ids_out, gen_stats *st) {
     const model_config *c = &f->m->cfg;

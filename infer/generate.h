@@ -6,6 +6,7 @@
 
 #include "../common/forward.h"
 #include "../common/spm.h"
+#include "../datasets/dataset.h"
 #include "sample.h"
 
 typedef struct {
@@ -21,6 +22,9 @@ typedef struct {
 
 // Encode text with the model's rule for BOS. *ids_out malloc'd.
 int tokenize_prompt(const model *m, const spm *tok, const char *text, int **ids_out, int *n_out);
+// Rendering options for a conversation prompt (ds_render_prompt) to this model:
+// template t with the model's BOS rule and ids.
+void prompt_options(dataset_options *o /* out */, const model *m, ds_template t);
 // Generate from prompt ids; streams decoded text to out (may be NULL), and the
 // generated ids to ids_out (optional, capacity opt->max_tokens).
 int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt, const int *prompt, int n_prompt,

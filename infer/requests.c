@@ -144,9 +144,7 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
         int nm = 0;
         rc = ds_parse_messages(&msg, &nm, &d, vm, file, q->line, 1);
         dataset_options dopt;
-        dataset_options_default(&dopt);
-        dopt.chat_template = ro->tmpl, dopt.add_bos = m->cfg.add_bos;
-        dopt.bos_id = m->cfg.bos_id, dopt.eos_id = m->cfg.eos_id;
+        prompt_options(&dopt, m, ro->tmpl);
         if (!rc) rc = ds_render_prompt(&q->ids, &q->n, msg, nm, tok, &dopt);
         if (rc == QL_EFORMAT && !strstr(ql_errmsg(), file))  // a template error has no location yet
             rc = ql_err(QL_EFORMAT, "%s: %s", what, ql_errmsg());

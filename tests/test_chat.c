@@ -88,8 +88,7 @@ enum { MAXTOK = 8 };
 // Greedy text of generate() from scratch on the conversation, with adapter a (or none).
 static char *expect(model *m, ops *o, const spm *tok, const lora_adapter *a, const ds_message *msg, int nm) {
     dataset_options d;
-    dataset_options_default(&d);
-    d.bos_id = m->cfg.bos_id, d.eos_id = m->cfg.eos_id;
+    prompt_options(&d, m, DS_TEMPLATE_LLAMA2);
     int *ids = NULL, n = 0;
     CHECK_OK(ds_render_prompt(&ids, &n, msg, nm, tok, &d));
     fwd_state f;
