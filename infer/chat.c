@@ -52,13 +52,20 @@ static void template_stops(ds_template t, const char **stop) {
     for (int i = 0; s[i]; i++) stop[i] = s[i];
 }
 
-static void list_adapters(const adapter_store *st, const store_entry *cur, FILE *f) {
+// The loaded entry with this serial, or NULL (0: the base).
+static const store_entry *by_serial(const adapter_store *st, int serial) {
+    for (int i = 0; i < st->n && serial; i++)
+        if (st->e[i].serial == serial && st->e[i].ok) return &st->e[i];
+    return NULL;
+}
+
+static void list_adapters(const adapter_store *st, int cur, FILE *f) {
     fprintf(f, "%c base\n", cur ? ' ' : '*');
     for (int i = 0; i < st->n; i++) {
         const store_entry *e = &st->e[i];
         if (e->ok)
-            fprintf(f, "%c %s (r %d, scale %g, %.1f MB)\n", e == cur ? '*' : ' ', e->name, e->a.rank, (double)e->scale,
-                    e->bytes / 1e6);
+            fprintf(f, "%c %s (r %d, scale %g, %.1f MB)\n", e->serial == cur ? '*' : ' ', e->name, e->a.rank,
+                    (double)e->scale, e->bytes / 1e6);
         else fprintf(f, "  %s: not loaded: %s\n", e->name, e->err);
     }
 }
@@ -82,11 +89,12 @@ int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FI
     adapter_store st = {0};
     int rc = co->adapter_dir[0] || co->adapters[0] ? store_open(&st, &m->cfg, co->adapter_dir, co->adapters) : QL_OK;
     if (rc) return rc;
-    const store_entry *cur = NULL;
-    if (co->adapter[0] && strcmp(co->adapter, "base") && !(cur = store_find(&st, co->adapter))) {
+    const store_entry *e0 = NULL;
+    if (co->adapter[0] && strcmp(co->adapter, "base") && !(e0 = store_find(&st, co->adapter))) {
         store_free(&st);
         return ql_err(QL_EINVAL, "--adapter %s: not a loaded adapter of the store (see /adapters)", co->adapter);
     }
+    int cur = e0 ? e0->serial : 0;  // the adapter answering (by serial: entries move as adapters come and go)
     int T = co->ctx > 0 ? co->ctx : m->cfg.max_pos < 2048 ? m->cfg.max_pos : 2048;
     if (T > m->cfg.max_pos) T = m->cfg.max_pos;
     fwd_state f = {0};
@@ -96,14 +104,14 @@ int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FI
     convo c = {0};
     if (!rc && co->system[0]) rc = convo_add(&c, DS_ROLE_SYSTEM, co->system), c.first = 1;
     int *fed = malloc(sizeof(int) * (size_t)T), nfed = 0;  // the tokens in the KV cache
-    const store_entry *fed_with = NULL;                      // and the adapter that made them
+    int fed_with = -1;                                       // and the adapter that made them
     if (!rc && !fed) rc = ql_err(QL_ENOMEM, "out of memory");
     sampler smp;
     sampler_init(&smp, co->temperature, co->top_k, co->top_p, (uint64_t)co->seed);
     int tty = isatty(fileno(in));
     if (!rc)
-        fprintf(stderr, "qlora chat: %s template, context %d; answering with %s. /adapter NAME, /adapters, /reset, "
-                        "/quit\n", ds_template_name(co->tmpl), T, cur ? cur->name : "base");
+        fprintf(stderr, "qlora chat: %s template, context %d; answering with %s. /adapter NAME, /adapters, /load, /unload, /reset, "
+                        "/quit\n", ds_template_name(co->tmpl), T, e0 ? e0->name : "base");
     char *line = NULL;
     size_t cap = 0;
     while (!rc) {
@@ -118,16 +126,35 @@ int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FI
             while (arg && *arg == ' ') arg++;
             if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
             if (!strcmp(line, "/adapters")) list_adapters(&st, cur, out);
+            else if (!strcmp(line, "/load") && arg && *arg) {
+                rc = store_add(&st, &m->cfg, co->adapter_dir, arg);
+                if (rc == QL_ENOMEM) break;
+                const store_entry *e = rc ? NULL : &st.e[st.n - 1];
+                if (rc) fprintf(out, "(%s)\n", ql_errmsg());
+                else if (!e->ok) {
+                    fprintf(out, "(%s: not loaded: %s)\n", e->name, e->err);
+                    store_drop(&st, e->name);
+                } else
+                    fprintf(out, "(loaded %s: r %d, %.1f MB in %.1f ms; /adapter %s to use it)\n", e->name, e->a.rank,
+                            e->bytes / 1e6, e->load_s * 1e3, e->name);
+                rc = QL_OK;
+            } else if (!strcmp(line, "/unload") && arg && *arg) {
+                const store_entry *e = store_find(&st, arg);
+                int was = e && e->serial == cur;
+                if (store_drop(&st, arg)) fprintf(out, "(%s)\n", ql_errmsg());
+                else fprintf(out, "(unloaded %s%s)\n", arg, was ? "; answering with base" : "");
+                if (was) cur = 0;
+            }
             else if (!strcmp(line, "/reset")) {
                 convo_drop(&c, c.first, c.n - c.first);
                 fprintf(out, "(conversation cleared)\n");
             } else if (!strcmp(line, "/adapter") && arg && *arg) {
                 const store_entry *e = strcmp(arg, "base") && strcmp(arg, "none") ? store_find(&st, arg) : NULL;
                 if (e || !strcmp(arg, "base") || !strcmp(arg, "none")) {
-                    cur = e;
-                    fprintf(out, "(answering with %s)\n", cur ? cur->name : "base");
+                    cur = e ? e->serial : 0;
+                    fprintf(out, "(answering with %s)\n", e ? e->name : "base");
                 } else fprintf(out, "(no loaded adapter '%s'; /adapters lists them)\n", arg);
-            } else fprintf(out, "(commands: /adapter NAME, /adapters, /reset, /quit)\n");
+            } else fprintf(out, "(commands: /adapter NAME, /adapters, /load NAME|PATH[:scale], /unload NAME, /reset, /quit)\n");
             fflush(out);
             continue;
         }
@@ -143,11 +170,12 @@ int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FI
         int keep = 0;  // the prefix the cache already holds
         if (fed_with == cur)
             while (keep < nfed && keep < n - 1 && fed[keep] == ids[keep]) keep++;
+        const store_entry *ce = by_serial(&st, cur);
         eng_req r = {.prompt = ids, .n_prompt = n, .max_tokens = co->max_tokens < T - n ? co->max_tokens : T - n,
                      .stop_at_eos = 1, .smp = smp, .cached = keep, .on_text = stream_out, .on_text_ctx = out};
-        if (cur) r.adapter = &cur->a, r.scale = cur->scale;
+        if (ce) r.adapter = &ce->a, r.scale = ce->scale;
         template_stops(co->tmpl, r.stop);
-        fprintf(out, "%s> ", cur ? cur->name : "base");
+        fprintf(out, "%s> ", ce ? ce->name : "base");
         fflush(out);
         eng_stats es;
         rc = engine_run(&f, tok, &r, 1, &es);

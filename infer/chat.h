@@ -2,6 +2,8 @@
 // the adapters of a LoRA store one command away:
 //   /adapter NAME   answer with that adapter from now on (base: none)
 //   /adapters       list the store, marking the one in use
+//   /load NAME|PATH[:scale]   hot-load one more adapter (a folder of the store, or a path)
+//   /unload NAME    drop one (the base and the others are untouched)
 //   /reset          forget the conversation (the system prompt stays)
 //   /quit           leave (so does end of input)
 // Each turn renders the whole conversation (datasets' ds_render_prompt) and runs

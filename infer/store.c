@@ -72,6 +72,7 @@ static int add_entry(adapter_store *st, const model_config *c, const char *name,
     snprintf(e->name, sizeof e->name, "%s", name);
     if (!(e->path = strdup(path))) return ql_err(QL_ENOMEM, "out of memory");
     e->scale = scale;
+    e->serial = ++st->serials;
     st->n++;
     double t0 = time_now();
     int rc = lora_load_peft(&e->a, c, path);
@@ -147,6 +148,27 @@ int store_open(adapter_store *st, const model_config *c, const char *adapter_dir
     }
     if (rc) store_free(st);
     return rc;
+}
+
+int store_add(adapter_store *st, const model_config *c, const char *adapter_dir, const char *item) {
+    char *copy = strdup(item);
+    if (!copy) return ql_err(QL_ENOMEM, "out of memory");
+    int rc = add_item(st, c, adapter_dir, copy);
+    free(copy);
+    return rc;
+}
+
+int store_drop(adapter_store *st, const char *name) {
+    for (int i = 0; i < st->n; i++) {
+        if (strcmp(st->e[i].name, name)) continue;
+        lora_free(&st->e[i].a);
+        free(st->e[i].path);
+        memmove(st->e + i, st->e + i + 1, sizeof *st->e * (size_t)(st->n - i - 1));
+        st->n--;
+        log_info("adapter %s: unloaded", name);
+        return QL_OK;
+    }
+    return ql_err(QL_EINVAL, "no adapter called '%s' in the store", name);
 }
 
 void store_free(adapter_store *st) {

@@ -26,11 +26,13 @@ typedef struct {
     lora_adapter a;
     size_t bytes;         // memory of its fp32 A and B
     double load_s;
+    int serial;           // unique within the store's life (1, 2, ...): a reloaded adapter gets a new one
 } store_entry;
 
 typedef struct {
-    store_entry *e;
+    store_entry *e;       // may move when an adapter is added: hold names or serials, not pointers
     int n;
+    int serials;
 } adapter_store;
 
 // Fills st from the two options (either may be empty, not both). Returns an error
@@ -38,6 +40,13 @@ typedef struct {
 // duplicate name) or no memory; adapters that fail to load are kept with ok = 0.
 int store_open(adapter_store *st, const model_config *c, const char *adapter_dir, const char *list);
 void store_free(adapter_store *st);
+// Hot-loading: store_add loads one more item ("name", "path", with ":scale") the
+// way --adapters does; it fails only as store_open does, and an adapter that does
+// not load stays as an entry with ok = 0 (the last one). store_drop frees the
+// entry called name (loaded or not); QL_EINVAL when there is none. Neither
+// touches the base or the other adapters.
+int store_add(adapter_store *st, const model_config *c, const char *adapter_dir, const char *item);
+int store_drop(adapter_store *st, const char *name);
 // The loaded entry called name, or NULL.
 const store_entry *store_find(const adapter_store *st, const char *name);
 // Entries loaded (ok).

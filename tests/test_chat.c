@@ -9,6 +9,10 @@
 //       prefix the chat reuses between turns (and drops on an adapter switch)
 //       changes nothing.
 //   (c) a message longer than the context is refused and the chat goes on.
+//   (d) /unload and /load hot-swap adapters: the base answers when its adapter
+//       goes, a bad load is reported, a reload answers as before, and the base's
+//       logits are bit-identical before and after.
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +88,27 @@ static void test_render(const model *m, const spm *tok) {
 }
 
 enum { MAXTOK = 8 };
+
+// s with fnmatch's special characters escaped, written to dst; returns its length.
+static size_t lit(char *dst, const char *s) {
+    size_t k = 0;
+    for (; *s; s++) {
+        if (strchr("*?[]\\", *s)) dst[k++] = '\\';
+        dst[k++] = *s;
+    }
+    return k;
+}
+
+// The base's logits after a fixed prompt (malloc'd).
+static float *base_logits(model *m, ops *o) {
+    fwd_state f;
+    int toks[5] = {1, 20, 30, 40, 50};
+    float *l = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    CHECK_OK(fwd_init(&f, m, o, 8, 8));
+    CHECK_OK(fwd_forward(&f, l, toks, 5, 0, 0));
+    fwd_free(&f);
+    return l;
+}
 
 // Greedy text of generate() from scratch on the conversation, with adapter a (or none).
 static char *expect(model *m, ops *o, const spm *tok, const lora_adapter *a, const ds_message *msg, int nm) {
@@ -164,6 +189,32 @@ int main(void) {
     char *got = chat(&m, tok, o, store, script, 0);
     CHECKF(!strcmp(got, want), "chat printed:\n%s\nwant:\n%s", got, want);
     free(got);
+
+    // (d) hot-loading: unload the adapter in use (the base answers), a load that
+    // fails is reported and dropped, a reload answers as before; the base's logits
+    // are bit-identical before and after
+    float *before = base_logits(&m, o), *after;
+    snprintf(script, sizeof script,
+             "/adapter voice\n/unload voice\n%s\n/load nowhere\n/load voice:1\n/adapter voice\n/reset\n%s\n/unload nope\n", u1,
+             u1);
+    got = chat(&m, tok, o, store, script, 0);
+    char pat[8192];
+    size_t k = 0;
+    k += lit(pat + k, "(answering with voice)\n(unloaded voice; answering with base)\nbase> ");
+    k += lit(pat + k, t1);
+    k += lit(pat + k, "\n(nowhere: not loaded: ");
+    pat[k++] = '*';
+    k += lit(pat + k, "no such adapter directory)\n(loaded voice: r 4, ");
+    pat[k++] = '*';
+    k += lit(pat + k, "; /adapter voice to use it)\n(answering with voice)\n(conversation cleared)\nvoice> ");
+    k += lit(pat + k, t4);
+    k += lit(pat + k, "\n(no adapter called 'nope' in the store)\n");
+    pat[k] = 0;
+    CHECKF(fnmatch(pat, got, 0) == 0, "chat printed:\n%s\nwant (pattern):\n%s", got, pat);
+    free(got);
+    after = base_logits(&m, o);
+    CHECK(!memcmp(before, after, sizeof(float) * (size_t)m.cfg.vocab_size));
+    free(before), free(after);
 
     // (c) a message longer than the context: refused, then the chat goes on
     char longmsg[2048] = "";
