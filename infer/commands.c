@@ -300,7 +300,8 @@ int cmd_chat(int argc, char **argv) {
     };
     int pr = cli_parse("chat",
                        "Chat through a template with the base or an adapter; /adapter NAME switches, /adapters lists, "
-                       "/reset, /quit. Answers go to stdout as NAME> lines.",
+                       "/load NAME|PATH[:scale] and /unload NAME hot-swap, /reset, /quit. Answers go to stdout as "
+                       "NAME> lines.",
                        opts, (int)(sizeof opts / sizeof *opts), argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);

@@ -5,16 +5,8 @@
 # (greedy); scale 0 equals the base; a broken adapter in the store is reported
 # and the others still answer; bad options fail cleanly.
 q=$1; src=$2
-fails=0
-tmp=$(mktemp -d /tmp/qlora_fanout_XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-model=$src/tests/fixtures/models/tiny_gqa
-for d in pirate support; do
-    "$q" train --base "$model" --data "$src/datasets/samples/$d.jsonl" --out "$tmp/store/$d" --max-steps 8 \
-        --batch-size 2 --seq-len 160 --rank 4 --alpha 8 --lr 1e-2 --threads 2 2>"$tmp/train_$d.log" \
-        || fail "training $d failed: $(tail -2 "$tmp/train_$d.log")"
-done
+source "$src/tests/store_lib.sh"
+store_train pirate support
 gen=(--base "$model" --prompt "Tell me about the sea" --max-tokens 12 --temperature 0 --ignore-eos --threads 2)
 # the block of one name in fan-out text output
 block() { awk -v h="$2" '$0 ~ "^=== " {on = index($0, "=== " h " ") == 1; next} on && NF {print}' "$1"; }

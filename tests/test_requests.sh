@@ -7,16 +7,8 @@
 # seeds behave; bad lines get error results naming file:line and the field while
 # the rest run; --out is written atomically; bad options fail cleanly.
 q=$1; src=$2
-fails=0
-tmp=$(mktemp -d /tmp/qlora_requests_XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-model=$src/tests/fixtures/models/tiny_gqa
-for d in pirate support; do
-    "$q" train --base "$model" --data "$src/datasets/samples/$d.jsonl" --out "$tmp/store/$d" --max-steps 8 \
-        --batch-size 2 --seq-len 160 --rank 4 --alpha 8 --lr 1e-2 --threads 2 2>"$tmp/train_$d.log" \
-        || fail "training $d failed: $(tail -2 "$tmp/train_$d.log")"
-done
+source "$src/tests/store_lib.sh"
+store_train pirate support
 run=(--base "$model" --adapter-dir "$tmp/store" --threads 2)
 g='"max_tokens": 10, "temperature": 0'
 cat >"$tmp/req.jsonl" <<EOF
