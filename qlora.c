@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "export/export_cmd.h"
 #include "infer/commands.h"
 #include "train/train_cmd.h"
 
@@ -15,6 +16,7 @@ static const struct {
     {"chat", cmd_chat, "chat through a template; switch adapters mid-conversation"},
     {"eval", cmd_eval, "mean token loss and perplexity on a text or JSONL file"},
     {"quantize", cmd_quantize, "freeze a Hugging Face model in NF4 into one mmap-able base file"},
+    {"export", cmd_export, "an adapter or the base in another runtime's format (GGUF for llama.cpp)"},
     {"bench", cmd_bench, "prompt and decode speed and peak memory at real model shapes"},
 };
 

@@ -208,6 +208,20 @@ int spm_decode(const spm *s, const int *ids, int n, char **text_out) {
     }
 }
 
+float spm_piece_score(const spm *s, int id) {
+    if (id < 0 || id >= s->n) return 0;
+    return s->sp.GetScore(id);
+}
+
+int spm_piece_kind(const spm *s, int id) {
+    if (id < 0 || id >= s->n) return 0;
+    if (s->sp.IsUnknown(id)) return 2;
+    if (s->sp.IsControl(id)) return 3;
+    if (s->sp.IsUnused(id)) return 5;
+    if (s->sp.IsByte(id)) return 6;
+    return 1;  // user-defined pieces too: the processor's public API does not tell them apart
+}
+
 const char *spm_piece(const spm *s, int id) {
     if (id < 0 || id >= s->n) return nullptr;
     try {

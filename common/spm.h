@@ -51,6 +51,13 @@ int spm_decode(const spm *s, const int *ids, int n, char **text_out /* out */);
 // spm_piece returns the piece string of id ("▁the", "<0x0A>", "<s>"), or NULL
 // when id is out of range. The string lives as long as s.
 const char *spm_piece(const spm *s, int id);
+// spm_piece_score is the piece's score (log probability for unigram, merge rank
+// for BPE); spm_piece_kind its kind, numbered as llama.cpp's token types
+// (llama.h LLAMA_TOKEN_TYPE_*): 1 normal, 2 unknown, 3 control, 5 unused, 6 byte
+// (user-defined pieces read as normal: SentencePiece's processor API does not
+// expose them). Both 0 for an id out of range.
+float spm_piece_score(const spm *s, int id);
+int spm_piece_kind(const spm *s, int id);
 // spm_piece_to_id returns the id of a piece string, or -1 when it is not a piece.
 int spm_piece_to_id(const spm *s, const char *piece);
 

@@ -167,5 +167,7 @@ ops *ops_new(const char *name, int n_threads);
 float qweight_get(const qweight *w, int64_t r, int64_t c);
 // Bytes of a weight's storage in memory.
 size_t qweight_bytes(const qweight *w);
+// Rows [r0, r0+nr) of a host weight as fp32 (NF4 dequantized), into out (nr*cols).
+void qweight_rows_f32(const qweight *w, int64_t r0, int64_t nr, float *out);
 
 #endif

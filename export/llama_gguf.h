@@ -1,0 +1,28 @@
+// llama_gguf.h: a Llama base model and a LoRA adapter as GGUF files that
+// llama.cpp loads (the base with -m, the adapter with --lora). Names, keys and
+// the RoPE row order follow llama.cpp's converters (convert_hf_to_gguf.py with
+// conversion/llama.py, convert_lora_to_gguf.py; docs/formats.md cites each).
+#ifndef QL_LLAMA_GGUF_H
+#define QL_LLAMA_GGUF_H
+
+#include "../common/model.h"
+#include "../common/spm.h"
+#include "../train/lora.h"
+
+// llama.cpp's tensor name stem for LoRA module k (0..6): "attn_q", ... "ffn_down".
+extern const char *const GGUF_MODULE_NAMES[LORA_NMODULES];
+
+// Reorders the rows of a q or k projection (rows = n_head * head_dim, any
+// columns) from Hugging Face's rotate-half RoPE layout to ggml's interleaved
+// pairs: within each head, row 2i+j takes row j*head_dim/2 + i.
+void gguf_rope_permute(float *dst, const float *src, int rows, int cols, int n_head);
+
+// The base model: the linear weights as type (DT_F16, DT_BF16 or DT_F32; NF4
+// weights are dequantized first), norms in F32, the tokenizer's pieces.
+int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path);
+// The adapter: lora_a (A as it is, ne {in, R}) and lora_b (B, ne {R, out}, q and
+// k rows permuted) per targeted linear, in type; adapter.lora.alpha is set so that
+// llama.cpp's alpha / R equals our scaling (rsLoRA included).
+int gguf_write_lora(const lora_adapter *a, const model_config *c, dtype type, const char *path);
+
+#endif

@@ -1,0 +1,296 @@
+// test_gguf.c: the GGUF writer (export/gguf.c) and the llama.cpp layouts
+// (export/llama_gguf.c). llama.cpp itself loading these files is the interop
+// test (tests/interop/); here:
+//   (a) a file with every key type and F32/F16/BF16 tensors reads back, by a
+//       reader written from ggml's docs/gguf.md, with the values, the 32-byte
+//       alignment of the data and of every tensor offset;
+//   (b) the q/k row permutation is the one that turns Hugging Face's rotate-half
+//       RoPE into ggml's interleaved RoPE: permute(rope_hf(q)) = rope_ggml(permute(q))
+//       for random q at several positions;
+//   (c) a LoRA on tiny_gqa: the adapter keys, alpha = scaling * rank (rsLoRA
+//       too), every targeted linear's lora_a = A and lora_b = B (q and k permuted)
+//       with llama.cpp's shape rule (a ne {in, r}, b ne {r, out});
+//   (d) an unwritable path fails with its name and leaves nothing behind.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/model.h"
+#include "export/gguf.h"
+#include "export/llama_gguf.h"
+#include "testutil.h"
+
+// ---- a small reader ----
+typedef struct {
+    const uint8_t *p, *end;
+    int bad;
+} rd;
+
+static uint64_t rd_n(rd *r, int n) {
+    uint64_t v = 0;
+    if (r->p + n > r->end) { r->bad = 1; return 0; }
+    memcpy(&v, r->p, (size_t)n);
+    r->p += n;
+    return v;
+}
+static char *rd_str(rd *r) {
+    uint64_t n = rd_n(r, 8);
+    if (r->bad || r->p + n > r->end) { r->bad = 1; return strdup(""); }
+    char *s = strndup((const char *)r->p, n);
+    r->p += n;
+    return s;
+}
+
+typedef struct {
+    char key[64];
+    uint32_t type;
+    double num;      // scalars
+    char str[64];    // strings (first item of a string array)
+    uint64_t n;      // arrays
+    const uint8_t *arr;
+} kv;
+typedef struct {
+    char name[96];
+    int nd;
+    uint64_t ne[4];
+    uint32_t type;
+    uint64_t off;
+} ti;
+typedef struct {
+    uint8_t *buf;
+    size_t len;
+    kv kv[64];
+    int nkv;
+    ti t[256];
+    int nt;
+    const uint8_t *data;
+} gf;
+
+static void skip_val(rd *r, uint32_t type, kv *k) {
+    switch (type) {
+    case 0: case 1: case 7: k->num = (double)rd_n(r, 1); break;
+    case 2: case 3: k->num = (double)rd_n(r, 2); break;
+    case 4: k->num = (double)(uint32_t)rd_n(r, 4); break;
+    case 5: k->num = (double)(int32_t)rd_n(r, 4); break;
+    case 6: { uint32_t u = (uint32_t)rd_n(r, 4); float f; memcpy(&f, &u, 4); k->num = f; break; }
+    case 8: { char *s = rd_str(r); snprintf(k->str, sizeof k->str, "%s", s); free(s); break; }
+    case 9: {
+        uint32_t et = (uint32_t)rd_n(r, 4);
+        k->n = rd_n(r, 8);
+        k->arr = r->p;
+        kv tmp;
+        for (uint64_t i = 0; i < k->n && !r->bad; i++) {
+            skip_val(r, et, &tmp);
+            if (i == 0 && et == 8) snprintf(k->str, sizeof k->str, "%s", tmp.str);
+        }
+        break;
+    }
+    default: r->bad = 1;
+    }
+}
+
+static int gf_read(gf *g, const char *path) {
+    memset(g, 0, sizeof *g);
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    fseek(f, 0, SEEK_END);
+    g->len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    g->buf = malloc(g->len);
+    CHECK(fread(g->buf, 1, g->len, f) == g->len);
+    fclose(f);
+    rd r = {g->buf, g->buf + g->len, 0};
+    CHECK(!memcmp(g->buf, "GGUF", 4));
+    r.p += 4;
+    CHECK(rd_n(&r, 4) == 3);
+    uint64_t nt = rd_n(&r, 8), nkv = rd_n(&r, 8);
+    CHECK(nt <= 256 && nkv <= 64);
+    for (uint64_t i = 0; i < nkv && !r.bad; i++) {
+        kv *k = &g->kv[g->nkv++];
+        char *s = rd_str(&r);
+        snprintf(k->key, sizeof k->key, "%s", s);
+        free(s);
+        k->type = (uint32_t)rd_n(&r, 4);
+        skip_val(&r, k->type, k);
+    }
+    for (uint64_t i = 0; i < nt && !r.bad; i++) {
+        ti *t = &g->t[g->nt++];
+        char *s = rd_str(&r);
+        snprintf(t->name, sizeof t->name, "%s", s);
+        free(s);
+        t->nd = (int)rd_n(&r, 4);
+        for (int d = 0; d < t->nd && d < 4; d++) t->ne[d] = rd_n(&r, 8);
+        t->type = (uint32_t)rd_n(&r, 4);
+        t->off = rd_n(&r, 8);
+        CHECKF(t->off % GGUF_ALIGN == 0, "%s: offset %llu", t->name, (unsigned long long)t->off);
+    }
+    CHECK(!r.bad);
+    size_t data = ((size_t)(r.p - g->buf) + GGUF_ALIGN - 1) / GGUF_ALIGN * GGUF_ALIGN;
+    g->data = g->buf + data;
+    return !r.bad;
+}
+static const kv *gf_kv(const gf *g, const char *key) {
+    for (int i = 0; i < g->nkv; i++)
+        if (!strcmp(g->kv[i].key, key)) return &g->kv[i];
+    return NULL;
+}
+static const ti *gf_t(const gf *g, const char *name) {
+    for (int i = 0; i < g->nt; i++)
+        if (!strcmp(g->t[i].name, name)) return &g->t[i];
+    return NULL;
+}
+// Element i of tensor t as fp32.
+static float gf_at(const gf *g, const ti *t, size_t i) {
+    const uint8_t *p = g->data + t->off;
+    uint16_t h;
+    float f;
+    switch (t->type) {
+    case 0: memcpy(&f, p + 4 * i, 4); return f;
+    case 1: memcpy(&h, p + 2 * i, 2); return f16_to_f32(h);
+    case 30: memcpy(&h, p + 2 * i, 2); return bf16_to_f32(h);
+    default: CHECK(!"tensor type"); return NAN;
+    }
+}
+
+// ---- (a) ----
+static void test_format(const char *dir) {
+    gguf_out g;
+    gguf_init(&g);
+    const char *strs[2] = {"one", "two"};
+    float fs[3] = {1.5f, -2, 0.25f};
+    int32_t is[2] = {-7, 9};
+    float m[6] = {1, 2, 3, 4, 5, 6.5f}, v[5] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
+    int64_t ne_m[2] = {3, 2}, ne_v[1] = {5};
+    CHECK_OK(gguf_kv_str(&g, "a.str", "hello"));
+    CHECK_OK(gguf_kv_u32(&g, "a.u32", 4000000000u));
+    CHECK_OK(gguf_kv_i32(&g, "a.i32", -5));
+    CHECK_OK(gguf_kv_f32(&g, "a.f32", 0.75f));
+    CHECK_OK(gguf_kv_bool(&g, "a.bool", 1));
+    CHECK_OK(gguf_kv_strs(&g, "a.strs", strs, 2));
+    CHECK_OK(gguf_kv_f32s(&g, "a.f32s", fs, 3));
+    CHECK_OK(gguf_kv_i32s(&g, "a.i32s", is, 2));
+    CHECK_OK(gguf_tensor(&g, "m16", 2, ne_m, DT_F16, m, NULL, NULL));
+    CHECK_OK(gguf_tensor(&g, "v32", 1, ne_v, DT_F32, v, NULL, NULL));
+    CHECK_OK(gguf_tensor(&g, "mbf", 2, ne_m, DT_BF16, m, NULL, NULL));
+    const char *path = test_path(dir, "a.gguf");
+    CHECK_OK(gguf_write(&g, path));
+    gguf_free(&g);
+    gf r;
+    CHECK(gf_read(&r, path));
+    CHECK(r.nkv == 8 && r.nt == 3);
+    const kv *k;
+    CHECK((k = gf_kv(&r, "a.str")) && k->type == 8 && !strcmp(k->str, "hello"));
+    CHECK((k = gf_kv(&r, "a.u32")) && k->type == 4 && k->num == 4000000000.0);
+    CHECK((k = gf_kv(&r, "a.i32")) && k->type == 5 && k->num == -5);
+    CHECK((k = gf_kv(&r, "a.f32")) && k->type == 6 && k->num == 0.75);
+    CHECK((k = gf_kv(&r, "a.bool")) && k->type == 7 && k->num == 1);
+    CHECK((k = gf_kv(&r, "a.strs")) && k->type == 9 && k->n == 2 && !strcmp(k->str, "one"));
+    CHECK((k = gf_kv(&r, "a.f32s")) && k->n == 3 && !memcmp(k->arr, fs, sizeof fs));
+    CHECK((k = gf_kv(&r, "a.i32s")) && k->n == 2 && !memcmp(k->arr, is, sizeof is));
+    const ti *t = gf_t(&r, "m16");
+    CHECK(t && t->type == 1 && t->nd == 2 && t->ne[0] == 3 && t->ne[1] == 2);
+    for (int i = 0; t && i < 6; i++) CHECK(gf_at(&r, t, i) == m[i]);
+    t = gf_t(&r, "v32");
+    CHECK(t && t->type == 0 && t->nd == 1 && t->ne[0] == 5);
+    for (int i = 0; t && i < 5; i++) CHECK(gf_at(&r, t, i) == v[i]);
+    t = gf_t(&r, "mbf");
+    CHECK(t && t->type == 30);
+    for (int i = 0; t && i < 6; i++) CHECK(gf_at(&r, t, i) == m[i]);
+    CHECK(r.data + t->off + 12 <= r.buf + r.len);
+    free(r.buf);
+}
+
+// ---- (b) ----
+// Hugging Face: pairs (i, i + D/2); ggml (mode 0): pairs (2i, 2i+1); angle p * theta^(-2i/D).
+static void rope(float *x, int D, int p, int interleaved) {
+    for (int i = 0; i < D / 2; i++) {
+        double a = p * pow(10000.0, -2.0 * i / D), c = cos(a), s = sin(a);
+        int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + D / 2;
+        float x0 = x[i0], x1 = x[i1];
+        x[i0] = (float)(x0 * c - x1 * s), x[i1] = (float)(x0 * s + x1 * c);
+    }
+}
+
+static void test_permute(void) {
+    enum { H = 3, D = 8, ROWS = H * D };
+    uint64_t seed = 3;
+    for (int p = 0; p < 5; p++) {
+        float q[ROWS], a[ROWS], b[ROWS], t[ROWS];
+        for (int i = 0; i < ROWS; i++) q[i] = test_rand_uniform(&seed);
+        memcpy(t, q, sizeof q);
+        for (int h = 0; h < H; h++) rope(t + h * D, D, p, 0);
+        gguf_rope_permute(a, t, ROWS, 1, H);  // permute(rope_hf(q))
+        gguf_rope_permute(b, q, ROWS, 1, H);
+        for (int h = 0; h < H; h++) rope(b + h * D, D, p, 1);  // rope_ggml(permute(q))
+        check_close("permute(rope_hf q) = rope_ggml(permute q)", a, b, ROWS, 1e-6, 0);
+    }
+}
+
+// ---- (c) ----
+static void test_lora(const char *dir, int rslora) {
+    char mdir[4096];
+    snprintf(mdir, sizeof mdir, "%s/tests/fixtures/models/tiny_gqa", test_source_dir());
+    model m;
+    CHECK_OK(model_load(&m, mdir, DT_F32));
+    const model_config *c = &m.cfg;
+    lora_adapter a;
+    test_lora_random(&a, c, 4, 8.0f, rslora, LORA_Q | LORA_K | LORA_V | LORA_DOWN, 9);
+    const char *path = test_path(dir, "l.gguf");
+    CHECK_OK(gguf_write_lora(&a, c, DT_F32, path));
+    gf r;
+    CHECK(gf_read(&r, path));
+    const kv *k;
+    CHECK((k = gf_kv(&r, "general.type")) && !strcmp(k->str, "adapter"));
+    CHECK((k = gf_kv(&r, "general.architecture")) && !strcmp(k->str, "llama"));
+    CHECK((k = gf_kv(&r, "adapter.type")) && !strcmp(k->str, "lora"));
+    CHECK((k = gf_kv(&r, "adapter.lora.alpha")) && fabs(k->num / 4 - a.scaling) < 1e-6);
+    CHECK(r.nt == 2 * 4 * c->n_layers);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int j = 0; j < LORA_NMODULES; j++) {
+            const lora_pair *p = &a.w[l * LORA_NMODULES + j];
+            char na[96], nb[96];
+            snprintf(na, sizeof na, "blk.%d.%s.weight.lora_a", l, GGUF_MODULE_NAMES[j]);
+            snprintf(nb, sizeof nb, "blk.%d.%s.weight.lora_b", l, GGUF_MODULE_NAMES[j]);
+            const ti *ta = gf_t(&r, na), *tb = gf_t(&r, nb);
+            CHECK(!p->A == !ta && !p->A == !tb);
+            if (!p->A || !ta || !tb) continue;
+            CHECK(ta->ne[0] == (uint64_t)p->in && ta->ne[1] == 4 && tb->ne[0] == 4 && tb->ne[1] == (uint64_t)p->out);
+            int bad = 0;
+            for (int i = 0; i < 4 * p->in; i++) bad += gf_at(&r, ta, (size_t)i) != p->A[i];
+            // B row o of the file is our row perm(o): for q/k, within a head, row 2i+j <- j*D/2+i
+            int D = c->head_dim;
+            for (int o = 0; o < p->out; o++) {
+                int src = o;
+                if (j <= 1) src = o / D * D + (o % D % 2) * (D / 2) + (o % D) / 2;
+                for (int q = 0; q < 4; q++) bad += gf_at(&r, tb, (size_t)o * 4 + q) != p->B[src * 4 + q];
+            }
+            CHECKF(!bad, "%s/%s: %d values differ", na, nb, bad);
+        }
+    free(r.buf);
+    lora_free(&a);
+    model_free(&m);
+}
+
+int main(void) {
+    char dir[] = "/tmp/qlora_gguf_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    test_format(dir);
+    test_permute();
+    test_lora(dir, 0);
+    test_lora(dir, 1);
+    // (d)
+    gguf_out g;
+    gguf_init(&g);
+    CHECK_OK(gguf_kv_str(&g, "k", "v"));
+    CHECK(gguf_write(&g, test_path(dir, "missing/x.gguf")) != QL_OK && strstr(ql_errmsg(), "missing/x.gguf"));
+    gguf_free(&g);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "test \"$(ls '%s' | grep -v '^a.gguf$' | grep -v '^l.gguf$')\" = \"\"", dir);
+    CHECK(system(cmd) == 0);  // no temp file left
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    return test_finish("test_gguf");
+}
