@@ -11,6 +11,7 @@
 #include "../common/spm.h"
 #include "../train/peft.h"
 #include "llama_gguf.h"
+#include "merge.h"
 
 static int fail(int rc) {
     fprintf(stderr, "qlora export: error: %s\n", ql_errmsg());
@@ -23,8 +24,9 @@ int cmd_export(int argc, char **argv) {
     cli_opt opts[] = {
         {"--adapter", OPT_STR, &adapter, "", "the adapter directory (PEFT layout) to export"},
         {"--base", OPT_STR, &base, "", "the base model (a Hugging Face directory or a qlora base file)"},
-        {"--format", OPT_STR, &format, NULL, "gguf (a llama.cpp LoRA, needs --base) or gguf-base (the base model)"},
-        {"--out", OPT_STR, &out, NULL, "the file to write (atomically)"},
+        {"--format", OPT_STR, &format, NULL,
+         "gguf (a llama.cpp LoRA), merged (a Hugging Face model with the adapter merged in) or gguf-base (the base)"},
+        {"--out", OPT_STR, &out, NULL, "the file (gguf, gguf-base) or new directory (merged) to write, atomically"},
         {"--dtype", OPT_STR, &dtype_name, "f16", "f16, bf16 or f32"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
@@ -34,18 +36,28 @@ int cmd_export(int argc, char **argv) {
     if (verbose) log_set_level(LOG_DEBUG);
     dtype dt = !strcmp(dtype_name, "f16") ? DT_F16 : !strcmp(dtype_name, "bf16") ? DT_BF16 : !strcmp(dtype_name, "f32") ? DT_F32 : DT_COUNT;
     if (dt == DT_COUNT) return fail(ql_err(QL_EINVAL, "--dtype: expected f16, bf16 or f32, found '%s'", dtype_name));
-    int gguf = !strcmp(format, "gguf"), gbase = !strcmp(format, "gguf-base");
-    if (!gguf && !gbase) return fail(ql_err(QL_EINVAL, "--format: expected gguf or gguf-base, found '%s'", format));
+    int gguf = !strcmp(format, "gguf"), gbase = !strcmp(format, "gguf-base"), merged = !strcmp(format, "merged");
+    if (!gguf && !gbase && !merged)
+        return fail(ql_err(QL_EINVAL, "--format: expected gguf, merged or gguf-base, found '%s'", format));
     if (!base[0]) return fail(ql_err(QL_EINVAL, "--format %s needs --base (the model the adapter was trained on)", format));
-    if (gguf && !adapter[0]) return fail(ql_err(QL_EINVAL, "--format gguf needs --adapter"));
+    if ((gguf || merged) && !adapter[0]) return fail(ql_err(QL_EINVAL, "--format %s needs --adapter", format));
     model m;
     // f32: the checkpoint's own values (a base file holds NF4: those are dequantized)
     int rc = model_load(&m, base, DT_F32);
     if (rc) return fail(rc);
-    if (m.base_dtype == DT_NF4 && gbase)
-        log_warn("%s holds NF4 weights: the GGUF gets them dequantized, not the original checkpoint's values", base);
+    if (m.base_dtype == DT_NF4 && !gguf)
+        log_warn("%s holds NF4 weights: the output gets them dequantized, not the original checkpoint's values", base);
     double t0 = time_now();
-    if (gguf) {
+    if (merged) {
+        lora_adapter a = {0};
+        rc = lora_load_peft(&a, &m.cfg, adapter);
+        if (!rc) rc = export_merged(&m, &a, base, dt, out);
+        if (!rc)  // say plainly what the adapter went into (merging into dequantized NF4: peft#1043)
+            printf("merged %s into %s weights of %s -> %s (%s)\n", adapter,
+                   m.base_dtype == DT_NF4 ? "the NF4-DEQUANTIZED (not the original)" : "the original", base, out,
+                   dtype_name);
+        lora_free(&a);
+    } else if (gguf) {
         lora_adapter a = {0};
         rc = lora_load_peft(&a, &m.cfg, adapter);
         if (!rc) rc = gguf_write_lora(&a, &m.cfg, dt, out);

@@ -1,0 +1,19 @@
+// merge.h: an adapter merged into its base, W' = W + scaling * B A for every
+// targeted linear, written as a Hugging Face model directory (config.json,
+// model.safetensors or shards with model.safetensors.index.json, tokenizer.model
+// and the base's tokenizer/generation configs) for runtimes without LoRA.
+// W is what m holds: load the base directory with DT_F32 to merge into the
+// original weights; a qlora base file holds NF4, which then is dequantized
+// first (outputs then differ from the original model plus adapter: peft#1043).
+#ifndef QL_MERGE_H
+#define QL_MERGE_H
+
+#include "../common/model.h"
+#include "../train/lora.h"
+
+// base_dir: where config.json and the tokenizer configs are copied from (a file
+// path, such as a base file, makes config.json from m->cfg). type: DT_F16,
+// DT_BF16 or DT_F32. out must not exist; it appears only when complete.
+int export_merged(const model *m, const lora_adapter *a, const char *base_dir, dtype type, const char *out);
+
+#endif
