@@ -6,6 +6,7 @@
 // where the scale is alpha / rank with rank = lora_a's ne[1].
 #include "llama_gguf.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +62,6 @@ static int fill_base(void *ctx, int i, float *dst) {
 
 int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path) {
     const model_config *c = &m->cfg;
-    if (c->rope_scaling != ROPE_NONE)
-        return ql_err(QL_EUNSUP, "GGUF base export: Llama 3 RoPE scaling (rope_freqs) is not written yet");
     int V = c->vocab_size, nv = spm_vocab_size(tok);
     gguf_out g;
     gguf_init(&g);
@@ -110,12 +109,13 @@ int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path
     if (!rc) rc = gguf_kv_bool(&g, "tokenizer.ggml.add_bos_token", c->add_bos);
     if (!rc) rc = gguf_kv_bool(&g, "tokenizer.ggml.add_eos_token", 0);
     // tensors, in llama.cpp's order
-    int nt = 3 + 9 * c->n_layers;
+    int nt = 3 + 9 * c->n_layers;  // with rope_freqs: 1 more, not a fill_base tensor
     base_src b = {m, calloc((size_t)nt, sizeof(qweight *)), calloc((size_t)nt, sizeof(float *)),
                   calloc((size_t)nt, sizeof(int))};
     if (!rc && (!b.w || !b.norm || !b.perm)) rc = ql_err(QL_ENOMEM, "out of memory");
     int k = 0;
     int64_t ne[2];
+    float *rope_freqs = NULL;
 #define MAT(nm, wt, heads)                                                       \
     do {                                                                         \
         b.w[k] = (wt), b.perm[k] = (heads);                                      \
@@ -147,10 +147,25 @@ int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path
     }
 #undef MAT
 #undef VEC
+    // last, as fill_base's indices are the tensors above. Llama 3 RoPE scaling:
+    // llama.cpp divides each frequency by rope_freqs[i]
+    // (conversion/llama.py, generate_extra_tensors): the unscaled over the scaled
+    if (!rc && c->rope_scaling != ROPE_NONE) {
+        int half = c->head_dim / 2;
+        rope_freqs = malloc(sizeof(float) * (size_t)half);
+        if (!rope_freqs) rc = ql_err(QL_ENOMEM, "out of memory");
+        else {
+            config_rope_inv_freq(c, rope_freqs);
+            for (int i = 0; i < half; i++)
+                rope_freqs[i] = (float)(pow((double)c->rope_theta, -2.0 * i / c->head_dim) / rope_freqs[i]);
+            ne[0] = half;
+            rc = gguf_tensor(&g, "rope_freqs.weight", 1, ne, DT_F32, rope_freqs, NULL, NULL);
+        }
+    }
     if (!rc) rc = gguf_write(&g, path);
     for (int i = 0; i < V && made; i++) free(made[i]);
     free(made), free(pieces), free(scores), free(kinds);
-    free(b.w), free(b.norm), free(b.perm);
+    free(b.w), free(b.norm), free(b.perm), free(rope_freqs);
     gguf_free(&g);
     return rc;
 }

@@ -10,7 +10,9 @@
 //   (c) a LoRA on tiny_gqa: the adapter keys, alpha = scaling * rank (rsLoRA
 //       too), every targeted linear's lora_a = A and lora_b = B (q and k permuted)
 //       with llama.cpp's shape rule (a ne {in, r}, b ne {r, out});
-//   (d) an unwritable path fails with its name and leaves nothing behind.
+//   (d) an unwritable path fails with its name and leaves nothing behind;
+//   (e) the base of tiny_gqa: GQA keys, the vocabulary, k rows permuted by the KV
+//       heads, and rope_freqs by llama.cpp's Llama 3 formula, computed here.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +231,57 @@ static void test_permute(void) {
     }
 }
 
+// ---- (e) ----
+// The base of tiny_gqa (GQA, Llama 3 RoPE scaling): shapes, q/k rows permuted,
+// and rope_freqs[i] by llama.cpp's formula (conversion/llama.py), computed here
+// from the config alone.
+static void test_base(const char *dir) {
+    char mdir[4096];
+    snprintf(mdir, sizeof mdir, "%s/tests/fixtures/models/tiny_gqa", test_source_dir());
+    model m;
+    CHECK_OK(model_load(&m, mdir, DT_F32));
+    const model_config *c = &m.cfg;
+    CHECK(c->rope_scaling == ROPE_LLAMA3);
+    spm *tok = NULL;
+    CHECK_OK(spm_load_bytes(&tok, m.tokenizer, m.tokenizer_len));
+    const char *path = test_path(dir, "base.gguf");
+    CHECK_OK(gguf_write_base(&m, tok, DT_F32, path));
+    gf r;
+    CHECK(gf_read(&r, path));
+    const kv *k;
+    CHECK((k = gf_kv(&r, "llama.attention.head_count_kv")) && k->num == c->n_kv_heads);
+    CHECK((k = gf_kv(&r, "tokenizer.ggml.tokens")) && k->n == (uint64_t)c->vocab_size);
+    const ti *t = gf_t(&r, "rope_freqs.weight");
+    int D = c->head_dim;
+    CHECK(t && t->nd == 1 && t->ne[0] == (uint64_t)D / 2);
+    for (int i = 0; t && i < D / 2; i++) {
+        double freq = 1.0 / pow(c->rope_theta, 2.0 * i / D), wavelen = 2 * M_PI / freq;
+        double lo = c->rope_original_max_pos / c->rope_low_freq_factor, hi = c->rope_original_max_pos / c->rope_high_freq_factor;
+        double want = wavelen < hi ? 1 : wavelen > lo ? c->rope_factor : 0;
+        if (want == 0) {
+            double smooth = (c->rope_original_max_pos / wavelen - c->rope_low_freq_factor) /
+                            (c->rope_high_freq_factor - c->rope_low_freq_factor);
+            want = 1 / ((1 - smooth) / c->rope_factor + smooth);
+        }
+        CHECKF(fabs(gf_at(&r, t, (size_t)i) - want) <= 1e-5 * want, "rope_freqs[%d] = %g, want %g", i,
+               gf_at(&r, t, (size_t)i), want);
+    }
+    // blk.1.attn_k: the checkpoint's k_proj with rows permuted by n_kv_heads
+    t = gf_t(&r, "blk.1.attn_k.weight");
+    const qweight *wk = &m.layers[1].wk;
+    CHECK(t && t->ne[0] == (uint64_t)wk->cols && t->ne[1] == (uint64_t)wk->rows);
+    int bad = 0;
+    for (int64_t o = 0; t && o < wk->rows; o++)
+        for (int64_t ci = 0; ci < wk->cols; ci++) {
+            int64_t src = o / D * D + (o % D % 2) * (D / 2) + (o % D) / 2;
+            bad += gf_at(&r, t, (size_t)(o * wk->cols + ci)) != qweight_get(wk, src, ci);
+        }
+    CHECK(bad == 0);
+    free(r.buf);
+    spm_free(tok);
+    model_free(&m);
+}
+
 // ---- (c) ----
 static void test_lora(const char *dir, int rslora) {
     char mdir[4096];
@@ -281,6 +334,7 @@ int main(void) {
     test_permute();
     test_lora(dir, 0);
     test_lora(dir, 1);
+    test_base(dir);
     // (d)
     gguf_out g;
     gguf_init(&g);
@@ -288,7 +342,7 @@ int main(void) {
     CHECK(gguf_write(&g, test_path(dir, "missing/x.gguf")) != QL_OK && strstr(ql_errmsg(), "missing/x.gguf"));
     gguf_free(&g);
     char cmd[4200];
-    snprintf(cmd, sizeof cmd, "test \"$(ls '%s' | grep -v '^a.gguf$' | grep -v '^l.gguf$')\" = \"\"", dir);
+    snprintf(cmd, sizeof cmd, "test \"$(ls '%s' | grep -v '^a.gguf$' | grep -v '^l.gguf$' | grep -v '^base.gguf$')\" = \"\"", dir);
     CHECK(system(cmd) == 0);  // no temp file left
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# test_export_cli.sh QLORA SOURCE_DIR: qlora export's command line on the tiny
+# models: each format writes its output; bad input (an unknown format, missing
+# options, an adapter whose base does not match, an unwritable or existing output)
+# fails with a clear message and leaves nothing behind; merging from a qlora base
+# file (NF4) says plainly that it merged into dequantized NF4 weights.
+q=$1; src=$2
+source "$src/tests/store_lib.sh"
+store_train pirate
+ad=$tmp/store/pirate
+"$q" quantize --base "$model" --out "$tmp/base.qlb" 2>/dev/null || fail "quantize failed"
+expect() {  # expect CODE PATTERN -- command...: exit code and a stderr pattern
+    local code=$1 pat=$2; shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    [ $rc = "$code" ] || fail "'$*': exit $rc, want $code ($(tail -1 "$tmp/err"))"
+    grep -q -- "$pat" "$tmp/err" || fail "'$*': stderr lacks '$pat': $(tail -1 "$tmp/err")"
+}
+# the formats
+"$q" export --base "$model" --adapter "$ad" --format gguf --out "$tmp/a.gguf" 2>/dev/null || fail "gguf failed"
+[ "$(head -c 4 "$tmp/a.gguf")" = GGUF ] || fail "a.gguf is not GGUF"
+"$q" export --base "$model" --format gguf-base --dtype bf16 --out "$tmp/b.gguf" 2>/dev/null || fail "gguf-base failed"
+"$q" export --base "$model" --adapter "$ad" --format merged --out "$tmp/m" >"$tmp/m.txt" 2>/dev/null || fail "merged failed"
+grep -q "into the original weights" "$tmp/m.txt" || fail "merged does not say it used the original weights: $(cat "$tmp/m.txt")"
+[ -f "$tmp/m/model.safetensors" ] && [ -f "$tmp/m/config.json" ] && [ -f "$tmp/m/tokenizer.model" ] || fail "merged dir incomplete"
+"$q" infer --base "$tmp/m" --prompt hi --max-tokens 2 >/dev/null 2>&1 || fail "the merged directory does not load"
+"$q" export --base "$tmp/base.qlb" --adapter "$ad" --format merged --out "$tmp/m4" >"$tmp/m4.txt" 2>/dev/null || fail "merged from NF4 failed"
+grep -q "NF4-DEQUANTIZED" "$tmp/m4.txt" || fail "merging into NF4 is not said plainly: $(cat "$tmp/m4.txt")"
+# bad input
+expect 2 "expected gguf, merged or gguf-base" -- "$q" export --base "$model" --adapter "$ad" --format onnx --out "$tmp/x"
+expect 2 "needs --adapter" -- "$q" export --base "$model" --format gguf --out "$tmp/x"
+expect 2 "needs --base" -- "$q" export --adapter "$ad" --format gguf --out "$tmp/x"
+expect 2 "expected f16, bf16 or f32" -- "$q" export --base "$model" --adapter "$ad" --format gguf --dtype f8 --out "$tmp/x"
+expect 1 "shape" -- "$q" export --base "$src/tests/fixtures/models/tiny_mha" --adapter "$ad" --format gguf --out "$tmp/x.gguf"
+expect 1 "nowhere" -- "$q" export --base "$model" --adapter "$ad" --format gguf --out "$tmp/nowhere/x.gguf"
+expect 2 "already exists" -- "$q" export --base "$model" --adapter "$ad" --format merged --out "$tmp/m"
+expect 1 "nowhere" -- "$q" export --base "$model" --adapter "$ad" --format merged --out "$tmp/nowhere/m"
+[ ! -e "$tmp/x" ] && [ ! -e "$tmp/x.gguf" ] || fail "a failed export left a file"
+ls "$tmp" | grep -q "tmp\." && fail "a temp file was left: $(ls "$tmp")"
+[ $fails = 0 ] && echo "test_export_cli: passed" || echo "test_export_cli: $fails failures"
+[ $fails = 0 ]
