@@ -1,11 +1,16 @@
 // export_cmd.c: qlora export: an adapter (or the base) in another runtime's format.
 #include "export_cmd.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../common/cli.h"
 #include "../common/err.h"
+#include "../common/fileio.h"
+#include "../common/json.h"
 #include "../common/log.h"
 #include "../common/model.h"
 #include "../common/spm.h"
@@ -18,6 +23,47 @@ static int fail(int rc) {
     return rc == QL_EINVAL ? 2 : 1;
 }
 
+// The adapter in our canonical PEFT form (the layout and config `qlora train`
+// writes, in dt), from any PEFT writer's F32/F16/BF16, rsLoRA or not. Checked
+// against --base when given, else against the shapes its own tensors imply.
+// Built beside out and renamed into place; out must not exist.
+static int export_peft(const char *adapter, const char *base, dtype dt, const char *out) {
+    model_config c;
+    struct stat sb;
+    if (strlen(out) > 4000 || strlen(adapter) > 4000) return ql_err(QL_EINVAL, "--out or --adapter: the path is too long");
+    if (stat(out, &sb) == 0) return ql_err(QL_EINVAL, "--out %s already exists; remove it or choose another", out);
+    int rc = base[0] ? (stat(base, &sb) == 0 && S_ISDIR(sb.st_mode) ? config_load_dir(&c, base) : QL_OK)
+                     : lora_peft_shapes(&c, adapter);
+    model m = {0};
+    if (!rc && base[0] && !S_ISDIR(sb.st_mode)) {  // a base file: its embedded config
+        rc = model_load(&m, base, DT_NF4);
+        c = m.cfg;
+    }
+    lora_adapter a = {0};
+    if (!rc) rc = lora_load_peft(&a, &c, adapter);
+    char *rec = NULL, tmp[4200], rpath[8400];
+    size_t rlen;
+    snprintf(rpath, sizeof rpath, "%s/%s", adapter, PEFT_RECORD_NAME);
+    if (!rc && stat(rpath, &sb) == 0) rc = file_read_all(rpath, (size_t)64 << 20, &rec, &rlen);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
+    if (!rc) rc = lora_save_peft_as(&a, tmp, rec, dt);
+    if (!rc && rename(tmp, out) != 0) rc = ql_err(QL_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
+    if (rc) {  // nothing half-written stays
+        static const char *const files[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME, PEFT_RECORD_NAME};
+        for (int i = 0; i < 3; i++) {
+            snprintf(rpath, sizeof rpath, "%s/%s", tmp, files[i]);
+            unlink(rpath);
+        }
+        rmdir(tmp);
+    } else
+        log_info("wrote %s: r %d, alpha %g%s, %s; checked against %s", out, a.rank, (double)a.alpha,
+                 a.use_rslora ? " (rsLoRA)" : "", dtype_name(dt), base[0] ? base : "its own shapes");
+    free(rec);
+    lora_free(&a);
+    if (base[0] && m.layers) model_free(&m);
+    return rc;
+}
+
 int cmd_export(int argc, char **argv) {
     const char *adapter, *base, *format, *out, *dtype_name;
     int verbose;
@@ -25,8 +71,9 @@ int cmd_export(int argc, char **argv) {
         {"--adapter", OPT_STR, &adapter, "", "the adapter directory (PEFT layout) to export"},
         {"--base", OPT_STR, &base, "", "the base model (a Hugging Face directory or a qlora base file)"},
         {"--format", OPT_STR, &format, NULL,
-         "gguf (a llama.cpp LoRA), merged (a Hugging Face model with the adapter merged in) or gguf-base (the base)"},
-        {"--out", OPT_STR, &out, NULL, "the file (gguf, gguf-base) or new directory (merged) to write, atomically"},
+         "peft (our canonical PEFT directory), gguf (a llama.cpp LoRA), merged (a Hugging Face model with the "
+         "adapter merged in) or gguf-base (the base)"},
+        {"--out", OPT_STR, &out, NULL, "the file (gguf, gguf-base) or new directory (peft, merged) to write, atomically"},
         {"--dtype", OPT_STR, &dtype_name, "f16", "f16, bf16 or f32"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
@@ -37,10 +84,16 @@ int cmd_export(int argc, char **argv) {
     dtype dt = !strcmp(dtype_name, "f16") ? DT_F16 : !strcmp(dtype_name, "bf16") ? DT_BF16 : !strcmp(dtype_name, "f32") ? DT_F32 : DT_COUNT;
     if (dt == DT_COUNT) return fail(ql_err(QL_EINVAL, "--dtype: expected f16, bf16 or f32, found '%s'", dtype_name));
     int gguf = !strcmp(format, "gguf"), gbase = !strcmp(format, "gguf-base"), merged = !strcmp(format, "merged");
-    if (!gguf && !gbase && !merged)
-        return fail(ql_err(QL_EINVAL, "--format: expected gguf, merged or gguf-base, found '%s'", format));
-    if (!base[0]) return fail(ql_err(QL_EINVAL, "--format %s needs --base (the model the adapter was trained on)", format));
-    if ((gguf || merged) && !adapter[0]) return fail(ql_err(QL_EINVAL, "--format %s needs --adapter", format));
+    int peft = !strcmp(format, "peft");
+    if (!gguf && !gbase && !merged && !peft)
+        return fail(ql_err(QL_EINVAL, "--format: expected peft, gguf, merged or gguf-base, found '%s'", format));
+    if (!base[0] && !peft)
+        return fail(ql_err(QL_EINVAL, "--format %s needs --base (the model the adapter was trained on)", format));
+    if (!gbase && !adapter[0]) return fail(ql_err(QL_EINVAL, "--format %s needs --adapter", format));
+    if (peft) {
+        int prc = export_peft(adapter, base, dt, out);
+        return prc ? fail(prc) : 0;
+    }
     model m;
     // f32: the checkpoint's own values (a base file holds NF4: those are dequantized)
     int rc = model_load(&m, base, DT_F32);

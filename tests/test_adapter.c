@@ -237,6 +237,12 @@ static void test_bad(const model_config *c) {
     snprintf(cfg, sizeof cfg, "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"], "
                               "\"use_dora\": true}");
     expect_load(c, "dora", cfg, good, 2, "use_dora");
+    snprintf(cfg, sizeof cfg, "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"], "
+                              "\"init_lora_weights\": \"pissa_niter_4\"}");
+    expect_load(c, "pissa", cfg, good, 2, "path_initial_model_for_weight_conversion");
+    snprintf(cfg, sizeof cfg, "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"], "
+                              "\"init_lora_weights\": \"gaussian\"}");
+    expect_load(c, "gaussian", cfg, good, 2, NULL);  // an initialisation that leaves the base alone loads
     lora_adapter a;
     char missing[4200];
     snprintf(missing, sizeof missing, "%s/none", tmpdir);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_export_cli.sh QLORA SOURCE_DIR: qlora export's command line on the tiny
-# models: each format writes its output; bad input (an unknown format, missing
+# models: each format writes its output (peft converts another writer's F32
+# rsLoRA adapter, and in F32 answers exactly as the original); bad input (an unknown format, missing
 # options, an adapter whose base does not match, an unwritable or existing output)
 # fails with a clear message and leaves nothing behind; merging from a qlora base
 # file (NF4) says plainly that it merged into dequantized NF4 weights.
@@ -25,8 +26,20 @@ grep -q "into the original weights" "$tmp/m.txt" || fail "merged does not say it
 "$q" infer --base "$tmp/m" --prompt hi --max-tokens 2 >/dev/null 2>&1 || fail "the merged directory does not load"
 "$q" export --base "$tmp/base.qlb" --adapter "$ad" --format merged --out "$tmp/m4" >"$tmp/m4.txt" 2>/dev/null || fail "merged from NF4 failed"
 grep -q "NF4-DEQUANTIZED" "$tmp/m4.txt" || fail "merging into NF4 is not said plainly: $(cat "$tmp/m4.txt")"
+# peft: another writer's F32 rsLoRA adapter in canonical form; in F32 it answers exactly as the original
+fx=$src/tests/fixtures/adapters/tiny_gqa_f32_rslora
+"$q" export --adapter "$fx" --format peft --dtype f32 --out "$tmp/p32" 2>/dev/null || fail "peft f32 failed"
+"$q" export --adapter "$fx" --base "$model" --format peft --out "$tmp/p16" 2>/dev/null || fail "peft f16 with --base failed"
+grep -q '"use_rslora": true' "$tmp/p32/adapter_config.json" || fail "peft: rsLoRA lost"
+gen=(--base "$model" --prompt "Tell me about the sea" --max-tokens 12 --temperature 0 --ignore-eos --threads 2)
+"$q" infer "${gen[@]}" --adapter "$fx" >"$tmp/o1" 2>/dev/null && "$q" infer "${gen[@]}" --adapter "$tmp/p32" >"$tmp/o2" 2>/dev/null \
+    || fail "infer with the converted adapter failed"
+cmp -s "$tmp/o1" "$tmp/o2" || fail "the F32 conversion answers differently: $(cat "$tmp/o1") vs $(cat "$tmp/o2")"
+"$q" infer "${gen[@]}" --adapter "$tmp/p16" >/dev/null 2>&1 || fail "the F16 conversion does not load"
+expect 1 "shape" -- "$q" export --adapter "$fx" --base "$src/tests/fixtures/models/tiny_mha" --format peft --out "$tmp/x"
+expect 2 "already exists" -- "$q" export --adapter "$fx" --format peft --out "$tmp/p32"
 # bad input
-expect 2 "expected gguf, merged or gguf-base" -- "$q" export --base "$model" --adapter "$ad" --format onnx --out "$tmp/x"
+expect 2 "expected peft, gguf, merged or gguf-base" -- "$q" export --base "$model" --adapter "$ad" --format onnx --out "$tmp/x"
 expect 2 "needs --adapter" -- "$q" export --base "$model" --format gguf --out "$tmp/x"
 expect 2 "needs --base" -- "$q" export --adapter "$ad" --format gguf --out "$tmp/x"
 expect 2 "expected f16, bf16 or f32" -- "$q" export --base "$model" --adapter "$ad" --format gguf --dtype f8 --out "$tmp/x"

@@ -9,6 +9,7 @@
 #define QL_PEFT_H
 
 #include "../common/config.h"
+#include "../common/dtype.h"
 #include "lora.h"
 
 #define PEFT_CONFIG_NAME "adapter_config.json"
@@ -20,6 +21,8 @@
 // (round-to-nearest-even). extra_record_json: NULL, or a JSON document written
 // as training_record.json.
 int lora_save_peft(const lora_adapter *a, const char *dir, const char *extra_record_json);
+// The same in type: DT_F16 (what training writes), DT_BF16 or DT_F32.
+int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_record_json, dtype type);
 
 // Reads and validates dir against the model config c into a (fp32 A and B,
 // scaling from r, lora_alpha and use_rslora). Accepts F16, BF16 and F32
@@ -27,5 +30,9 @@ int lora_save_peft(const lora_adapter *a, const char *dir, const char *extra_rec
 // file, the field or tensor, what was expected and what was found; on error a
 // is left empty (lora_free is still safe).
 int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir);
+// A model config that dir's tensors fit, for handling an adapter without its base
+// (qlora export --format peft): layers, and each targeted module's in and out
+// (head_dim 1, so n_heads is q's rows). It checks nothing else; lora_load_peft does.
+int lora_peft_shapes(model_config *c, const char *dir);
 
 #endif
