@@ -1,10 +1,14 @@
 // bench.c: qlora bench: prompt and decode tokens/s and peak memory, at real
 // model shapes with random NF4 weights (or a real model with --base).
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../common/cli.h"
+#include "../common/dtype.h"
 #include "../common/err.h"
 #include "../common/forward.h"
 #include "../common/log.h"
@@ -12,6 +16,7 @@
 #include "commands.h"
 #include "sample.h"
 #include "../train/lora.h"
+#include "../train/peft.h"
 #include "../train/trainer.h"
 
 typedef struct {
@@ -133,12 +138,12 @@ static int parse_batches(int *b, int nmax, int *n, const char *csv) {
     return QL_OK;
 }
 
-// Benchmark adapter i: rank R on all seven modules, PEFT's init (A from seed
-// 1000+i), then B (zero after init) filled with non-zero values, |B| in
-// [0.001, 0.01) with a random sign (xorshift64 from a seed fixed by i), so every
-// LoRA term is real work on real numbers.
-static int bench_adapter(lora_adapter *a, const model_config *c, int R, int i) {
-    QL_CHECK(lora_init(a, c, R, 2.0f * R, 0, 0.0f, LORA_ALL, 1000 + (uint64_t)i));
+// Benchmark adapter i: rank R on the modules in targets (LORA_* bits), PEFT's
+// init (A from seed 1000+i), then B (zero after init) filled with non-zero
+// values, |B| in [0.001, 0.01) with a random sign (xorshift64 from a seed fixed
+// by i), so every LoRA term is real work on real numbers.
+static int bench_adapter(lora_adapter *a, const model_config *c, int R, unsigned targets, int i) {
+    QL_CHECK(lora_init(a, c, R, 2.0f * R, 0, 0.0f, targets, 1000 + (uint64_t)i));
     uint64_t s = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
     for (int j = 0; j < a->n_layers * LORA_NMODULES; j++) {
         lora_pair *p = &a->w[j];
@@ -151,14 +156,43 @@ static int bench_adapter(lora_adapter *a, const model_config *c, int R, int i) {
     return QL_OK;
 }
 
+// The backend with its LoRA ops timed: a copy of it (same ctx) whose
+// lora_shrink and lora_expand add their wall time to s. The time spent in them
+// is then measured inside a case's own decode steps, which the machine's load
+// cannot skew the way it skews one case against another run seconds later.
+typedef struct {
+    ops o;       // first: forward.c calls o->lora_shrink(o, ...) with &this->o
+    ops *inner;  // the real backend
+    double s;    // seconds inside the LoRA ops since the last reset
+} timed_ops;
+
+static void timed_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in) {
+    timed_ops *t = (timed_ops *)o;
+    t->inner->sync(t->inner);  // a no-op on the CPU; on a device, time only this op
+    double t0 = time_now();
+    t->inner->lora_shrink(t->inner, xa, x, seg, nseg, in);
+    t->inner->sync(t->inner);
+    t->s += time_now() - t0;
+}
+
+static void timed_expand(ops *o, float *y, const float *xa, const lora_seg *seg, int nseg, int out) {
+    timed_ops *t = (timed_ops *)o;
+    t->inner->sync(t->inner);
+    double t0 = time_now();
+    t->inner->lora_expand(t->inner, y, xa, seg, nseg, out);
+    t->inner->sync(t->inner);
+    t->s += time_now() - t0;
+}
+
 // One case at one batch size: sequence i (of nB) in KV slot i with adapter ad[i]
 // (NULL: the base alone), P prompt tokens each, all prefilled in one fwd_batch
 // call; then one untimed warm-up decode step and G timed steps of one token per
 // sequence. The next token of each sequence is the greedy argmax of its logits
 // (what a server does; the argmax is timed). *tps = tokens decoded, all sequences
-// together, per second of the G steps. f needs nB slots, nB*P rows and P+G+1 positions.
-static int multi_decode(fwd_state *f, float *logits, int *toks, fwd_seq *seqs, const lora_adapter *const *ad,
-                        int nB, int P, int G, double *tps) {
+// together, per second of the G steps; *lora_s = seconds per step inside the LoRA
+// ops (t, the backend of f). f needs nB slots, nB*P rows and P+G+1 positions.
+static int multi_decode(fwd_state *f, timed_ops *t, float *logits, int *toks, fwd_seq *seqs,
+                        const lora_adapter *const *ad, int nB, int P, int G, double *tps, double *lora_s) {
     int V = f->m->cfg.vocab_size;
     for (int i = 0; i < nB; i++) {
         seqs[i] = (fwd_seq){.n = P, .pos = 0, .slot = i, .adapter = ad[i], .scale = 1.0f};
@@ -167,7 +201,7 @@ static int multi_decode(fwd_state *f, float *logits, int *toks, fwd_seq *seqs, c
     QL_CHECK(fwd_batch(f, logits, toks, seqs, nB, 0));  // logits (nB, V): each sequence's last token
     double t0 = time_now();
     for (int g = 0; g <= G; g++) {  // g = 0 warms up
-        if (g == 1) t0 = time_now();
+        if (g == 1) t0 = time_now(), t->s = 0;
         for (int i = 0; i < nB; i++) {
             toks[i] = argmax(logits + (size_t)i * V, V);
             seqs[i].n = 1, seqs[i].pos = P + g;
@@ -176,6 +210,7 @@ static int multi_decode(fwd_state *f, float *logits, int *toks, fwd_seq *seqs, c
     }
     f->o->sync(f->o);
     *tps = (double)nB * G / (time_now() - t0);
+    *lora_s = t->s / G;
     return QL_OK;
 }
 
@@ -204,9 +239,13 @@ static void multi_predict(const char *name, const model *m, const lora_adapter *
 
 // Multi-adapter decoding: decode tokens/s at each batch size bs[0..nbs) for three
 // cases: no adapter, a distinct rank-R adapter per sequence, one adapter shared by
-// all; the cases run back to back within each repetition (the best is kept), so
-// they see the same machine load. Then the predicted overhead per batch size.
-static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nbs, int P, int G, int R, int reps) {
+// all (on the modules in targets; tname names them); the cases run back to back
+// within each repetition (the best is kept), so they see the same machine load.
+// For the best repetition of each case, the time per step inside the LoRA ops and
+// its share: LoRA time / (step time - LoRA time), the overhead measured within
+// the case's own steps. Then the predicted overhead per batch size.
+static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nbs, int P, int G, int R,
+                       unsigned targets, const char *tname, int reps) {
     if (!o->lora_shrink) return ql_err(QL_EUNSUP, "the %s backend cannot apply LoRA adapters yet", o->name);
     int maxB = 0, V = m->cfg.vocab_size;
     for (int b = 0; b < nbs; b++) maxB = bs[b] > maxB ? bs[b] : maxB;
@@ -216,31 +255,38 @@ static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nb
     int *toks = malloc(sizeof(int) * (size_t)maxB * P);
     float *logits = malloc(sizeof(float) * (size_t)maxB * V);
     double *best = calloc((size_t)nbs * MA_NCASES, sizeof *best);
+    double *best_lora = calloc((size_t)nbs * MA_NCASES, sizeof *best_lora);  // LoRA s/step in the best rep
     int rc = QL_OK;
-    if (!ads || !use || !seqs || !toks || !logits || !best) rc = ql_err(QL_ENOMEM, "out of memory");
+    if (!ads || !use || !seqs || !toks || !logits || !best || !best_lora) rc = ql_err(QL_ENOMEM, "out of memory");
     double t0 = time_now();
-    for (int i = 0; i < maxB && !rc; i++) rc = bench_adapter(&ads[i], &m->cfg, R, i);
+    for (int i = 0; i < maxB && !rc; i++) rc = bench_adapter(&ads[i], &m->cfg, R, targets, i);
     if (!rc) log_info("%s: %d rank-%d adapters made in %.1f s", name, maxB, R, time_now() - t0);
+    timed_ops t = {.o = *o, .inner = o};
+    t.o.lora_shrink = timed_shrink, t.o.lora_expand = timed_expand;
     fwd_state f = {0};
-    if (!rc) rc = fwd_init_slots(&f, m, o, P + G + 1, maxB * P, maxB);
+    if (!rc) rc = fwd_init_slots(&f, m, &t.o, P + G + 1, maxB * P, maxB);
     for (int b = 0; b < nbs && !rc; b++) {
         int nB = bs[b];
         for (int r = 0; r < reps && !rc; r++)
             for (int k = 0; k < MA_NCASES && !rc; k++) {
                 for (int i = 0; i < nB; i++) use[i] = k == MA_BASE ? NULL : k == MA_DISTINCT ? &ads[i] : &ads[0];
-                double tps;
-                rc = multi_decode(&f, logits, toks, seqs, use, nB, P, G, &tps);
+                double tps, lora_s;
+                rc = multi_decode(&f, &t, logits, toks, seqs, use, nB, P, G, &tps, &lora_s);
                 if (rc) break;
-                log_info("%s batch %d %s rep %d: decode %.2f tok/s", name, nB, ma_case_names[k], r, tps);
-                if (tps > best[b * MA_NCASES + k]) best[b * MA_NCASES + k] = tps;
+                log_info("%s batch %d %s rep %d: decode %.2f tok/s, LoRA ops %.3f ms/step", name, nB,
+                         ma_case_names[k], r, tps, 1e3 * lora_s);
+                int j = b * MA_NCASES + k;
+                if (tps > best[j]) best[j] = tps, best_lora[j] = lora_s;
             }
         for (int k = 0; k < MA_NCASES && !rc; k++) {
             double tps = best[b * MA_NCASES + k], base = best[b * MA_NCASES + MA_BASE];
-            // overhead: extra time per decoded token relative to the base
-            printf("bench_multi model=%s backend=%s base=%s batch=%d case=%s rank=%d prompt=%d gen=%d "
-                   "decode_tok/s=%.2f overhead_vs_base=%.1f%%\n",
-                   name, o->name, base_dtype_name(m->base_dtype), nB, ma_case_names[k], R, P, G, tps,
-                   100.0 * (base / tps - 1.0));
+            double lora = best_lora[b * MA_NCASES + k], step = nB / tps;
+            // overhead: extra time per decoded token relative to the base;
+            // lora_share: the same from the LoRA ops' time inside this case's steps
+            printf("bench_multi model=%s backend=%s base=%s batch=%d case=%s rank=%d targets=%s prompt=%d gen=%d "
+                   "decode_tok/s=%.2f overhead_vs_base=%.1f%% lora_ms/step=%.3f lora_share=%.1f%%\n",
+                   name, o->name, base_dtype_name(m->base_dtype), nB, ma_case_names[k], R, tname, P, G, tps,
+                   100.0 * (base / tps - 1.0), 1e3 * lora, 100.0 * lora / (step - lora));
         }
         fflush(stdout);
     }
@@ -249,25 +295,103 @@ static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nb
     fflush(stdout);
     fwd_free(&f);
     for (int i = 0; ads && i < maxB; i++) lora_free(&ads[i]);
-    free(ads), free(use), free(seqs), free(toks), free(logits), free(best);
+    free(ads), free(use), free(seqs), free(toks), free(logits), free(best), free(best_lora);
+    return rc;
+}
+
+// ---- Adapter load time (issue 4) ----
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Removes the files lora_save_peft wrote in dir, then dir; a leftover is a warning.
+static void remove_adapter_dir(const char *dir) {
+    static const char *const names[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME};
+    char path[4096];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (unlink(path) != 0 && errno != ENOENT) log_warn("%s: cannot remove: %s", path, strerror(errno));
+    }
+    if (rmdir(dir) != 0) log_warn("%s: cannot remove: %s", dir, strerror(errno));
+}
+
+// lora_load_peft of a rank-R adapter on the modules in targets (tname names them)
+// at config c: bench_adapter's random adapter is written by lora_save_peft (F16,
+// as qlora train writes it) into a fresh directory under /tmp, loaded once to
+// bring the file into the page cache (and checked against the F16-rounded
+// original), then loaded reps times; the best and the median are reported.
+// The directory is removed afterwards.
+static int bench_adapter_load(const char *name, const model_config *c, int R, unsigned targets, const char *tname,
+                              int reps) {
+    lora_adapter src, a = {0};
+    QL_CHECK(bench_adapter(&src, c, R, targets, 0));
+    char dir[] = "/tmp/qlora-bench-adapter-XXXXXX";
+    if (!mkdtemp(dir)) {
+        lora_free(&src);
+        return ql_err(QL_EIO, "%s: cannot create a temporary directory: %s", dir, strerror(errno));
+    }
+    double *ms = calloc((size_t)reps, sizeof *ms);
+    int rc = ms ? lora_save_peft(&src, dir, NULL) : ql_err(QL_ENOMEM, "out of memory");
+    struct stat st = {0};
+    char wpath[4096];
+    snprintf(wpath, sizeof wpath, "%s/%s", dir, PEFT_WEIGHTS_NAME);
+    if (!rc && stat(wpath, &st) != 0) rc = ql_err(QL_EIO, "%s: %s", wpath, strerror(errno));
+    if (!rc) rc = lora_load_peft(&a, c, dir);  // warms the page cache
+    // what was loaded is what was saved: each value the F16 rounding of the original
+    size_t mem = 0, bad = 0;
+    int tensors = 0;
+    for (int j = 0; !rc && j < a.n_layers * LORA_NMODULES; j++) {
+        const lora_pair *p = &a.w[j], *q = &src.w[j];
+        if (!p->A != !q->A) { bad++; continue; }
+        if (!p->A) continue;
+        size_t na = (size_t)R * p->in, nb = (size_t)p->out * R;
+        for (size_t e = 0; e < na; e++) bad += p->A[e] != f16_to_f32(f32_to_f16(q->A[e]));
+        for (size_t e = 0; e < nb; e++) bad += p->B[e] != f16_to_f32(f32_to_f16(q->B[e]));
+        mem += sizeof(float) * (na + nb), tensors += 2;
+    }
+    if (!rc && bad) rc = ql_err(QL_EFORMAT, "%s: %zu values loaded differ from the saved adapter", dir, bad);
+    lora_free(&a);
+    lora_free(&src);
+    for (int r = 0; r < reps && !rc; r++) {
+        double t0 = time_now();
+        rc = lora_load_peft(&a, c, dir);
+        ms[r] = 1e3 * (time_now() - t0);
+        lora_free(&a);
+        if (!rc) log_info("%s adapter load rep %d: %.2f ms", name, r, ms[r]);
+    }
+    remove_adapter_dir(dir);
+    if (!rc) {
+        qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
+        printf("bench_adapter_load model=%s rank=%d targets=%s tensors=%d disk_MB=%.1f mem_MB=%.1f reps=%d "
+               "load_ms_best=%.2f load_ms_median=%.2f disk_GB/s=%.2f mem_GB/s=%.2f\n",
+               name, R, tname, tensors, st.st_size / 1e6, mem / 1e6, reps, ms[0], ms[reps / 2],
+               st.st_size / (ms[0] * 1e6), mem / (ms[0] * 1e6));
+    }
+    fflush(stdout);
+    free(ms);
     return rc;
 }
 
 // The options that pick and size a mode
 typedef struct {
-    int P, G, reps, rank, train, multi, nbs;
-    int bs[64];  // --batches
+    int P, G, reps, rank, train, multi, adapter_load, nbs;
+    int bs[64];         // --batches
+    unsigned targets;   // --targets, LORA_* bits
+    const char *tname;  // --targets as given
 } bench_mode;
 
 static int bench_model(const char *name, model *m, ops *o, const bench_mode *b) {
-    if (b->multi) return bench_multi(name, m, o, b->bs, b->nbs, b->P, b->G, b->rank, b->reps);
+    if (b->adapter_load) return bench_adapter_load(name, &m->cfg, b->rank, b->targets, b->tname, b->reps);
+    if (b->multi) return bench_multi(name, m, o, b->bs, b->nbs, b->P, b->G, b->rank, b->targets, b->tname, b->reps);
     if (b->train) return bench_train(name, m, o, b->P, b->rank, b->reps);
     return bench_one(name, m, o, b->P, b->G, b->reps);
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *which, *base, *backend, *base_dtype, *save, *batches;
-    int P, G, threads, reps, verbose, train, rank, multi;
+    const char *which, *base, *backend, *base_dtype, *save, *batches, *targets;
+    int P, G, threads, reps, verbose, train, rank, multi, adapter_load;
     cli_opt opts[] = {
         {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b or all (random weights)"},
         {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one (its load time is reported)"},
@@ -281,13 +405,17 @@ int cmd_bench(int argc, char **argv) {
         {"--train", OPT_FLAG, &train, NULL, "measure LoRA training steps instead (--prompt-tokens is the sequence)"},
         {"--multi-adapter", OPT_FLAG, &multi, NULL,
          "measure batched decoding instead: no adapter, a distinct adapter per sequence, one shared adapter"},
+        {"--adapter-load", OPT_FLAG, &adapter_load, NULL,
+         "measure lora_load_peft of a random adapter written to a temporary directory instead"},
         {"--batches", OPT_STR, &batches, "1,4,8,16", "batch sizes (sequences) for --multi-adapter"},
-        {"--rank", OPT_INT, &rank, "16", "LoRA rank for --train and --multi-adapter (all seven modules)"},
+        {"--rank", OPT_INT, &rank, "16", "LoRA rank for --train, --multi-adapter and --adapter-load"},
+        {"--targets", OPT_STR, &targets, "all",
+         "modules for --multi-adapter and --adapter-load: all, or a list of q,k,v,o,gate,up,down"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
     int pr = cli_parse("bench",
                        "Prompt and decode tokens/s and peak memory. Prints one 'bench ...' line per model "
-                       "('bench_train ...', 'bench_multi ...' lines for the other modes).",
+                       "('bench_train ...', 'bench_multi ...', 'bench_adapter_load ...' lines for the other modes).",
                        opts, (int)(sizeof opts / sizeof *opts), argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
@@ -296,9 +424,19 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "qlora bench: error: bad --base-dtype, --prompt-tokens, --gen-tokens or --reps\n");
         return 2;
     }
-    bench_mode mode = {.P = P, .G = G, .reps = reps, .rank = rank, .train = train, .multi = multi};
-    if (train && multi) {
-        fprintf(stderr, "qlora bench: error: --train and --multi-adapter are different modes; pick one\n");
+    bench_mode mode = {.P = P, .G = G, .reps = reps, .rank = rank, .train = train, .multi = multi,
+                       .adapter_load = adapter_load, .tname = targets};
+    if (train + multi + adapter_load > 1) {
+        fprintf(stderr, "qlora bench: error: --train, --multi-adapter and --adapter-load are different modes; "
+                        "pick one\n");
+        return 2;
+    }
+    if (rank < 1 || rank > 4096) {
+        fprintf(stderr, "qlora bench: error: --rank: expected 1..4096, found %d\n", rank);
+        return 2;
+    }
+    if (lora_targets_parse(&mode.targets, targets)) {
+        fprintf(stderr, "qlora bench: error: %s\n", ql_errmsg());
         return 2;
     }
     if (multi && parse_batches(mode.bs, (int)(sizeof mode.bs / sizeof *mode.bs), &mode.nbs, batches)) {
@@ -322,6 +460,10 @@ int cmd_bench(int argc, char **argv) {
         for (size_t i = 0; i < sizeof shapes / sizeof *shapes && !rc; i++) {
             if (strcmp(which, "all") && strcmp(which, shapes[i].name)) continue;
             found = 1;
+            if (adapter_load) {  // needs the shapes only, not weights
+                rc = bench_adapter_load(shapes[i].name, &shapes[i].cfg, rank, mode.targets, targets, reps);
+                continue;
+            }
             model m;
             double t0 = time_now();
             rc = model_init_random(&m, &shapes[i].cfg, bd == DT_F16 ? DT_F16 : DT_NF4, 1234);

@@ -1,34 +1,80 @@
 // lora_cpu.c: see lora_cpu.h. Each segment is cut into chunks of at most
 // LORA_CHUNK rows; the chunks of all segments are OpenMP tasks, each one OpenBLAS
-// sgemm (single-threaded inside our region). Decoding a batch whose sequences use
+// call (single-threaded inside our region). Decoding a batch whose sequences use
 // distinct adapters gives one task per sequence; a long prompt on one adapter gives
 // one task per chunk of its rows.
+//
+// With fewer chunks than threads (batch 1, or a whole batch on one adapter) each
+// chunk is also split by output columns: shrink by rank rows of A (xa[:, c0:c1] =
+// x A[c0:c1]^T), expand by rows of B (y[:, c0:c1] += s xa B[c0:c1]^T). Every
+// output element is still the same dot product over the same terms, so a split
+// changes no result beyond the summation order inside sgemm; it lets both cores
+// stream A and B, which decoding is bound by (one task on one core read them at
+// half the two-core rate: docs/benchmarks.md).
+//
+// A chunk of one row (decoding) is an sgemv, which streams A or B as they are;
+// sgemm packs them first. One row, A and B in memory (not cache), TinyLlama's
+// q/gate/down at rank 8 and 16 on the development VM: sgemm on one thread
+// 5.4-10 GB/s, sgemv on one thread 8.8-13 GB/s, sgemv split on two 10-21 GB/s.
 #include "lora_cpu.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "../../common/err.h"
 
 #define LORA_CHUNK 32
+#define LORA_TASKS_STACK 64  // task lists up to this size live on the stack (no malloc per call)
+// A segment's A or B smaller than this many floats is not split: reading 64 KB
+// takes a core ~5 us, several times what waking the other threads costs.
+#define LORA_SPLIT_MIN 16384
 
 typedef struct {
     int g, i0, n;   // segment, first row within it, rows
+    int c0, nc;     // output columns: rank rows of A (shrink) or rows of B (expand)
     size_t xa_off;  // where the chunk's (n, R) block of xa starts
 } lora_task;
 
-// The task list for seg; *ntask set. The caller frees it.
-static lora_task *lora_tasks(const lora_seg *seg, int nseg, int *ntask) {
-    int nt = 0;
-    for (int g = 0; g < nseg; g++) nt += (seg[g].n + LORA_CHUNK - 1) / LORA_CHUNK;
-    lora_task *t = mallocCheck(sizeof(lora_task) * (size_t)(nt > 0 ? nt : 1));
+// Pieces per row chunk when there are nchunk chunks for nth threads and the
+// segment's A or B has cols x k floats: whole chunks when there are at least as
+// many as threads or the matrix is small; else enough pieces for every thread,
+// no narrower than one column.
+static int lora_pieces(int nchunk, int nth, int cols, int k) {
+    if (nchunk >= nth || nchunk == 0 || (long long)cols * k < LORA_SPLIT_MIN) return 1;
+    int p = (nth + nchunk - 1) / nchunk;
+    return p < cols ? p : cols;
+}
+
+// The task list for seg into buf (cap entries) or, when longer, a malloc'd list
+// (*heap set, for the caller to free); *ntask set. out_cols: the output width of
+// every segment (expand), or 0 for each segment's rank (shrink); k: the other
+// side of the matrix that is split (in for A; 0 for each segment's rank, B).
+static lora_task *lora_tasks(lora_task *buf, int cap, const lora_seg *seg, int nseg, int out_cols, int k,
+                             int *ntask, lora_task **heap) {
+    int nchunk = 0;
+    for (int g = 0; g < nseg; g++) {
+        QL_ASSERT(seg[g].n >= 0 && seg[g].rank > 0 && seg[g].row0 >= 0);
+        nchunk += (seg[g].n + LORA_CHUNK - 1) / LORA_CHUNK;
+    }
+    int nth = omp_get_max_threads(), nt = 0;
+    for (int g = 0; g < nseg; g++) {
+        int cols = out_cols ? out_cols : seg[g].rank;
+        nt += (seg[g].n + LORA_CHUNK - 1) / LORA_CHUNK * lora_pieces(nchunk, nth, cols, k ? k : seg[g].rank);
+    }
+    lora_task *t = buf;
+    *heap = NULL;
+    if (nt > cap) t = *heap = mallocCheck(sizeof(lora_task) * (size_t)nt);
     size_t off = 0;
     nt = 0;
     for (int g = 0; g < nseg; g++) {
-        QL_ASSERT(seg[g].n >= 0 && seg[g].rank > 0 && seg[g].row0 >= 0);
+        int cols = out_cols ? out_cols : seg[g].rank, np = lora_pieces(nchunk, nth, cols, k ? k : seg[g].rank);
         for (int i0 = 0; i0 < seg[g].n; i0 += LORA_CHUNK) {
             int n = seg[g].n - i0 < LORA_CHUNK ? seg[g].n - i0 : LORA_CHUNK;
-            t[nt++] = (lora_task){g, i0, n, off + (size_t)i0 * seg[g].rank};
+            for (int p = 0; p < np; p++) {  // columns [cols*p/np, cols*(p+1)/np): np near-equal pieces
+                int c0 = (int)((long long)cols * p / np), c1 = (int)((long long)cols * (p + 1) / np);
+                t[nt++] = (lora_task){g, i0, n, c0, c1 - c0, off + (size_t)i0 * seg[g].rank};
+            }
         }
         off += (size_t)seg[g].n * seg[g].rank;
     }
@@ -37,27 +83,38 @@ static lora_task *lora_tasks(const lora_seg *seg, int nseg, int *ntask) {
 }
 
 void cpu_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in) {
+    lora_task buf[LORA_TASKS_STACK], *heap;
     int nt;
-    lora_task *t = lora_tasks(seg, nseg, &nt);
+    const lora_task *t = lora_tasks(buf, LORA_TASKS_STACK, seg, nseg, 0, in, &nt, &heap);
 #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
     for (int i = 0; i < nt; i++) {
         const lora_seg *s = &seg[t[i].g];
-        // xa_chunk (n,R) = x_chunk (n,in) @ A^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t[i].n, s->rank, in, 1.0f,
-                    x + (size_t)(s->row0 + t[i].i0) * in, in, s->A, in, 0.0f, xa + t[i].xa_off, s->rank);
+        const float *xc = x + (size_t)(s->row0 + t[i].i0) * in, *Ac = s->A + (size_t)t[i].c0 * in;
+        float *xac = xa + t[i].xa_off + t[i].c0;
+        // xa_chunk[:, c0:c0+nc] (n,nc) = x_chunk (n,in) @ A[c0:c0+nc]^T; ldc R
+        if (t[i].n == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, t[i].nc, in, 1.0f, Ac, in, xc, 1, 0.0f, xac, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t[i].n, t[i].nc, in, 1.0f, xc, in, Ac, in, 0.0f, xac,
+                        s->rank);
     }
-    free(t);
+    free(heap);
 }
 
 void cpu_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, int nseg, int out) {
+    lora_task buf[LORA_TASKS_STACK], *heap;
     int nt;
-    lora_task *t = lora_tasks(seg, nseg, &nt);
+    const lora_task *t = lora_tasks(buf, LORA_TASKS_STACK, seg, nseg, out, 0, &nt, &heap);
 #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
     for (int i = 0; i < nt; i++) {
         const lora_seg *s = &seg[t[i].g];
-        // y_chunk (n,out) += scale * xa_chunk (n,R) @ B^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t[i].n, out, s->rank, s->scale, xa + t[i].xa_off,
-                    s->rank, s->B, s->rank, 1.0f, y + (size_t)(s->row0 + t[i].i0) * out, out);
+        const float *xac = xa + t[i].xa_off, *Bc = s->B + (size_t)t[i].c0 * s->rank;
+        float *yc = y + (size_t)(s->row0 + t[i].i0) * out + t[i].c0;
+        // y_chunk[:, c0:c0+nc] (n,nc) += scale * xa_chunk (n,R) @ B[c0:c0+nc]^T; ldc out
+        if (t[i].n == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, t[i].nc, s->rank, s->scale, Bc, s->rank, xac, 1, 1.0f, yc, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t[i].n, t[i].nc, s->rank, s->scale, xac, s->rank, Bc,
+                        s->rank, 1.0f, yc, out);
     }
-    free(t);
+    free(heap);
 }
