@@ -1,6 +1,7 @@
 // fileio.c: see fileio.h.
 #include "fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "log.h"
 
 int fmap_open(fmap *m, const char *path) {
     memset(m, 0, sizeof *m);
@@ -122,4 +124,18 @@ int file_write_atomic(const char *path, const void *data, size_t n) {
     int rc = afile_write(&f, data, n);
     if (rc != QL_OK) { afile_abort(&f); return rc; }
     return afile_commit(&f);
+}
+
+void dir_discard(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (unlink(path) != 0) log_warn("%s: cannot remove: %s", path, strerror(errno));
+    }
+    closedir(d);
+    if (rmdir(dir) != 0) log_warn("%s: cannot remove: %s", dir, strerror(errno));
 }

@@ -31,5 +31,9 @@ int afile_commit(afile *f);
 void afile_abort(afile *f);
 // One-shot convenience.
 int file_write_atomic(const char *path, const void *data, size_t n);
+// Removes dir and the files in it (a flat output directory built aside before a
+// rename, after a failure): best effort, a warning for what stays; the error
+// message of the failure (ql_errmsg) is left alone.
+void dir_discard(const char *dir);
 
 #endif

@@ -48,14 +48,8 @@ static int export_peft(const char *adapter, const char *base, dtype dt, const ch
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
     if (!rc) rc = lora_save_peft_as(&a, tmp, rec, dt);
     if (!rc && rename(tmp, out) != 0) rc = ql_err(QL_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
-    if (rc) {  // nothing half-written stays
-        static const char *const files[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME, PEFT_RECORD_NAME};
-        for (int i = 0; i < 3; i++) {
-            snprintf(rpath, sizeof rpath, "%s/%s", tmp, files[i]);
-            unlink(rpath);
-        }
-        rmdir(tmp);
-    } else
+    if (rc) dir_discard(tmp);  // nothing half-written stays
+    else
         log_info("wrote %s: r %d, alpha %g%s, %s; checked against %s", out, a.rank, (double)a.alpha,
                  a.use_rslora ? " (rsLoRA)" : "", dtype_name(dt), base[0] ? base : "its own shapes");
     free(rec);

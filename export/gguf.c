@@ -150,7 +150,7 @@ int gguf_write(gguf_out *g, const char *path) {
         size_t n = (size_t)numel(t), es = dtype_size(t->type);
         if (n > cap) {
             free(tmp), free(out);
-            tmp = malloc(sizeof(float) * n), out = malloc(sizeof(float) * n);  // out: n elements of at most 4 bytes
+            tmp = malloc(sizeof(float) * n), out = malloc(sizeof(uint16_t) * n);  // the 16-bit conversions
             cap = n;
             if (!tmp || !out) { rc = ql_err(QL_ENOMEM, "out of memory writing %s", t->name); break; }
         }
@@ -160,10 +160,11 @@ int gguf_write(gguf_out *g, const char *path) {
             src = tmp;
         }
         if (rc) break;
-        if (t->type == DT_F32) memcpy(out, src, 4 * n);
-        else if (t->type == DT_F16) for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_f16(src[k]);
-        else for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_bf16(src[k]);
-        rc = afile_write(&f, out, n * es);
+        const void *bytes = src;  // F32 goes out as it is
+        if (t->type == DT_F16) for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_f16(src[k]);
+        if (t->type == DT_BF16) for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_bf16(src[k]);
+        if (t->type != DT_F32) bytes = out;
+        rc = afile_write(&f, bytes, n * es);
         if (!rc) rc = afile_pad(&f, padded(n * es) - n * es);
     }
     free(tmp), free(out);

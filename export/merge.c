@@ -26,9 +26,11 @@ typedef struct {
     const lora_pair *p;   // the adapter's pair for w, or NULL
 } mtensor;
 
+static int64_t mt_numel(const mtensor *t, const model *m) { return t->w ? t->w->rows * t->w->cols : m->cfg.dim; }
+
 // The tensor's values, merged, as type; malloc'd.
 static void *tensor_bytes(const mtensor *t, const model *m, const lora_adapter *a, dtype type, int64_t *n_out) {
-    int64_t n = t->w ? t->w->rows * t->w->cols : m->cfg.dim;
+    int64_t n = mt_numel(t, m);
     float *f = malloc(sizeof(float) * (size_t)n);
     if (!f) return NULL;
     if (!t->w) memcpy(f, t->vec, sizeof(float) * (size_t)n);
@@ -58,13 +60,13 @@ static int copy_file(const char *src, const char *dst) {
 static int write_shards(const char *tmp, const model *m, const lora_adapter *a, dtype type, const mtensor *t, int nt,
                         int *n_shards) {
     size_t es = dtype_size(type), total = 0;
-    for (int i = 0; i < nt; i++) total += es * (size_t)(t[i].w ? t[i].w->rows * t[i].w->cols : m->cfg.dim);
+    for (int i = 0; i < nt; i++) total += es * (size_t)mt_numel(&t[i], m);
     // shard boundaries: greedy, at most SHARD_BYTES each (one tensor may exceed it alone)
     int *shard = malloc(sizeof(int) * (size_t)nt), ns = 0;
     if (!shard) return ql_err(QL_ENOMEM, "out of memory");
     size_t cur = 0;
     for (int i = 0; i < nt; i++) {
-        size_t b = es * (size_t)(t[i].w ? t[i].w->rows * t[i].w->cols : m->cfg.dim);
+        size_t b = es * (size_t)mt_numel(&t[i], m);
         if (i > 0 && cur + b > SHARD_BYTES) ns++, cur = 0;
         shard[i] = ns;
         cur += b;
@@ -162,11 +164,8 @@ int export_merged(const model *m, const lora_adapter *a, const char *base_dir, d
     snprintf(dst, sizeof dst, "%s/tokenizer.model", tmp);
     if (!rc) rc = file_write_atomic(dst, m->tokenizer, m->tokenizer_len);
     if (!rc && rename(tmp, out) != 0) rc = ql_err(QL_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
-    if (rc) {  // nothing half-written stays
-        char cmd[8500];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (!strchr(tmp, '\'') && system(cmd) != 0) log_warn("could not remove %s", tmp);
-    } else log_info("wrote %s: %d safetensors file%s, %s", out, ns, ns > 1 ? "s" : "", dtype_name(type));
+    if (rc) dir_discard(tmp);  // nothing half-written stays
+    else log_info("wrote %s: %d safetensors file%s, %s", out, ns, ns > 1 ? "s" : "", dtype_name(type));
     free(t);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include "../common/cli.h"
 #include "../common/dtype.h"
 #include "../common/err.h"
+#include "../common/fileio.h"
 #include "../common/forward.h"
 #include "../common/log.h"
 #include "../common/model.h"
@@ -306,17 +307,6 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// Removes the files lora_save_peft wrote in dir, then dir; a leftover is a warning.
-static void remove_adapter_dir(const char *dir) {
-    static const char *const names[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME};
-    char path[4096];
-    for (int i = 0; i < 2; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        if (unlink(path) != 0 && errno != ENOENT) log_warn("%s: cannot remove: %s", path, strerror(errno));
-    }
-    if (rmdir(dir) != 0) log_warn("%s: cannot remove: %s", dir, strerror(errno));
-}
-
 // lora_load_peft of a rank-R adapter on the modules in targets (tname names them)
 // at config c: bench_adapter's random adapter is written by lora_save_peft (F16,
 // as qlora train writes it) into a fresh directory under /tmp, loaded once to
@@ -361,7 +351,7 @@ static int bench_adapter_load(const char *name, const model_config *c, int R, un
         lora_free(&a);
         if (!rc) log_info("%s adapter load rep %d: %.2f ms", name, r, ms[r]);
     }
-    remove_adapter_dir(dir);
+    dir_discard(dir);
     if (!rc) {
         qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
         printf("bench_adapter_load model=%s rank=%d targets=%s tensors=%d disk_MB=%.1f mem_MB=%.1f reps=%d "
