@@ -50,6 +50,82 @@ void model_release(model *m, ops *o, float ***norms) {
     if (c->tie_embeddings) m->lm_head = m->embed;
 }
 
+// ---- adapter copies in backend memory ----
+
+struct fwd_copy {
+    const lora_adapter *a;  // where the adapter was when copied (only compared for serial 0)
+    uint64_t serial;        // the adapter's serial
+    float *mem;         // backend memory: every pair's A then B
+    lora_pair *w;       // host array [L*7] pointing into mem
+    uint64_t last_use;  // s->batches at the last batch that used it
+};
+
+static void copy_free(fwd_state *s, struct fwd_copy *c) {
+    s->o->free(s->o, c->mem);
+    free(c->w);
+    *c = s->copies[--s->n_copies];  // the last takes its place
+}
+
+// Whether copy c is of adapter a: by serial (an adapter keeps it when its struct
+// moves, as in a growing store), or by address for adapters made by hand (serial 0).
+static int copy_of(const struct fwd_copy *c, const lora_adapter *a) {
+    return a->serial ? c->serial == a->serial : (c->serial == 0 && c->a == a);
+}
+
+void fwd_forget_adapter(fwd_state *s, const lora_adapter *a) {
+    for (int i = 0; i < s->n_copies; i++)
+        if (copy_of(&s->copies[i], a)) copy_free(s, &s->copies[i--]);
+}
+
+// The pairs of a as the backend reads them: a->w itself in host memory, else a
+// copy (made now if there is none for this adapter). NULL with ql_err set when
+// the backend is out of memory.
+static const lora_pair *adapter_pairs(fwd_state *s, const lora_adapter *a) {
+    ops *o = s->o;
+    if (o->host_memory) return a->w;
+    for (int i = 0; i < s->n_copies; i++) {
+        struct fwd_copy *c = &s->copies[i];
+        if (copy_of(c, a)) {
+            c->last_use = s->batches;
+            return c->w;
+        }
+    }
+    // make room: evict the least recently used copy that this batch does not use
+    while (s->n_copies >= FWD_MAX_COPIES) {
+        int lru = -1;
+        for (int i = 0; i < s->n_copies; i++)
+            if (s->copies[i].last_use < s->batches && (lru < 0 || s->copies[i].last_use < s->copies[lru].last_use))
+                lru = i;
+        if (lru < 0) break;  // all in this batch (more adapters than FWD_MAX_COPIES): keep them
+        copy_free(s, &s->copies[lru]);
+    }
+    int L = s->m->cfg.n_layers;
+    size_t total = 0;
+    for (int i = 0; i < L * LORA_NMODULES; i++)
+        if (a->w[i].A) total += (size_t)a->rank * (a->w[i].in + a->w[i].out);
+    struct fwd_copy c = {a, a->serial, NULL, calloc((size_t)L * LORA_NMODULES, sizeof(lora_pair)), s->batches};
+    struct fwd_copy *grown = realloc(s->copies, sizeof *grown * (size_t)(s->n_copies + 1));
+    if (grown) s->copies = grown;
+    if (c.w && grown) c.mem = o->alloc(o, sizeof(float) * (total ? total : 1));
+    if (!c.w || !grown || !c.mem) {
+        if (c.mem) o->free(o, c.mem);
+        free(c.w);
+        ql_err(QL_ENOMEM, "out of %s memory for a copy of an adapter (%zu MB)", o->name, total * 4 >> 20);
+        return NULL;
+    }
+    size_t off = 0;
+    for (int i = 0; i < L * LORA_NMODULES; i++) {
+        const lora_pair *p = &a->w[i];
+        c.w[i] = (lora_pair){NULL, NULL, p->in, p->out};
+        if (!p->A) continue;
+        size_t na = (size_t)a->rank * p->in, nb = (size_t)p->out * a->rank;
+        c.w[i].A = c.mem + off, o->to_device(o, c.w[i].A, p->A, sizeof(float) * na), off += na;
+        c.w[i].B = c.mem + off, o->to_device(o, c.w[i].B, p->B, sizeof(float) * nb), off += nb;
+    }
+    s->copies[s->n_copies++] = c;
+    return c.w;
+}
+
 int fwd_init_slots(fwd_state *s, model *m, ops *o, int max_T, int max_N, int n_slots) {
     memset(s, 0, sizeof *s);
     const model_config *c = &m->cfg;
@@ -65,7 +141,8 @@ int fwd_init_slots(fwd_state *s, model *m, ops *o, int max_T, int max_N, int n_s
     s->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
     s->pos = malloc(sizeof(int) * (size_t)max_N);
     s->segs = malloc(sizeof(lora_seg) * (size_t)max_N);
-    if (!s->k_cache || !s->v_cache || !s->inv_freq || !s->pos || !s->segs) {
+    s->seq_pairs = calloc((size_t)n_slots, sizeof *s->seq_pairs);
+    if (!s->k_cache || !s->v_cache || !s->inv_freq || !s->pos || !s->segs || !s->seq_pairs) {
         fwd_free(s);
         return ql_err(QL_ENOMEM, "out of memory");
     }
@@ -103,6 +180,8 @@ void fwd_free(fwd_state *s) {
     float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->att, s->kb, s->vb, s->hb, s->hb2, s->logits, s->xa};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) o->free(o, bufs[i]);
     model_release(s->m, o, &s->norms);
+    while (s->n_copies) copy_free(s, &s->copies[0]);
+    free(s->copies), free(s->seq_pairs);
     free(s->k_cache), free(s->v_cache), free(s->inv_freq), free(s->pos), free(s->segs);
     memset(s, 0, sizeof *s);
 }
@@ -137,7 +216,7 @@ static int lora_segments(fwd_state *s, const fwd_seq *seqs, int nseq, int l, int
     for (int i = 0; i < nseq; row += seqs[i++].n) {
         const lora_adapter *a = seqs[i].adapter;
         if (!a || seqs[i].scale == 0.0f) continue;
-        const lora_pair *p = &a->w[l * LORA_NMODULES + k];
+        const lora_pair *p = &s->seq_pairs[i][l * LORA_NMODULES + k];
         if (!p->A) continue;
         float scale = a->scaling * seqs[i].scale;
         lora_seg *last = ns ? &s->segs[ns - 1] : NULL;
@@ -211,6 +290,12 @@ int fwd_batch(fwd_state *s, float *logits, const int *tokens, const fwd_seq *seq
         s->xa = o->alloc(o, sizeof(float) * (size_t)N * R);
         if (!s->xa) return ql_err(QL_ENOMEM, "out of %s memory for LoRA scratch", o->name);
         s->xa_cap = (size_t)N * R;
+    }
+    s->batches++;
+    for (int i = 0; i < nseq; i++) {
+        s->seq_pairs[i] = NULL;
+        if (seqs[i].adapter && seqs[i].scale != 0.0f && !(s->seq_pairs[i] = adapter_pairs(s, seqs[i].adapter)))
+            return QL_ENOMEM;  // adapter_pairs set the message
     }
     for (int i = 0, row = 0; i < nseq; row += seqs[i++].n)
         for (int j = 0; j < seqs[i].n; j++) s->pos[row + j] = seqs[i].pos + j;

@@ -27,7 +27,16 @@ typedef struct {
     float *xa;             // LoRA scratch: xa_cap floats
     size_t xa_cap;
     lora_seg *segs;        // host (max_N): one linear's LoRA segments
+    // Backends whose memory is not host memory (ops.host_memory == 0) get a copy of
+    // each adapter's pairs, made on first use and kept until fwd_forget_adapter,
+    // fwd_free, or eviction (least recently used, beyond FWD_MAX_COPIES).
+    struct fwd_copy *copies;
+    int n_copies;
+    uint64_t batches;      // fwd_batch calls so far: the copies' clock
+    const lora_pair **seq_pairs;  // host (n_slots): the pairs each sequence of a batch uses
 } fwd_state;
+
+#define FWD_MAX_COPIES 16
 
 // One sequence of a batch (fwd_batch). Its n tokens are rows [row0, row0+n) of the
 // call, where row0 is the sum of n over the sequences before it.
@@ -55,8 +64,13 @@ void fwd_free(fwd_state *s);
 int fwd_check_adapter(const model_config *c, const lora_adapter *a);
 // Apply adapter a (NULL: none) in fwd_forward from the next call on: every
 // targeted linear becomes y = x W^T + scaling * (x A^T) B^T. a's weights must be in
-// backend memory (host memory for the CPU backends) and outlive its use.
+// host memory (fwd_state copies it to the backend when needed) and outlive its use.
 int fwd_set_adapter(fwd_state *s, const lora_adapter *a);
+// Frees the backend copy of a's weights, if there is one. Call it after changing
+// a's weights while s lives (the copy of the old ones would be used again), and
+// when dropping a for good (else its copy waits for eviction or fwd_free). Copies
+// are found by the adapter's serial, so a new adapter never meets an old copy.
+void fwd_forget_adapter(fwd_state *s, const lora_adapter *a);
 // Run tokens (N, host) at positions T0..T0+N-1 of the one sequence in slot 0.
 // logits (host): (N,V) when all_logits, else (1,V) for the last token.
 int fwd_forward(fwd_state *s, float *logits, const int *tokens, int N, int T0, int all_logits);

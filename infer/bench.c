@@ -81,9 +81,7 @@ static int bench_train(const char *name, model *m, ops *o, int T, int R, int rep
     int rc = lora_init(&a, &m->cfg, R, 2.0f * R, 0, 0.0f, LORA_ALL, 1);
     if (rc) return rc;
     trainer t;
-    train_params tp = {0};
     rc = trainer_init(&t, m, o, &a, 1, T, 0);
-    if (!rc) rc = train_params_init(&tp, &t);
     int *buf = malloc(sizeof(int) * 4 * (size_t)T);
     if (!rc && !buf) rc = ql_err(QL_ENOMEM, "out of memory");
     adamw_config oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .max_grad_norm = 1.0f,
@@ -100,7 +98,7 @@ static int bench_train(const char *name, model *m, ops *o, int T, int R, int rep
         long n;
         trainer_zero_grads(&t);
         rc = trainer_step(&t, buf, buf + T, buf + 2 * T, buf + 3 * T, 1.0f / (T - 1), 0, &nll, &n);
-        if (!rc) train_update(&t, &tp, &oc, r + 1, oc.lr);
+        if (!rc) train_update(&t, &oc, r + 1, oc.lr);
         double tps = n / (time_now() - t0);
         if (r > 0 && tps > best) best = tps;
         log_info("%s train step %d: %.1f trained tok/s, loss %.4f", name, r, tps, nll / n);
@@ -112,7 +110,6 @@ static int bench_train(const char *name, model *m, ops *o, int T, int R, int rep
                o->name, base_dtype_name(m->base_dtype), T, R, best, mem_peak_rss() / 1e6);
     fflush(stdout);
     free(buf);
-    train_params_free(&tp);
     trainer_free(&t);
     lora_free(&a);
     return rc;

@@ -141,6 +141,7 @@ int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FI
             } else if (!strcmp(line, "/unload") && arg && *arg) {
                 const store_entry *e = store_find(&st, arg);
                 int was = e && e->serial == cur;
+                if (e) fwd_forget_adapter(&f, &e->a);
                 if (store_drop(&st, arg)) fprintf(out, "(%s)\n", ql_errmsg());
                 else fprintf(out, "(unloaded %s%s)\n", arg, was ? "; answering with base" : "");
                 if (was) cur = 0;

@@ -1,4 +1,5 @@
 // backend.c: choosing a backend by name.
+#include <math.h>
 #include <string.h>
 
 #include "../common/err.h"
@@ -21,4 +22,12 @@ ops *ops_new(const char *name, int n_threads) {
     if (!strcmp(name, "ref")) return ops_ref_new();
     ql_err(QL_EINVAL, "--backend: expected auto, cpu, cuda or ref, found '%s'", name);
     return NULL;
+}
+
+adamw_scalars adamw_scalars_of(const adamw_args *a) {
+    double bc1 = 1.0 - pow(a->beta1, a->step), bc2 = 1.0 - pow(a->beta2, a->step);
+    return (adamw_scalars){.decay = 1.0f - a->lr * a->weight_decay, .b1 = a->beta1, .b2 = a->beta2,
+                           .one_minus_b1 = 1.0f - a->beta1, .one_minus_b2 = 1.0f - a->beta2,
+                           .step_size = (float)(a->lr / bc1), .bc2_sqrt = (float)sqrt(bc2), .eps = a->eps,
+                           .clip = a->clip};
 }

@@ -34,10 +34,32 @@ typedef struct {
     const float *A, *B;
 } lora_seg;
 
+// One AdamW step's settings (ops adamw). PyTorch's torch.optim.AdamW:
+//   g = grad * clip; p *= 1 - lr*weight_decay; m = b1*m + (1-b1)*g;
+//   v = b2*v + (1-b2)*g^2; p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps)
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    int step;    // 1-based, for the bias corrections
+    float clip;  // gradient multiplier from global-norm clipping; 1 = none
+} adamw_args;
+
+// The scalars every backend's adamw uses, computed once on the host the same way
+// (bias corrections in double, as PyTorch), so backends differ only in rounding
+// inside the element loop.
+typedef struct {
+    float decay, b1, b2, one_minus_b1, one_minus_b2, step_size, bc2_sqrt, eps, clip;
+} adamw_scalars;
+adamw_scalars adamw_scalars_of(const adamw_args *a);  // kernels/backend.c
+
 typedef struct ops ops;
 struct ops {
     const char *name;  // "ref", "cpu", "cuda"
     void *ctx;         // backend state
+    // 1 when backend memory is plain host memory that callers may read and write
+    // directly (cpu): host arrays such as an adapter's weights are used in place.
+    // 0 (cuda, and ref on purpose, so the tests run the copies a device needs):
+    // callers copy them in with alloc + to_device.
+    int host_memory;
 
     // Memory for activations and caches. alloc returns zeroed memory or NULL.
     void *(*alloc)(ops *o, size_t bytes);
@@ -51,6 +73,8 @@ struct ops {
     void (*weight_release)(ops *o, qweight *w);
     void (*sync)(ops *o);
     void (*destroy)(ops *o);  // frees the backend itself; called by ops_delete
+    // Zero `bytes` of backend memory at p.
+    void (*zero)(ops *o, void *p, size_t bytes);
 
     // out (N,C) = rows tokens[i] of table (V,C); tokens on the host
     void (*embed)(ops *o, float *out, const qweight *table, const int *tokens, int N);
@@ -143,6 +167,14 @@ struct ops {
     // probability p, drawn from dropout_keep(key, i). The same call on a gradient is its
     // backward. out may alias x.
     void (*dropout)(ops *o, float *out, const float *x, int64_t n, float p, uint64_t key);
+
+    // ---- Optimizer (issue 6): the trainer keeps every LoRA weight, gradient and ----
+    // moment in one flat fp32 array each, in backend memory, so a step is two calls.
+    // Sum of x[i]^2 over n, accumulated in double (waits for the backend; returns on the host).
+    double (*sumsq)(ops *o, const float *x, int64_t n);
+    // One AdamW step (adamw_args) over n parameters p with gradients g and moments m, v
+    // (all updated in place but g).
+    void (*adamw)(ops *o, float *p, const float *g, float *m, float *v, int64_t n, const adamw_args *a);
 };
 
 // The dropout mask bit for element i under key: 1 (keep) with probability 1-p.

@@ -77,10 +77,13 @@ static void run(const char *backend, int ckpt, float dropout) {
                     int j = (int)(test_rand_u64(&s) % (uint64_t)n);
                     float keep = w[j], h = 1e-2f;
                     w[j] = keep + h;
+                    trainer_push(&t);
                     double lp = loss_of(&t, scale);
                     w[j] = keep - h;
+                    trainer_push(&t);
                     double lm = loss_of(&t, scale);
                     w[j] = keep;
+                    trainer_push(&t);
                     double fd = (lp - lm) / (2 * h), an = g[which][j];
                     CHECKF(fabs(fd - an) <= 2e-4 + 2e-2 * fabs(fd), "%s layer %d %s %s[%d]: analytic %.6g, fd %.6g",
                            backend, l, LORA_MODULE_NAMES[k], which ? "B" : "A", j, an, fd);

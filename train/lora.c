@@ -26,6 +26,11 @@ float lora_scaling(int rank, float alpha, int use_rslora) {
     return use_rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
 }
 
+uint64_t lora_next_serial(void) {
+    static uint64_t last;
+    return __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED);
+}
+
 int lora_init(lora_adapter *a, const model_config *c, int rank, float alpha, int use_rslora, float dropout,
               unsigned targets, uint64_t seed) {
     memset(a, 0, sizeof *a);
@@ -36,6 +41,7 @@ int lora_init(lora_adapter *a, const model_config *c, int rank, float alpha, int
     a->rank = rank, a->alpha = alpha, a->use_rslora = use_rslora, a->dropout = dropout, a->targets = targets;
     a->n_layers = c->n_layers;
     a->scaling = lora_scaling(rank, alpha, use_rslora);
+    a->serial = lora_next_serial();
     a->w = calloc((size_t)c->n_layers * LORA_NMODULES, sizeof(lora_pair));
     if (!a->w) return ql_err(QL_ENOMEM, "out of memory");
     uint64_t s = seed;

@@ -36,7 +36,12 @@ typedef struct {
     float scaling;
     lora_pair *w;       // [n_layers * LORA_NMODULES], index l*LORA_NMODULES + k
     char *base_model;   // base_model_name_or_path for adapter_config.json
+    uint64_t serial;    // unique per adapter made (lora_init, lora_load_peft): how the backend
+                        // copies of common/forward.c find it; 0 in adapters made by hand
 } lora_adapter;
+
+// A fresh serial (1, 2, ...; thread-safe).
+uint64_t lora_next_serial(void);
 
 // in/out of module k (0..6) of a layer for config c
 void lora_module_shape(const model_config *c, int k, int *in, int *out);

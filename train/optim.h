@@ -1,5 +1,5 @@
-// optim.h: AdamW over the adapter's fp32 master weights, the learning-rate
-// schedule and global-norm gradient clipping.
+// optim.h: the optimizer's settings and the learning-rate schedule. The AdamW
+// step itself is a backend op (kernels/ops.h adamw), called by train_update.
 #ifndef QL_OPTIM_H
 #define QL_OPTIM_H
 
@@ -15,21 +15,8 @@ typedef struct {
     float max_grad_norm;  // <= 0: no clipping
 } adamw_config;
 
-// One parameter tensor and its state (all host fp32).
-typedef struct {
-    float *p, *g, *m, *v;
-    size_t n;
-} adamw_param;
-
 // Learning rate at step (0-based): warmup, then the schedule.
 float lr_at(const adamw_config *c, int step);
-// Global L2 norm of all gradients (double accumulation).
-double grad_norm(const adamw_param *ps, int n);
-// One AdamW step (torch.optim.AdamW semantics: decoupled weight decay p -= lr*wd*p,
-// bias-corrected moments), after scaling gradients by clip = min(1, max_norm/norm).
-// step is 1-based for the bias correction.
-void adamw_step(const adamw_config *c, adamw_param *ps, int n, int step, float lr, float clip);
-
 int sched_parse(int *out, const char *name);
 const char *sched_name(int s);
 

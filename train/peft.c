@@ -481,6 +481,7 @@ int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) {
     if (!rc) {
         a->n_layers = c->n_layers;
         a->scaling = lora_scaling(a->rank, a->alpha, a->use_rslora);
+        a->serial = lora_next_serial();
         a->w = calloc((size_t)c->n_layers * LORA_NMODULES, sizeof(lora_pair));
         if (!a->w) rc = ql_err(QL_ENOMEM, "out of memory");
         for (int i = 0; !rc && i < c->n_layers * LORA_NMODULES; i++)

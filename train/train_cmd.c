@@ -183,23 +183,36 @@ static double val_loss(trainer *t, const ds_packed *v, int B, int *tok, int *tgt
 
 // ---- checkpoints: fp32 masters, AdamW moments, the loss history, the step ----
 
-static int ckpt_save(const char *path, const lora_adapter *a, const train_params *tp, int step, const float *losses,
-                     const char *fingerprint) {
-    int n = tp->n * 3 + 1;
-    st_out *t = calloc((size_t)n, sizeof(st_out));
-    char (*names)[96] = calloc((size_t)n, sizeof *names);
-    if (!t || !names) { free(t); free(names); return ql_err(QL_ENOMEM, "out of memory"); }
-    int k = 0, q = 0;
+// The checkpoint holds, per targeted module and A/B, the weights "w" and AdamW's
+// moments "m", "v"; the trainer keeps them as flat arrays in that order.
+static void ckpt_name(char *buf, size_t len, int i, int which, const char *kind) {
+    snprintf(buf, len, "layers.%d.%s.%s.%s", i / LORA_NMODULES, LORA_MODULE_NAMES[i % LORA_NMODULES], which ? "B" : "A",
+             kind);
+}
+
+static int ckpt_save(const char *path, trainer *tr, int step, const float *losses, const char *fingerprint) {
+    const lora_adapter *a = tr->a;
+    size_t np = (size_t)tr->n_params;
+    float *flat = malloc(sizeof(float) * 3 * (np ? np : 1));
+    int n = 0;
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) n += a->w[i].A ? 6 : 0;
+    st_out *t = calloc((size_t)n + 1, sizeof(st_out));
+    char (*names)[96] = calloc((size_t)n + 1, sizeof *names);
+    if (!t || !names || !flat) { free(t); free(names); free(flat); return ql_err(QL_ENOMEM, "out of memory"); }
+    trainer_get_state(tr, flat, flat + np, flat + 2 * np);
+    int k = 0;
+    size_t off = 0;
     for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) {
         if (!a->w[i].A) continue;
-        for (int which = 0; which < 2; which++, q++) {
+        for (int which = 0; which < 2; which++) {
+            size_t cnt = which ? (size_t)a->w[i].out * a->rank : (size_t)a->rank * a->w[i].in;
             const char *kind[3] = {"w", "m", "v"};
-            const float *data[3] = {tp->p[q].p, tp->p[q].m, tp->p[q].v};
             for (int j = 0; j < 3; j++, k++) {
-                snprintf(names[k], sizeof names[k], "layers.%d.%s.%s.%s", i / LORA_NMODULES,
-                         LORA_MODULE_NAMES[i % LORA_NMODULES], which ? "B" : "A", kind[j]);
-                t[k] = (st_out){.name = names[k], .type = DT_F32, .ndim = 1, .shape = {(int64_t)tp->p[q].n}, .data = data[j]};
+                ckpt_name(names[k], sizeof names[k], i, which, kind[j]);
+                t[k] = (st_out){.name = names[k], .type = DT_F32, .ndim = 1, .shape = {(int64_t)cnt},
+                                .data = flat + (size_t)j * np + off};
             }
+            off += cnt;
         }
     }
     static const float none = 0;
@@ -211,42 +224,47 @@ static int ckpt_save(const char *path, const lora_adapter *a, const train_params
     int rc = st_write(path, t, k, meta, NULL, 0, -1);
     free(t);
     free(names);
+    free(flat);
     return rc;
 }
 
-static int ckpt_load(const char *path, lora_adapter *a, train_params *tp, int *step, float *losses,
-                     const char *fingerprint) {
+static int ckpt_load(const char *path, trainer *tr, int *step, float *losses, const char *fingerprint) {
+    const lora_adapter *a = tr->a;
+    size_t np = (size_t)tr->n_params;
     st_file f;
     QL_CHECK(st_open(&f, path));
     int rc = QL_OK;
+    float *flat = malloc(sizeof(float) * 3 * (np ? np : 1));
+    if (!flat) rc = ql_err(QL_ENOMEM, "out of memory");
     char *fmt = st_metadata_get(&f, "format"), *ss = st_metadata_get(&f, "step"), *fp = st_metadata_get(&f, "fingerprint");
-    if (!fmt || strcmp(fmt, "qlora-checkpoint") || !ss || !fp)
+    if (!rc && (!fmt || strcmp(fmt, "qlora-checkpoint") || !ss || !fp))
         rc = ql_err(QL_EFORMAT, "%s: not a qlora checkpoint", path);
-    else if (strcmp(fp, fingerprint))
+    else if (!rc && strcmp(fp, fingerprint))
         rc = ql_err(QL_EINVAL, "%s: the checkpoint was made with other options or data; resuming needs the same "
                     "(checkpoint: %s; now: %s)", path, fp, fingerprint);
     if (!rc) *step = atoi(ss);
-    int q = 0;
+    size_t off = 0;
     for (int i = 0; i < a->n_layers * LORA_NMODULES && !rc; i++) {
         if (!a->w[i].A) continue;
-        for (int which = 0; which < 2 && !rc; which++, q++) {
+        for (int which = 0; which < 2 && !rc; which++) {
+            size_t cnt = which ? (size_t)a->w[i].out * a->rank : (size_t)a->rank * a->w[i].in;
             const char *kind[3] = {"w", "m", "v"};
-            float *data[3] = {tp->p[q].p, tp->p[q].m, tp->p[q].v};
             for (int j = 0; j < 3 && !rc; j++) {
                 char n[96];
-                snprintf(n, sizeof n, "layers.%d.%s.%s.%s", i / LORA_NMODULES, LORA_MODULE_NAMES[i % LORA_NMODULES],
-                         which ? "B" : "A", kind[j]);
+                ckpt_name(n, sizeof n, i, which, kind[j]);
                 const st_tensor *t = st_find(&f, n);
-                if (!t || t->type != DT_F32 || (size_t)t->numel != tp->p[q].n)
+                if (!t || t->type != DT_F32 || (size_t)t->numel != cnt)
                     rc = ql_err(QL_EFORMAT, "%s: tensor '%s' missing or of the wrong size", path, n);
-                else memcpy(data[j], t->data, t->nbytes);
+                else memcpy(flat + (size_t)j * np + off, t->data, t->nbytes);
             }
+            off += cnt;
         }
     }
     const st_tensor *l = rc ? NULL : st_find(&f, "losses");
     if (!rc && (!l || l->type != DT_F32 || l->numel < *step)) rc = ql_err(QL_EFORMAT, "%s: loss history missing", path);
     if (!rc && *step > 0) memcpy(losses, l->data, sizeof(float) * (size_t)*step);
-    free(fmt), free(ss), free(fp);
+    if (!rc) trainer_set_state(tr, flat, flat + np, flat + 2 * np);
+    free(fmt), free(ss), free(fp), free(flat);
     st_close(&f);
     return rc;
 }
@@ -312,7 +330,6 @@ int cmd_train(int argc, char **argv) {
         ds_packed tp_rows = {0}, vp_rows = {0};
         lora_adapter a = {0};
         trainer t = {0};
-        train_params tp = {0};
         float *losses = NULL, *vloss = NULL;
         int *vstep = NULL, nval = 0, *buf = NULL, *perm = NULL;
         char ckpt[4200], svg[4200], fingerprint[1024];
@@ -346,7 +363,6 @@ int cmd_train(int argc, char **argv) {
         if ((rc = lora_init(&a, &m.cfg, o.rank, o.alpha, o.rslora, o.dropout, targets, (uint64_t)o.seed))) goto done;
         a.base_model = strdup(o.base);
         if ((rc = trainer_init(&t, &m, be, &a, o.batch, o.seq_len, o.grad_ckpt))) goto done;
-        if ((rc = train_params_init(&tp, &t))) goto done;
         if ((rc = mkdirs(o.out))) goto done;
         snprintf(fingerprint, sizeof fingerprint,
                  "data=%016llx rank=%d alpha=%g rslora=%d dropout=%g targets=%u lr=%g steps=%d batch=%d accum=%d "
@@ -365,7 +381,7 @@ int cmd_train(int argc, char **argv) {
         int step0 = 0;
         if (o.resume) {
             if (access(ckpt, R_OK) != 0) { free(rows); rc = ql_err(QL_EIO, "%s: --resume, but there is no checkpoint", ckpt); goto done; }
-            if ((rc = ckpt_load(ckpt, &a, &tp, &step0, losses, fingerprint))) { free(rows); goto done; }
+            if ((rc = ckpt_load(ckpt, &t, &step0, losses, fingerprint))) { free(rows); goto done; }
             log_info("resumed from %s at step %d", ckpt, step0);
         }
         if (vp_rows.R && step0 == 0) {  // where training starts from
@@ -399,7 +415,7 @@ int cmd_train(int argc, char **argv) {
             }
             if (rc) break;
             float lr = lr_at(&oc, step);
-            double norm = ntr > 0 ? train_update(&t, &tp, &oc, step + 1, lr) : 0;
+            double norm = ntr > 0 ? train_update(&t, &oc, step + 1, lr) : 0;
             losses[step] = (float)loss;
             trained_total += (double)ntr;
             double el = time_now() - t0, tps = trained_total / (el > 0 ? el : 1e-9);
@@ -419,7 +435,7 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
             }
             if ((o.save_every && ((step + 1) % o.save_every == 0 || last)) || (stop < steps && step + 1 == stop))
-                rc = ckpt_save(ckpt, &a, &tp, step + 1, losses, fingerprint);
+                rc = ckpt_save(ckpt, &t, step + 1, losses, fingerprint);
         }
         free(rows);
         if (tty) fputc('\n', stderr);
@@ -447,6 +463,7 @@ int cmd_train(int argc, char **argv) {
                 if (p) sprintf(p, "\"val_loss\": %.6f}\n}\n", vfinal);
             }
             free(qdata), free(qbase), free(qfp), free(qrec);
+            trainer_pull(&t);
             rc = lora_save_peft(&a, o.out, rec);
             free(rec);
         }
@@ -459,7 +476,6 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
             code = rc == QL_EINVAL ? 2 : 1;
         }
-        train_params_free(&tp);
         trainer_free(&t);
         lora_free(&a);
         ds_packed_free(&tp_rows), ds_packed_free(&vp_rows);

@@ -2,6 +2,7 @@
 // a packed micro-batch and keeping what the backward pass needs.
 #include "trainer.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +44,7 @@ static void acts_free(trainer *t, block_acts *b) {
 int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, int grad_checkpoint) {
     memset(t, 0, sizeof *t);
     const model_config *c = &m->cfg;
-    if (!o->attention_train || !o->lora_backward || !o->dropout)
+    if (!o->attention_train || !o->lora_backward || !o->dropout || !o->adamw)
         return ql_err(QL_EUNSUP, "the %s backend cannot train yet (no backward ops)", o->name);
     if (B < 1 || T < 2) return ql_err(QL_EINVAL, "training batch %d x %d: expected B >= 1 and T >= 2", B, T);
     t->m = m, t->o = o, t->a = a, t->B = B, t->T = T, t->N = B * T, t->checkpoint = grad_checkpoint;
@@ -56,9 +57,10 @@ int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, in
     t->x_saved = calloc((size_t)L + 1, sizeof(float *));
     t->dA = calloc((size_t)L * LORA_NMODULES, sizeof(float *));
     t->dB = calloc((size_t)L * LORA_NMODULES, sizeof(float *));
+    t->w = calloc((size_t)L * LORA_NMODULES, sizeof(lora_pair));
     t->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
     t->pos = malloc(sizeof(int) * N), t->seg_start = malloc(sizeof(int) * N), t->targets = malloc(sizeof(int) * N);
-    if (!t->acts || !t->x_saved || !t->dA || !t->dB || !t->inv_freq || !t->pos || !t->seg_start || !t->targets) {
+    if (!t->acts || !t->x_saved || !t->dA || !t->dB || !t->w || !t->inv_freq || !t->pos || !t->seg_start || !t->targets) {
         trainer_free(t);
         return ql_err(QL_ENOMEM, "out of memory");
     }
@@ -74,13 +76,24 @@ int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, in
     t->datt = balloc(t, N * HD, &rc), t->dq = balloc(t, N * HD, &rc);
     t->dk = balloc(t, N * KV, &rc), t->dv = balloc(t, N * KV, &rc);
     t->dxa = balloc(t, N * a->rank, &rc), t->tmp = balloc(t, N * wide, &rc);
-    for (int i = 0; i < L * LORA_NMODULES && !rc; i++) {
+    for (int i = 0; i < L * LORA_NMODULES; i++)
+        if (a->w[i].A) t->n_params += (int64_t)a->rank * (a->w[i].in + a->w[i].out);
+    size_t np = (size_t)t->n_params;
+    t->params = balloc(t, np, &rc), t->grads = balloc(t, np, &rc);
+    t->adam_m = balloc(t, np, &rc), t->adam_v = balloc(t, np, &rc);
+    if (rc) { trainer_free(t); return rc; }
+    int64_t off = 0;
+    for (int i = 0; i < L * LORA_NMODULES; i++) {
         const lora_pair *p = &a->w[i];
+        t->w[i] = (lora_pair){NULL, NULL, p->in, p->out};
         if (!p->A) continue;
-        t->dA[i] = balloc(t, (size_t)a->rank * p->in, &rc);
-        t->dB[i] = balloc(t, (size_t)p->out * a->rank, &rc);
+        t->w[i].A = t->params + off, t->dA[i] = t->grads + off, off += (int64_t)a->rank * p->in;
+        t->w[i].B = t->params + off, t->dB[i] = t->grads + off, off += (int64_t)p->out * a->rank;
     }
-    if (rc) trainer_free(t);
+    trainer_push(t);
+    o->zero(o, t->adam_m, sizeof(float) * np);
+    o->zero(o, t->adam_v, sizeof(float) * np);
+    trainer_zero_grads(t);
     return rc;
 }
 
@@ -91,27 +104,18 @@ void trainer_free(trainer *t) {
     int L = c->n_layers, nacts = t->checkpoint ? 1 : L;
     for (int i = 0; t->acts && i < nacts; i++) acts_free(t, &t->acts[i]);
     for (int l = 0; t->x_saved && l <= L; l++) o->free(o, t->x_saved[l]);
-    for (int i = 0; i < L * LORA_NMODULES; i++) {
-        if (t->dA) o->free(o, t->dA[i]);
-        if (t->dB) o->free(o, t->dB[i]);
-    }
-    float *p[] = {t->x_final, t->xn_final, t->logits, t->loss_tok, t->dx, t->dmid, t->dxn, t->dh, t->dgate,
+    float *p[] = {t->params, t->grads, t->adam_m, t->adam_v, t->x_final, t->xn_final, t->logits, t->loss_tok, t->dx, t->dmid, t->dxn, t->dh, t->dgate,
                   t->dup, t->datt, t->dq, t->dk, t->dv, t->dxa, t->tmp};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) o->free(o, p[i]);
     model_release(t->m, o, &t->norms);
-    free(t->acts), free(t->x_saved), free(t->dA), free(t->dB), free(t->inv_freq);
+    free(t->acts), free(t->x_saved), free(t->dA), free(t->dB), free(t->w), free(t->inv_freq);
     free(t->pos), free(t->seg_start), free(t->targets);
     memset(t, 0, sizeof *t);
 }
 
 
 // Zero n floats of backend memory.
-static void zero(trainer *t, float *p, size_t n) {
-    float *z = calloc(n ? n : 1, sizeof(float));
-    QL_ASSERT(z);
-    t->o->to_device(t->o, p, z, n * sizeof(float));
-    free(z);
-}
+static void zero(trainer *t, float *p, size_t n) { t->o->zero(t->o, p, n * sizeof(float)); }
 
 static uint64_t module_key(uint64_t key, int l, int k) {
     return key ^ (0xD1B54A32D192ED03ULL * (uint64_t)(l * LORA_NMODULES + k + 1));
@@ -122,7 +126,7 @@ static void lin_fwd(trainer *t, block_acts *b, int l, int k, float *y, const flo
                     uint64_t key) {
     ops *o = t->o;
     o->matmul(o, y, x, w, t->N);
-    const lora_pair *p = &t->a->w[l * LORA_NMODULES + k];
+    const lora_pair *p = &t->w[l * LORA_NMODULES + k];
     if (!p->A) return;
     const float *xin = x;
     if (t->a->dropout > 0) {
@@ -138,7 +142,7 @@ static void lin_bwd(trainer *t, block_acts *b, int l, int k, float *dx, int accu
     ops *o = t->o;
     o->matmul_backward_input(o, dx, dy, w, t->N, accumulate);
     int i = l * LORA_NMODULES + k;
-    const lora_pair *p = &t->a->w[i];
+    const lora_pair *p = &t->w[i];
     if (!p->A) return;
     if (t->a->dropout > 0) {
         // gradient of the dropped-out input, then through the same mask
@@ -154,14 +158,7 @@ static void lin_bwd(trainer *t, block_acts *b, int l, int k, float *dx, int accu
     }
 }
 
-void trainer_zero_grads(trainer *t) {
-    for (int i = 0; i < t->m->cfg.n_layers * LORA_NMODULES; i++) {
-        const lora_pair *p = &t->a->w[i];
-        if (!p->A) continue;
-        zero(t, t->dA[i], (size_t)t->a->rank * p->in);
-        zero(t, t->dB[i], (size_t)p->out * t->a->rank);
-    }
-}
+void trainer_zero_grads(trainer *t) { zero(t, t->grads, (size_t)t->n_params); }
 
 // One block forward: x (N,C) -> out (N,C), keeping its activations in b.
 static void block_fwd(trainer *t, block_acts *b, int l, const float *x, float *out, uint64_t key) {
@@ -296,41 +293,50 @@ int trainer_eval(trainer *t, const int *tokens, const int *targets, const int *p
     return rc;
 }
 
-int train_params_init(train_params *tp, trainer *t) {
-    memset(tp, 0, sizeof *tp);
-    int L = t->m->cfg.n_layers, R = t->a->rank;
-    tp->p = calloc(2 * (size_t)L * LORA_NMODULES, sizeof(adamw_param));
-    if (!tp->p) return ql_err(QL_ENOMEM, "out of memory");
-    for (int i = 0; i < L * LORA_NMODULES; i++) {
-        lora_pair *p = &t->a->w[i];
+// Copies between the host adapter's pairs and one flat host or backend array.
+static void pairs_copy(trainer *t, float *flat, int to_flat, int on_backend) {
+    const lora_adapter *a = t->a;
+    int64_t off = 0;
+    for (int i = 0; i < t->m->cfg.n_layers * LORA_NMODULES; i++) {
+        lora_pair *p = &a->w[i];
         if (!p->A) continue;
-        for (int which = 0; which < 2; which++) {
-            adamw_param *q = &tp->p[tp->n++];
-            q->n = which ? (size_t)p->out * R : (size_t)R * p->in;
-            q->p = which ? p->B : p->A;
-            q->g = calloc(q->n, sizeof(float)), q->m = calloc(q->n, sizeof(float)), q->v = calloc(q->n, sizeof(float));
-            if (!q->g || !q->m || !q->v) { train_params_free(tp); return ql_err(QL_ENOMEM, "out of memory"); }
+        float *h[2] = {p->A, p->B};
+        size_t n[2] = {(size_t)a->rank * p->in, (size_t)p->out * a->rank};
+        for (int j = 0; j < 2; off += (int64_t)n[j], j++) {
+            size_t bytes = sizeof(float) * n[j];
+            if (on_backend && to_flat) t->o->to_device(t->o, flat + off, h[j], bytes);
+            else if (on_backend) t->o->to_host(t->o, h[j], flat + off, bytes);
+            else if (to_flat) memcpy(flat + off, h[j], bytes);
+            else memcpy(h[j], flat + off, bytes);
         }
     }
-    return QL_OK;
 }
 
-void train_params_free(train_params *tp) {
-    for (int i = 0; tp->p && i < tp->n; i++) free(tp->p[i].g), free(tp->p[i].m), free(tp->p[i].v);
-    free(tp->p);
-    memset(tp, 0, sizeof *tp);
+void trainer_push(trainer *t) { pairs_copy(t, t->params, 1, 1); }
+void trainer_pull(trainer *t) { pairs_copy(t, t->params, 0, 1); }
+
+void trainer_get_state(trainer *t, float *w, float *m, float *v) {
+    size_t bytes = sizeof(float) * (size_t)t->n_params;
+    t->o->to_host(t->o, w, t->params, bytes);
+    t->o->to_host(t->o, m, t->adam_m, bytes);
+    t->o->to_host(t->o, v, t->adam_v, bytes);
 }
 
-double train_update(trainer *t, train_params *tp, const adamw_config *c, int step, float lr) {
-    int k = 0;
-    for (int i = 0; i < t->m->cfg.n_layers * LORA_NMODULES; i++) {
-        if (!t->a->w[i].A) continue;
-        t->o->to_host(t->o, tp->p[k].g, t->dA[i], sizeof(float) * tp->p[k].n), k++;
-        t->o->to_host(t->o, tp->p[k].g, t->dB[i], sizeof(float) * tp->p[k].n), k++;
-    }
-    double norm = grad_norm(tp->p, tp->n);
+void trainer_set_state(trainer *t, const float *w, const float *m, const float *v) {
+    size_t bytes = sizeof(float) * (size_t)t->n_params;
+    t->o->to_device(t->o, t->params, w, bytes);
+    t->o->to_device(t->o, t->adam_m, m, bytes);
+    t->o->to_device(t->o, t->adam_v, v, bytes);
+    pairs_copy(t, (float *)w, 0, 0);
+}
+
+double train_update(trainer *t, const adamw_config *c, int step, float lr) {
+    ops *o = t->o;
+    double norm = sqrt(o->sumsq(o, t->grads, t->n_params));
     float clip = 1.0f;
     if (c->max_grad_norm > 0 && norm + 1e-6 > c->max_grad_norm) clip = (float)(c->max_grad_norm / (norm + 1e-6));
-    adamw_step(c, tp->p, tp->n, step, lr, clip);
+    adamw_args args = {.lr = lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .weight_decay = c->weight_decay,
+                       .step = step, .clip = clip};
+    o->adamw(o, t->params, t->grads, t->adam_m, t->adam_v, t->n_params, &args);
     return norm;
 }

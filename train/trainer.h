@@ -38,7 +38,12 @@ typedef struct {
     float *x_final, *xn_final, *logits, *loss_tok;  // (N,C) x2, (N,V), (N)
     // gradients and scratch
     float *dx, *dmid, *dxn, *dh, *dgate, *dup, *datt, *dq, *dk, *dv, *dxa, *tmp;
-    float **dA, **dB;      // [L*7] (R,in), (out,R) accumulated over micro-batches
+    // The adapter's trainable state, each one flat fp32 array in backend memory, in
+    // the order module i = l*7+k of every targeted module: A (R,in), then B (out,R).
+    int64_t n_params;
+    float *params, *grads, *adam_m, *adam_v;  // (n_params) weights, gradients, AdamW moments
+    lora_pair *w;          // [L*7] the adapter's pairs with A/B in params (A NULL: not targeted)
+    float **dA, **dB;      // [L*7] into grads: (R,in), (out,R) accumulated over micro-batches
     float **norms;         // [2L+1] backend copies: attn_norm, ffn_norm per layer, then final
     float *inv_freq;       // host (D/2)
     int *pos, *seg_start, *targets;  // host (N)
@@ -58,19 +63,19 @@ int trainer_step(trainer *t, const int *tokens, const int *targets, const int *p
 int trainer_eval(trainer *t, const int *tokens, const int *targets, const int *pos, const int *seg, double *nll_sum,
                  long *n_trained);
 
-// The adapter's parameters for the optimizer: A and B of every targeted module
-// (the masters in the lora_adapter), host copies of their gradients, and AdamW's
-// moments (zero at the start).
-typedef struct {
-    adamw_param *p;  // [2 * targeted modules]: A then B of each
-    int n;
-} train_params;
-
-int train_params_init(train_params *tp, trainer *t);
-void train_params_free(train_params *tp);
-// Optimizer step after the micro-batches of one step: gradients to the host,
-// global-norm clipping (clip = min(1, max_norm / (norm + 1e-6)), as PyTorch's
-// clip_grad_norm_), AdamW with step (1-based) and lr. Returns the norm before clipping.
-double train_update(trainer *t, train_params *tp, const adamw_config *c, int step, float lr);
+// The host adapter a and the trainer's copy in backend memory: trainer_init copies
+// a in (and zeroes gradients and moments); train_update changes only the copy.
+// trainer_pull copies the weights back to a (before saving it); trainer_push copies a
+// in again (after changing it on the host).
+void trainer_pull(trainer *t);
+void trainer_push(trainer *t);
+// Checkpoints: weights and AdamW moments as flat host arrays of n_params floats
+// (the order above). trainer_set_state also updates a.
+void trainer_get_state(trainer *t, float *w, float *m, float *v);
+void trainer_set_state(trainer *t, const float *w, const float *m, const float *v);
+// Optimizer step after the micro-batches of one step, on the backend: global-norm
+// clipping (clip = min(1, max_norm / (norm + 1e-6)), as PyTorch's clip_grad_norm_),
+// AdamW with step (1-based) and lr. Returns the gradient norm before clipping.
+double train_update(trainer *t, const adamw_config *c, int step, float lr);
 
 #endif

@@ -130,6 +130,45 @@ static void cpu_dropout(ops *o, float *out, const float *x, int64_t n, float p, 
     for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, p) ? x[i] * s : 0.0f;
 }
 
+static void cpu_zero(ops *o, void *p, size_t bytes) { memset(p, 0, bytes); }
+
+// Double partial sums over fixed chunks, added in chunk order: the same result
+// for any thread count.
+#define SUMSQ_CHUNK 65536
+static double cpu_sumsq(ops *o, const float *x, int64_t n) {
+    int64_t nc = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+    if (nc <= 1) {
+        double s = 0;
+        for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+        return s;
+    }
+    double *part = malloc(sizeof(double) * (size_t)nc);
+    QL_ASSERT(part);
+    #pragma omp parallel for
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t e = (c + 1) * SUMSQ_CHUNK < n ? (c + 1) * SUMSQ_CHUNK : n;
+        double s = 0;
+        for (int64_t i = c * SUMSQ_CHUNK; i < e; i++) s += (double)x[i] * x[i];
+        part[c] = s;
+    }
+    double s = 0;
+    for (int64_t c = 0; c < nc; c++) s += part[c];
+    free(part);
+    return s;
+}
+
+static void cpu_adamw(ops *o, float *p, const float *g, float *m, float *v, int64_t n, const adamw_args *a) {
+    adamw_scalars s = adamw_scalars_of(a);
+    #pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * s.clip;
+        p[i] *= s.decay;
+        m[i] = s.b1 * m[i] + s.one_minus_b1 * gi;
+        v[i] = s.b2 * v[i] + s.one_minus_b2 * gi * gi;
+        p[i] -= s.step_size * m[i] / (sqrtf(v[i]) / s.bc2_sqrt + s.eps);
+    }
+}
+
 ops *ops_cpu_new(int n_threads) {
     ops *o = calloc(1, sizeof *o);
     cpu_ctx *c = calloc(1, sizeof *c);
@@ -154,6 +193,7 @@ ops *ops_cpu_new(int n_threads) {
         .swiglu_backward = cpu_swiglu_backward, .dropout = cpu_dropout, .matmul_backward_input = cpu_matmul_backward_input,
         .cross_entropy = cpu_cross_entropy, .lora_forward = cpu_lora_forward, .lora_backward = cpu_lora_backward,
         .lora_shrink = cpu_lora_shrink, .lora_expand = cpu_lora_expand,
+        .zero = cpu_zero, .sumsq = cpu_sumsq, .adamw = cpu_adamw, .host_memory = 1,
     };
     return o;
 }

@@ -4,7 +4,7 @@
 // public face of the backend is ops_cuda_new in kernels/ops.h (plain C).
 //
 // Errors. Functions that return a status (ops_cuda_new, weight_upload) use
-// cudaCheck/cublasCheck/curandCheck: on failure they set ql_err(QL_EDEVICE,
+// cudaCheck/cublasCheck: on failure they set ql_err(QL_EDEVICE,
 // "file:line: statement: error") and return QL_EDEVICE. The compute ops of
 // ops.h return void, so they have no status channel: a failure there (a bad
 // launch, a faulting kernel, out of device memory for scratch) is fatal and
@@ -29,7 +29,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <curand.h>
 
 extern "C" {
 #include "../../common/err.h"
@@ -39,7 +38,6 @@ extern "C" {
 
 // ---- check helpers ----
 
-const char *curand_status_name(curandStatus_t s);
 // Logs "file:line: what: msg" and aborts. For the void ops, which cannot return a status.
 [[noreturn]] void cuda_fatal(const char *file, int line, const char *what, const char *msg);
 
@@ -50,8 +48,6 @@ const char *curand_status_name(curandStatus_t s);
                   cudaGetErrorString(e_), cudaGetErrorName(e_)); } } while (0)
 #define cublasCheck(call) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) \
     return ql_err(QL_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cublasGetStatusString(s_)); } while (0)
-#define curandCheck(call) do { curandStatus_t s_ = (call); if (s_ != CURAND_STATUS_SUCCESS) \
-    return ql_err(QL_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, curand_status_name(s_)); } while (0)
 
 // In a void op: log file:line and abort.
 #define cudaCheckAbort(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) \
@@ -74,11 +70,13 @@ typedef struct {
     cudaDeviceProp prop;
     cudaStream_t stream;        // every op is queued here; cuBLAS and cuRAND are bound to it
     cublasHandle_t blas;
-    curandGenerator_t rng;      // Philox, for dropout (later)
     float *nf4_tables;          // device (NF4_TABLES_LEN): uploaded once, staged into shared memory by kernels
     cuda_buf tile;              // weight rows dequantized to fp16/fp32 for the tensor-core matmul
     cuda_buf xconv;             // activations converted to fp16/bf16 for the tensor-core matmul
     cuda_buf args;              // per-call copies of host arrays (tokens, positions, inv_freq)
+    cuda_buf work;              // per-op device workspace (reductions, ...); not kept across ops
+    double *sumsq_acc;          // device double for sumsq, with a pinned host twin below
+    double *sumsq_host;         // pinned (cudaMallocHost)
     size_t tile_budget;         // bytes of one dequantized tile (env QLORA_CUDA_TILE_BYTES, default 64 MiB)
     int sync_debug;             // QLORA_CUDA_SYNC=1
 } cuda_ctx;
@@ -111,10 +109,43 @@ void *cuda_buf_reserve_abort(cuda_buf *b, size_t bytes, const char *what, const 
 // bytes per element of the tile; 0 rows when the weight needs no tile.
 void cuda_matmul_tile_shape(const cuda_ctx *c, const cuda_weight *w, int64_t *rows_per_tile, size_t *elem_bytes);
 
-// The ops implemented outside ops_cuda.cu.
+// The ops implemented outside ops_cuda.cu; contracts in kernels/ops.h.
+// matmul_cuda.cu
 void cuda_matmul(ops *o, float *out, const float *x, const qweight *w, int N);
+void cuda_matmul_backward_input(ops *o, float *dx, const float *dy, const qweight *w, int N, int accumulate);
+// attention_cuda.cu
 void cuda_attention(ops *o, float *out, const float *q, const float *k, const float *v, int N, int T0, int H,
                     int Hkv, int D);
+// attention_train_cuda.cu
+void cuda_attention_train(ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
+                          const int *seg_start, int N, int H, int Hkv, int D);
+void cuda_attention_backward(ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                             const float *k, const float *v, const float *out, const float *lse, const int *seg_start,
+                             int N, int H, int Hkv, int D);
+// grad_cuda.cu: the element-wise and per-row training ops and the optimizer
+void cuda_rmsnorm_backward(ops *o, float *dx, float *dw, const float *dy, const float *x, const float *w, int N, int C,
+                           float eps);
+void cuda_rope_backward(ops *o, float *dx, const int *pos, int N, int H, int D, const float *inv_freq);
+void cuda_swiglu_backward(ops *o, float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                          int n);
+void cuda_cross_entropy(ops *o, float *loss, float *dlogits, const float *logits, const int *targets, int N, int V,
+                        float scale);
+void cuda_dropout(ops *o, float *out, const float *x, int64_t n, float p, uint64_t key);
+double cuda_sumsq(ops *o, const float *x, int64_t n);
+void cuda_adamw(ops *o, float *p, const float *g, float *m, float *v, int64_t n, const adamw_args *a);
+// lora_cuda.cu: LoRA with cuBLAS (training pair, multi-adapter shrink/expand)
+void cuda_lora_forward(ops *o, float *y, float *xa, const float *x, const float *A, const float *B, int N, int in,
+                       int out, int R, float scaling);
+void cuda_lora_backward(ops *o, float *dA, float *dB, float *dx, float *dxa, const float *dy, const float *x,
+                        const float *xa, const float *A, const float *B, int N, int in, int out, int R, float scaling);
+void cuda_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in);
+void cuda_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, int nseg, int out);
+
+// Copies n host arrays (src[i], bytes[i]) into the backend's per-call argument
+// buffer (stream-ordered, so a later call cannot overwrite what an earlier kernel
+// still reads) and returns their device addresses in dst[i]. For host arrays an op
+// receives (positions, targets, seg_start, ...). Aborts when out of device memory.
+void cuda_upload_args(cuda_ctx *c, int n, const void *const *src, const size_t *bytes, void **dst);
 
 // ---- device helpers ----
 

@@ -409,3 +409,47 @@ void cuda_matmul(ops *o, float *out, const float *x, const qweight *qw, int N) {
     if (N <= OPS_CUDA_GEMV_MAX_N) matmul_gemv(c, out, x, w, N);
     else matmul_tensor_cores(c, out, x, w, N);
 }
+
+// ---- matmul_backward_input ----
+//
+// dx (N,cols) (+)= dy (N,rows) @ W. Column-major: dx^T (cols,N) = W^T (cols,rows)
+// @ dy^T (rows,N), and row-major W (rows,cols) already is W^T column-major with
+// ld = cols: cuBLAS "NN" with lda = cols, ldb = rows, ldc = cols, one tile of W's
+// rows (k) at a time, accumulating from the second tile on.
+//
+// Gradients are small (the loss is scaled by 1/trained tokens) and would lose
+// bits or underflow in fp16, so dy stays fp32: weights that are not F32 are
+// dequantized exactly into an fp32 tile and multiplied on TF32 tensor cores
+// (CUBLAS_COMPUTE_32F_FAST_TF32: 10-bit mantissas, fp32 range and accumulation);
+// F32 weights use SGEMM in full fp32, as the forward.
+void cuda_matmul_backward_input(ops *o, float *dx, const float *dy, const qweight *qw, int N, int accumulate) {
+    cuda_ctx *c = cuda_ctx_of(o);
+    QL_ASSERT(qw->dev && "matmul_backward_input: weight_upload the weight first");
+    if (N <= 0) return;
+    const cuda_weight *w = (const cuda_weight *)qw->dev;
+    const int rows = (int)w->rows, cols = (int)w->cols;
+    if (w->type == DT_F32) {
+        const float beta = accumulate ? 1.0f : 0.0f;
+        cublasCheckAbort(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, N, rows, &k_one, (const float *)w->data,
+                                     cols, dy, rows, &beta, dx, cols));
+        cudaLaunchCheck(c);
+        return;
+    }
+    int64_t tr = (int64_t)(c->tile_budget / ((size_t)cols * sizeof(float)));
+    if (tr >= 64) tr = tr / 64 * 64;
+    if (tr < 1) tr = 1;
+    if (tr > rows) tr = rows;
+    float *tile = (float *)cuda_buf_reserve_abort(&c->tile, (size_t)tr * cols * sizeof(float), "fp32 weight tile",
+                                                  __FILE__, __LINE__);
+    for (int64_t r0 = 0; r0 < rows; r0 += tr) {
+        const int64_t nr = tr < rows - r0 ? tr : rows - r0, count = nr * cols;
+        weight_to_tile<float><<<stride_blocks(c, count, 256), 256, 0, c->stream>>>(tile, *w, c->nf4_tables, r0 * cols,
+                                                                                    count);
+        cudaLaunchCheck(c);
+        const float beta = accumulate || r0 > 0 ? 1.0f : 0.0f;
+        cublasCheckAbort(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, N, (int)nr, &k_one, tile, CUDA_R_32F, cols,
+                                      dy + r0, CUDA_R_32F, rows, &beta, dx, CUDA_R_32F, cols,
+                                      CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+        cudaLaunchCheck(c);
+    }
+}

@@ -11,25 +11,6 @@ extern "C" {
 
 // ---- errors and scratch ----
 
-const char *curand_status_name(curandStatus_t s) {
-    switch (s) {
-    case CURAND_STATUS_SUCCESS: return "CURAND_STATUS_SUCCESS";
-    case CURAND_STATUS_VERSION_MISMATCH: return "CURAND_STATUS_VERSION_MISMATCH";
-    case CURAND_STATUS_NOT_INITIALIZED: return "CURAND_STATUS_NOT_INITIALIZED";
-    case CURAND_STATUS_ALLOCATION_FAILED: return "CURAND_STATUS_ALLOCATION_FAILED";
-    case CURAND_STATUS_TYPE_ERROR: return "CURAND_STATUS_TYPE_ERROR";
-    case CURAND_STATUS_OUT_OF_RANGE: return "CURAND_STATUS_OUT_OF_RANGE";
-    case CURAND_STATUS_LENGTH_NOT_MULTIPLE: return "CURAND_STATUS_LENGTH_NOT_MULTIPLE";
-    case CURAND_STATUS_DOUBLE_PRECISION_REQUIRED: return "CURAND_STATUS_DOUBLE_PRECISION_REQUIRED";
-    case CURAND_STATUS_LAUNCH_FAILURE: return "CURAND_STATUS_LAUNCH_FAILURE";
-    case CURAND_STATUS_PREEXISTING_FAILURE: return "CURAND_STATUS_PREEXISTING_FAILURE";
-    case CURAND_STATUS_INITIALIZATION_FAILED: return "CURAND_STATUS_INITIALIZATION_FAILED";
-    case CURAND_STATUS_ARCH_MISMATCH: return "CURAND_STATUS_ARCH_MISMATCH";
-    case CURAND_STATUS_INTERNAL_ERROR: return "CURAND_STATUS_INTERNAL_ERROR";
-    default: return "unknown cuRAND status";
-    }
-}
-
 void cuda_fatal(const char *file, int line, const char *what, const char *msg) {
     log_error("%s:%d: %s: %s (CUDA backend; fatal because the op has no status to return)", file, line, what, msg);
     abort();
@@ -70,7 +51,7 @@ void *cuda_buf_reserve_abort(cuda_buf *b, size_t bytes, const char *what, const 
 // Copies host arrays into the argument buffer: n pieces (src[i], bytes[i]); returns
 // their device addresses in dst[i]. Stream order keeps a later call from
 // overwriting arguments an earlier kernel still reads.
-static void upload_args(cuda_ctx *c, int n, const void *const *src, const size_t *bytes, void **dst) {
+void cuda_upload_args(cuda_ctx *c, int n, const void *const *src, const size_t *bytes, void **dst) {
     size_t total = 0;
     for (int i = 0; i < n; i++) total += (bytes[i] + ARGS_ALIGN - 1) / ARGS_ALIGN * ARGS_ALIGN;
     char *base = (char *)cuda_buf_reserve_abort(&c->args, total ? total : ARGS_ALIGN, "op arguments", __FILE__, __LINE__);
@@ -129,6 +110,10 @@ static void cuda_copy(ops *o, void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
     cuda_ctx *c = cuda_ctx_of(o);
     cudaCheckAbort(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+}
+
+static void cuda_zero(ops *o, void *p, size_t bytes) {
+    if (bytes) cudaCheckAbort(cudaMemsetAsync(p, 0, bytes, cuda_ctx_of(o)->stream));
 }
 
 static void cuda_sync(ops *o) { cudaCheckAbort(cudaStreamSynchronize(cuda_ctx_of(o)->stream)); }
@@ -242,7 +227,7 @@ static void cuda_embed(ops *o, float *out, const qweight *table, const int *toke
     const void *src[1] = {tokens};
     size_t bytes[1] = {sizeof(int) * (size_t)N};
     void *dst[1];
-    upload_args(c, 1, src, bytes, dst);
+    cuda_upload_args(c, 1, src, bytes, dst);
     QL_ASSERT(grid_1d(w->cols, 256) <= 65535);
     dim3 grid((unsigned)N, grid_1d(w->cols, 256));
     embed_rows_f32<<<grid, 256, 0, c->stream>>>(out, *w, (const int *)dst[0], c->nf4_tables);
@@ -301,7 +286,7 @@ static void cuda_rope(ops *o, float *x, const int *pos, int N, int H, int D, con
     const void *src[2] = {pos, inv_freq};
     size_t bytes[2] = {sizeof(int) * (size_t)N, sizeof(float) * (size_t)(D / 2)};
     void *dst[2];
-    upload_args(c, 2, src, bytes, dst);
+    cuda_upload_args(c, 2, src, bytes, dst);
     const int64_t pairs = (int64_t)N * (D / 2);
     rope_rotate_half_f32<<<grid_1d(pairs, 128), 128, 0, c->stream>>>(x, (const int *)dst[0], (const float *)dst[1],
                                                                        N, H, D);
@@ -352,12 +337,14 @@ __global__ void device_probe(int *flag) { *flag = 1; }
 static void cuda_ctx_free(cuda_ctx *c) {
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
-    if (c->rng) curandDestroyGenerator(c->rng);
     if (c->blas) cublasDestroy(c->blas);
     cudaFree(c->nf4_tables);
     cudaFree(c->tile.p);
     cudaFree(c->xconv.p);
     cudaFree(c->args.p);
+    cudaFree(c->work.p);
+    cudaFree(c->sumsq_acc);
+    cudaFreeHost(c->sumsq_host);
     if (c->stream) cudaStreamDestroy(c->stream);
     cudaGetLastError();
     free(c);
@@ -395,9 +382,6 @@ static int cuda_ctx_init(cuda_ctx *c, int device) {
     cublasCheck(cublasCreate(&c->blas));
     cublasCheck(cublasSetStream(c->blas, c->stream));
     cublasCheck(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));  // fp32 GEMMs stay fp32 (no TF32)
-    curandCheck(curandCreateGenerator(&c->rng, CURAND_RNG_PSEUDO_PHILOX4_32_10));
-    curandCheck(curandSetStream(c->rng, c->stream));
-    curandCheck(curandSetPseudoRandomGeneratorSeed(c->rng, 0x9e3779b97f4a7c15ULL));
 
     // The NF4 tables, once. They live in global memory and kernels stage them in
     // shared memory: lookups are divergent across lanes, which __constant__
@@ -406,6 +390,8 @@ static int cuda_ctx_init(cuda_ctx *c, int device) {
     cudaCheck(cudaMemcpyAsync(c->nf4_tables, NF4_TABLE, sizeof(float) * 16, cudaMemcpyHostToDevice, c->stream));
     cudaCheck(cudaMemcpyAsync(c->nf4_tables + 16, NF4_CODE8, sizeof(float) * 256, cudaMemcpyHostToDevice, c->stream));
     QL_CHECK(cuda_buf_reserve(&c->args, (size_t)1 << 20, "op arguments"));
+    cudaCheck(cudaMalloc(&c->sumsq_acc, sizeof(double)));
+    cudaCheck(cudaMallocHost(&c->sumsq_host, sizeof(double)));
 
     // One tiny kernel: fails here, with a clear message, when the binary has no
     // code for this GPU (built for other architectures).
@@ -472,6 +458,22 @@ extern "C" ops *ops_cuda_new(int device) {
     o->attention = cuda_attention;
     o->swiglu = cuda_swiglu;
     o->add = cuda_add;
+    o->zero = cuda_zero;
+    o->lora_shrink = cuda_lora_shrink;
+    o->lora_expand = cuda_lora_expand;
+    o->rmsnorm_backward = cuda_rmsnorm_backward;
+    o->rope_backward = cuda_rope_backward;
+    o->attention_train = cuda_attention_train;
+    o->attention_backward = cuda_attention_backward;
+    o->swiglu_backward = cuda_swiglu_backward;
+    o->matmul_backward_input = cuda_matmul_backward_input;
+    o->cross_entropy = cuda_cross_entropy;
+    o->lora_forward = cuda_lora_forward;
+    o->lora_backward = cuda_lora_backward;
+    o->dropout = cuda_dropout;
+    o->sumsq = cuda_sumsq;
+    o->adamw = cuda_adamw;
+    o->host_memory = 0;
     return o;
 }
 

@@ -99,6 +99,26 @@ static void ref_dropout(ops *o, float *out, const float *x, int64_t n, float p, 
     for (int64_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, p) ? x[i] * s : 0.0f;
 }
 
+static void ref_zero(ops *o, void *p, size_t bytes) { memset(p, 0, bytes); }
+
+// Sequential double sum: the order the tests and the CPU's chunked sum are held to.
+static double ref_sumsq(ops *o, const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+static void ref_adamw(ops *o, float *p, const float *g, float *m, float *v, int64_t n, const adamw_args *a) {
+    adamw_scalars s = adamw_scalars_of(a);
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * s.clip;
+        p[i] *= s.decay;
+        m[i] = s.b1 * m[i] + s.one_minus_b1 * gi;
+        v[i] = s.b2 * v[i] + s.one_minus_b2 * gi * gi;
+        p[i] -= s.step_size * m[i] / (sqrtf(v[i]) / s.bc2_sqrt + s.eps);
+    }
+}
+
 ops *ops_ref_new(void) {
     ops *o = calloc(1, sizeof *o);
     if (!o) { ql_err(QL_ENOMEM, "ops_ref_new: out of memory"); return NULL; }
@@ -112,6 +132,8 @@ ops *ops_ref_new(void) {
         .swiglu_backward = ref_swiglu_backward, .dropout = ref_dropout, .matmul_backward_input = ref_matmul_backward_input,
         .cross_entropy = ref_cross_entropy, .lora_forward = ref_lora_forward, .lora_backward = ref_lora_backward,
         .lora_shrink = ref_lora_shrink, .lora_expand = ref_lora_expand,
+        .zero = ref_zero, .sumsq = ref_sumsq, .adamw = ref_adamw,
+        .host_memory = 0,  // on purpose: callers copy host arrays in, as for a device
     };
     return o;
 }

@@ -1,0 +1,129 @@
+// lora_cuda.cu: LoRA with cuBLAS SGEMM in full fp32 (kernels/ops.h): the
+// training pair lora_forward / lora_backward and the multi-adapter pair
+// lora_shrink / lora_expand. All matrices are fp32, row-major, in device memory:
+// x (N,in), A (R,in), B (out,R), xa (N,R), y and dy (N,out). The handle's math
+// mode is CUBLAS_DEFAULT_MATH (set by ops_cuda_new), so no TF32: these GEMMs
+// are fp32 in and fp32 accumulation, like the CPU twin in kernels/cpu/grad_cpu.c.
+//
+// Mapping onto column-major cuBLAS: a row-major (M,K) matrix with row stride K
+// is, untouched in memory, a column-major (K,M) matrix with leading dimension K,
+// i.e. its transpose. So a row-major C (M,N) = P (M,K) @ Q (K,N) is computed as
+// the column-major C^T (N,M) = Q^T (N,K) @ P^T (K,M), with each operand passed
+// as stored and marked N when its stored (column-major) form is already the
+// factor needed, T when it is that factor's transpose. Each call below carries
+// its own derivation.
+//
+// Multi-adapter: one cuBLAS call per segment (nseg is at most the batch size);
+// a segment of one row (decoding) is an SGEMV, which streams A or B once.
+// Scalars (alpha, beta) live on the host (the handle's default pointer mode).
+// beta = 0 means cuBLAS never reads the output, so overwritten buffers (xa, dxa)
+// may hold anything, NaN included, on entry.
+#include "cuda_common.cuh"
+
+static const float k_one = 1.0f, k_zero = 0.0f;
+
+void cuda_lora_forward(ops *o, float *y, float *xa, const float *x, const float *A, const float *B, int N, int in,
+                       int out, int R, float scaling) {
+    QL_ASSERT(N >= 0 && in > 0 && out > 0 && R >= 0);
+    if (N == 0 || R == 0) return;  // R == 0: no adapter term, and xa is empty
+    cuda_ctx *c = cuda_ctx_of(o);
+    // xa (N,R) = x (N,in) @ A^T. Column-major: xa^T (R,N) = A (R,in) @ x^T (in,N).
+    // A is stored as column-major (in,R), ld in: op T. x is stored as column-major
+    // (in,N) = x^T, ld in: op N. m = R, n = N, k = in; ldc = R.
+    cublasCheckAbort(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, R, N, in, &k_one, A, in, x, in, &k_zero, xa, R));
+    cudaLaunchCheck(c);
+    // y (N,out) += scaling * xa (N,R) @ B^T. Column-major: y^T (out,N) += scaling *
+    // B (out,R) @ xa^T (R,N). B is stored as column-major (R,out), ld R: op T. xa is
+    // stored as column-major (R,N) = xa^T, ld R: op N. m = out, n = N, k = R; ldc = out.
+    cublasCheckAbort(
+        cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, N, R, &scaling, B, R, xa, R, &k_one, y, out));
+    cudaLaunchCheck(c);
+}
+
+void cuda_lora_backward(ops *o, float *dA, float *dB, float *dx, float *dxa, const float *dy, const float *x,
+                        const float *xa, const float *A, const float *B, int N, int in, int out, int R,
+                        float scaling) {
+    QL_ASSERT(N >= 0 && in > 0 && out > 0 && R >= 0);
+    if (N == 0 || R == 0) return;  // R == 0: every gradient here is empty or gets nothing
+    cuda_ctx *c = cuda_ctx_of(o);
+    // First, as dA and dx read it. dxa (N,R) = scaling * dy (N,out) @ B (out,R).
+    // Column-major: dxa^T (R,N) = scaling * B^T (R,out) @ dy^T (out,N). B is stored as
+    // column-major (R,out) = B^T, ld R: op N. dy is stored as column-major (out,N) =
+    // dy^T, ld out: op N. m = R, n = N, k = out; ldc = R.
+    cublasCheckAbort(
+        cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, R, N, out, &scaling, B, R, dy, out, &k_zero, dxa, R));
+    cudaLaunchCheck(c);
+    // dB (out,R) += scaling * dy^T (out,N) @ xa (N,R). Column-major: dB^T (R,out) +=
+    // scaling * xa^T (R,N) @ dy (N,out). xa is stored as column-major (R,N) = xa^T,
+    // ld R: op N. dy is stored as column-major (out,N), ld out, whose transpose is
+    // needed: op T. m = R, n = out, k = N; ldc = R.
+    cublasCheckAbort(
+        cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, R, out, N, &scaling, xa, R, dy, out, &k_one, dB, R));
+    cudaLaunchCheck(c);
+    // dA (R,in) += dxa^T (R,N) @ x (N,in). Column-major: dA^T (in,R) += x^T (in,N) @
+    // dxa (N,R). x is stored as column-major (in,N) = x^T, ld in: op N. dxa is stored
+    // as column-major (R,N), ld R, whose transpose is needed: op T. m = in, n = R,
+    // k = N; ldc = in.
+    cublasCheckAbort(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, in, R, N, &k_one, x, in, dxa, R, &k_one, dA, in));
+    cudaLaunchCheck(c);
+    if (!dx) return;
+    // dx (N,in) += dxa (N,R) @ A (R,in). Column-major: dx^T (in,N) += A^T (in,R) @
+    // dxa^T (R,N). A is stored as column-major (in,R) = A^T, ld in: op N. dxa is
+    // stored as column-major (R,N) = dxa^T, ld R: op N. m = in, n = N, k = R; ldc = in.
+    cublasCheckAbort(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, N, R, &k_one, A, in, dxa, R, &k_one, dx, in));
+    cudaLaunchCheck(c);
+}
+
+void cuda_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in) {
+    QL_ASSERT(nseg >= 0 && in > 0);
+    if (nseg == 0) return;
+    cuda_ctx *c = cuda_ctx_of(o);
+    size_t off = 0;  // where segment g's (n_g, R_g) block of xa starts
+    for (int g = 0; g < nseg; g++) {
+        const lora_seg *s = &seg[g];
+        QL_ASSERT(s->n >= 0 && s->rank >= 0 && s->row0 >= 0);
+        const int n = s->n, R = s->rank;
+        const float *xg = x + (size_t)s->row0 * in;
+        float *xag = xa + off;
+        off += (size_t)n * R;
+        if (n == 0 || R == 0) continue;
+        if (n == 1)
+            // xa_g (R) = A_g (R,in) @ x_g (in). A_g is stored as column-major (in,R),
+            // ld in: op T makes it (R,in). m = in, n = R (the stored shape).
+            cublasCheckAbort(cublasSgemv(c->blas, CUBLAS_OP_T, in, R, &k_one, s->A, in, xg, 1, &k_zero, xag, 1));
+        else
+            // xa_g (n,R) = x_g (n,in) @ A_g^T: as in lora_forward, column-major xa_g^T
+            // (R,n) = A_g (R,in) @ x_g^T (in,n): "TN", m = R, n = n, k = in, lda = ldb = in,
+            // ldc = R.
+            cublasCheckAbort(
+                cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, R, n, in, &k_one, s->A, in, xg, in, &k_zero, xag, R));
+        cudaLaunchCheck(c);
+    }
+}
+
+void cuda_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, int nseg, int out) {
+    QL_ASSERT(nseg >= 0 && out > 0);
+    if (nseg == 0) return;
+    cuda_ctx *c = cuda_ctx_of(o);
+    size_t off = 0;  // where segment g's (n_g, R_g) block of xa starts
+    for (int g = 0; g < nseg; g++) {
+        const lora_seg *s = &seg[g];
+        QL_ASSERT(s->n >= 0 && s->rank >= 0 && s->row0 >= 0);
+        const int n = s->n, R = s->rank;
+        const float *xag = xa + off;
+        float *yg = y + (size_t)s->row0 * out;
+        off += (size_t)n * R;
+        if (n == 0 || R == 0) continue;
+        if (n == 1)
+            // y_g (out) += scale * B_g (out,R) @ xa_g (R). B_g is stored as column-major
+            // (R,out), ld R: op T makes it (out,R). m = R, n = out (the stored shape).
+            cublasCheckAbort(cublasSgemv(c->blas, CUBLAS_OP_T, R, out, &s->scale, s->B, R, xag, 1, &k_one, yg, 1));
+        else
+            // y_g (n,out) += scale * xa_g (n,R) @ B_g^T: as in lora_forward, column-major
+            // y_g^T (out,n) += scale * B_g (out,R) @ xa_g^T (R,n): "TN", m = out, n = n,
+            // k = R, lda = ldb = R, ldc = out.
+            cublasCheckAbort(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, R, &s->scale, s->B, R, xag, R,
+                                         &k_one, yg, out));
+        cudaLaunchCheck(c);
+    }
+}
