@@ -21,4 +21,7 @@ cmake --build build-gpu -j "$(nproc)" 2>&1 | grep -E "error|warning|Error" | tee
 (cd build-gpu && ctest -j 8 --output-on-failure 2>&1 | tail -25 | tee "$out/ctest_all.txt")
 if [ -x build-gpu/tests/bench_cuda ]; then build-gpu/tests/bench_cuda 2>&1 | tee "$out/bench_cuda.txt"; fi
 build-gpu/qlora bench --backend cuda --shape all --prompt-tokens 512 --gen-tokens 128 2>&1 | tee "$out/bench_qlora_cuda.txt"
+# training (trained tokens/s, forward + backward + AdamW) and multi-adapter decode on the GPU
+build-gpu/qlora bench --backend cuda --shape all --train --prompt-tokens 512 --rank 16 2>&1 | tee "$out/bench_train_cuda.txt"
+build-gpu/qlora bench --backend cuda --multi-adapter --prompt-tokens 16 --gen-tokens 32 --rank 8 --targets q,v 2>&1 | tee "$out/bench_multi_cuda.txt"
 cp .devcarry/commit.txt "$out/commit.txt" 2>/dev/null || git rev-parse HEAD > "$out/commit.txt" 2>/dev/null || true
