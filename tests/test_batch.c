@@ -1,6 +1,7 @@
 // test_batch.c: multi-adapter batches (issue 4) on tests/fixtures/models/tiny_gqa.
-//   (a) ops lora_shrink / lora_expand, ref and CPU, against a direct fp64 sum:
-//       segments of different ranks, rows in no segment left untouched;
+//   (a) ops lora_shrink / lora_expand, ref, CPU and CUDA (when present), against a
+//       direct fp64 sum: segments of different ranks, rows in no segment left
+//       untouched; through backend memory where host_memory is 0 (ref, CUDA);
 //   (b) fwd_batch: four sequences with different prompts, lengths and adapters
 //       (rank 4 on all modules, rank 8 on three, none, rank 2 rsLoRA) prefilled
 //       and decoded greedily in one batch give each sequence the logits and tokens
@@ -28,6 +29,20 @@
 #define RTOL 2e-5
 
 // ---- (a) ----
+// n floats of host into backend memory (a copy unless host_memory), and back.
+static float *to_backend(ops *o, const float *host, size_t n) {
+    if (o->host_memory) return (float *)host;
+    float *d = o->alloc(o, sizeof(float) * n);
+    CHECK(d);
+    if (d) o->to_device(o, d, host, sizeof(float) * n);
+    return d;
+}
+static void from_backend(ops *o, float *host, float *dev, size_t n) {
+    if (o->host_memory) return;
+    o->to_host(o, host, dev, sizeof(float) * n);
+    o->free(o, dev);
+}
+
 static void test_ops(ops *o) {
     enum { N = 37, IN = 24, OUT = 19 };
     uint64_t seed = 7;
@@ -36,21 +51,28 @@ static void test_ops(ops *o) {
     for (int i = 0; i < N * OUT; i++) y0[i] = test_rand_uniform(&seed);
     const int ranks[3] = {4, 8, 2}, row0[3] = {0, 9, 29}, rows[3] = {5, 20, 1};
     float *A[3], *B[3];
-    lora_seg seg[3];
+    lora_seg seg[3];  // host array; its A and B are in backend memory
     size_t xa_n = 0;
     for (int g = 0; g < 3; g++) {
         A[g] = malloc(sizeof(float) * (size_t)ranks[g] * IN);
         B[g] = malloc(sizeof(float) * (size_t)OUT * ranks[g]);
         for (int i = 0; i < ranks[g] * IN; i++) A[g][i] = test_rand_uniform(&seed);
         for (int i = 0; i < OUT * ranks[g]; i++) B[g][i] = test_rand_uniform(&seed);
-        seg[g] = (lora_seg){row0[g], rows[g], ranks[g], 0.5f + g, A[g], B[g]};
+        seg[g] = (lora_seg){row0[g], rows[g], ranks[g], 0.5f + g, to_backend(o, A[g], (size_t)ranks[g] * IN),
+                            to_backend(o, B[g], (size_t)OUT * ranks[g])};
         xa_n += (size_t)rows[g] * ranks[g];
     }
-    // expected, in fp64
-    float want[N * OUT];
+    // expected, in fp64: xa packed in segment order, and y
+    float want[N * OUT], *want_xa = malloc(sizeof(float) * xa_n);
     memcpy(want, y0, sizeof want);
+    size_t off = 0;
     for (int g = 0; g < 3; g++)
-        for (int i = row0[g]; i < row0[g] + rows[g]; i++)
+        for (int i = row0[g]; i < row0[g] + rows[g]; i++) {
+            for (int r = 0; r < ranks[g]; r++) {
+                double xa = 0;
+                for (int c = 0; c < IN; c++) xa += (double)x[i * IN + c] * A[g][r * IN + c];
+                want_xa[off++] = (float)xa;
+            }
             for (int j = 0; j < OUT; j++) {
                 double acc = 0;
                 for (int r = 0; r < ranks[g]; r++) {
@@ -60,11 +82,20 @@ static void test_ops(ops *o) {
                 }
                 want[i * OUT + j] = (float)(y0[i * OUT + j] + seg[g].scale * acc);
             }
+        }
     float *xa = malloc(sizeof(float) * xa_n), y[N * OUT];
+    for (size_t i = 0; i < xa_n; i++) xa[i] = NAN;  // each element must be written
     memcpy(y, y0, sizeof y);
-    o->lora_shrink(o, xa, x, seg, 3, IN);
-    o->lora_expand(o, y, xa, seg, 3, OUT);
+    float *Dx = to_backend(o, x, (size_t)N * IN), *Dxa = to_backend(o, xa, xa_n),
+          *Dy = to_backend(o, y, (size_t)N * OUT);
+    o->lora_shrink(o, Dxa, Dx, seg, 3, IN);
+    o->lora_expand(o, Dy, Dxa, seg, 3, OUT);
+    from_backend(o, y, Dy, (size_t)N * OUT);
+    from_backend(o, xa, Dxa, xa_n);
+    if (!o->host_memory) o->free(o, Dx);
     char what[64];
+    snprintf(what, sizeof what, "%s lora_shrink xa (packed, 3 segments)", o->name);
+    check_close(what, xa, want_xa, (int64_t)xa_n, 1e-5, 1e-5);
     snprintf(what, sizeof what, "%s lora_shrink+expand (3 segments, ranks 4/8/2)", o->name);
     check_close(what, y, want, N * OUT, 1e-5, 1e-5);
     for (int i = 0; i < N; i++) {
@@ -72,8 +103,11 @@ static void test_ops(ops *o) {
         for (int g = 0; g < 3; g++) in_seg |= i >= row0[g] && i < row0[g] + rows[g];
         if (!in_seg) CHECKF(!memcmp(y + i * OUT, y0 + i * OUT, sizeof(float) * OUT), "%s: row %d changed", o->name, i);
     }
-    free(xa);
-    for (int g = 0; g < 3; g++) free(A[g]), free(B[g]);
+    free(xa), free(want_xa);
+    for (int g = 0; g < 3; g++) {
+        if (!o->host_memory) o->free(o, (void *)seg[g].A), o->free(o, (void *)seg[g].B);
+        free(A[g]), free(B[g]);
+    }
 }
 
 // ---- (b), (c), (d) ----
@@ -220,6 +254,9 @@ int main(void) {
     CHECK(ref && cpu);
     test_ops(ref);
     test_ops(cpu);
+    ops *cu = ops_cuda_new(0);
+    if (cu) test_ops(cu), ops_delete(cu);
+    else fprintf(stderr, "cuda: not available (%s); lora_shrink+expand on cuda skipped\n", ql_errmsg());
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/models/tiny_gqa", test_source_dir());
     model m;
