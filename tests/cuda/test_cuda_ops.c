@@ -1,5 +1,8 @@
-// test_cuda_ops.c: every op of the CUDA backend against the plain-C reference
-// (kernels/ref), in the style of ggml's test-backend-ops. Each case prints its
+// test_cuda_ops.c: the inference ops of the CUDA backend against the plain-C
+// reference (kernels/ref), in the style of ggml's test-backend-ops. (The training
+// ops, the optimizer and LoRA shrink/expand are checked, on every backend present,
+// CUDA included, by tests/test_grad.c and tests/test_batch.c; whole training runs
+// and batches by tests/cuda/test_cuda_train.c.) Each case prints its
 // descriptor, e.g. matmul(N=1,rows=172,cols=64,nf4), runs the op on both
 // backends with the same random inputs (none zero), and compares with the one
 // tolerance rule (testutil.h) using the table below. Device outputs are
