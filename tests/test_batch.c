@@ -43,13 +43,15 @@ static void from_backend(ops *o, float *host, float *dev, size_t n) {
     o->free(o, dev);
 }
 
-static void test_ops(ops *o) {
+// mid_rows: rows of the middle segment: 20 (CUDA: one cuBLAS call per segment)
+// or 8 (every segment short: CUDA's one-launch SGMV kernels).
+static void test_ops(ops *o, int mid_rows) {
     enum { N = 37, IN = 24, OUT = 19 };
     uint64_t seed = 7;
     float x[N * IN], y0[N * OUT];
     for (int i = 0; i < N * IN; i++) x[i] = test_rand_uniform(&seed);
     for (int i = 0; i < N * OUT; i++) y0[i] = test_rand_uniform(&seed);
-    const int ranks[3] = {4, 8, 2}, row0[3] = {0, 9, 29}, rows[3] = {5, 20, 1};
+    const int ranks[3] = {4, 8, 2}, row0[3] = {0, 9, 29}, rows[3] = {5, mid_rows, 1};
     float *A[3], *B[3];
     lora_seg seg[3];  // host array; its A and B are in backend memory
     size_t xa_n = 0;
@@ -93,10 +95,10 @@ static void test_ops(ops *o) {
     from_backend(o, y, Dy, (size_t)N * OUT);
     from_backend(o, xa, Dxa, xa_n);
     if (!o->host_memory) o->free(o, Dx);
-    char what[64];
-    snprintf(what, sizeof what, "%s lora_shrink xa (packed, 3 segments)", o->name);
+    char what[96];
+    snprintf(what, sizeof what, "%s lora_shrink xa (packed, 3 segments, rows 5/%d/1)", o->name, mid_rows);
     check_close(what, xa, want_xa, (int64_t)xa_n, 1e-5, 1e-5);
-    snprintf(what, sizeof what, "%s lora_shrink+expand (3 segments, ranks 4/8/2)", o->name);
+    snprintf(what, sizeof what, "%s lora_shrink+expand (3 segments, ranks 4/8/2, rows 5/%d/1)", o->name, mid_rows);
     check_close(what, y, want, N * OUT, 1e-5, 1e-5);
     for (int i = 0; i < N; i++) {
         int in_seg = 0;
@@ -252,10 +254,10 @@ static void test_bad(model *m, ops *o) {
 int main(void) {
     ops *ref = ops_ref_new(), *cpu = ops_cpu_new(0);
     CHECK(ref && cpu);
-    test_ops(ref);
-    test_ops(cpu);
+    test_ops(ref, 20), test_ops(ref, 8);
+    test_ops(cpu, 20), test_ops(cpu, 8);
     ops *cu = ops_cuda_new(0);
-    if (cu) test_ops(cu), ops_delete(cu);
+    if (cu) test_ops(cu, 20), test_ops(cu, 8), ops_delete(cu);
     else fprintf(stderr, "cuda: not available (%s); lora_shrink+expand on cuda skipped\n", ql_errmsg());
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/models/tiny_gqa", test_source_dir());

@@ -13,8 +13,9 @@
 // factor needed, T when it is that factor's transpose. Each call below carries
 // its own derivation.
 //
-// Multi-adapter: one cuBLAS call per segment (nseg is at most the batch size);
-// a segment of one row (decoding) is an SGEMV, which streams A or B once.
+// Multi-adapter: when every segment has at most SGMV_MAX_ROWS rows (decoding),
+// one kernel over all segments (below); otherwise one cuBLAS call per segment
+// (nseg is at most the batch size), an SGEMV for a segment of one row.
 // Scalars (alpha, beta) live on the host (the handle's default pointer mode).
 // beta = 0 means cuBLAS never reads the output, so overwritten buffers (xa, dxa)
 // may hold anything, NaN included, on entry.
@@ -74,10 +75,108 @@ void cuda_lora_backward(ops *o, float *dA, float *dB, float *dx, float *dxa, con
     cudaLaunchCheck(c);
 }
 
+// ---- decoding: every segment in one launch ----
+//
+// When every segment is short (decoding, or small prefill chunks: at most
+// SGMV_MAX_ROWS rows each), one cuBLAS call per segment would be launch-bound
+// (2 calls x segments x 7 projections x layers per step). So shrink and expand
+// each become one kernel over all segments, as Punica's SGMV: the segments'
+// table travels in the argument buffer; each output finds its segment by binary
+// search over the offsets. fp32 products and sums (in another order than cuBLAS).
+
+#define SGMV_MAX_ROWS 8
+
+typedef struct {
+    int row0, n, rank;
+    int off;       // shrink: where the segment's (n,rank) block starts in xa; expand: the same
+    int rows_off;  // expand: rows of the earlier (non-empty) segments
+    float scale;
+    const float *A, *B;
+} sgmv_seg;
+
+// The last g in [0, nseg) with key(g) <= v; key increasing.
+__device__ __forceinline__ int sgmv_find(const sgmv_seg *segs, int nseg, int v, bool by_rows) {
+    int lo = 0, hi = nseg - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if ((by_rows ? segs[mid].rows_off : segs[mid].off) <= v) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+// xa[w] for w < total (sum of n*rank): one warp per element, the dot product of a
+// row of x and a row of A over `in`. Block 256 (8 warps).
+__global__ void __launch_bounds__(256)
+sgmv_shrink_f32(float *__restrict__ xa, const float *__restrict__ x, const sgmv_seg *__restrict__ segs, int nseg,
+                int in, int total) {
+    const int w = (int)(((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (w >= total) return;  // whole warps leave together
+    const sgmv_seg s = segs[sgmv_find(segs, nseg, w, false)];
+    const int local = w - s.off, i = local / s.rank, j = local % s.rank;
+    const float *xr = x + (int64_t)(s.row0 + i) * in, *ar = s.A + (int64_t)j * in;
+    float acc = 0.0f;
+    for (int c = lane; c < in; c += 32) acc = fmaf(__ldg(xr + c), __ldg(ar + c), acc);
+    acc = warp_sum(acc);
+    if (lane == 0) xa[w] = acc;
+}
+
+// y[row0+i][c] += scale * xa_g[i] . B_g[c] for every segment row and c < out: one
+// thread per (row, c). total = (sum of n) * out.
+__global__ void sgmv_expand_f32(float *__restrict__ y, const float *__restrict__ xa, const sgmv_seg *__restrict__ segs,
+                                int nseg, int out, int64_t total) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= total) return;
+    const int r = (int)(t / out), c = (int)(t % out);
+    const sgmv_seg s = segs[sgmv_find(segs, nseg, r, true)];
+    const int i = r - s.rows_off;
+    const float *xr = xa + s.off + (int64_t)i * s.rank, *br = s.B + (int64_t)c * s.rank;
+    float acc = 0.0f;
+    for (int j = 0; j < s.rank; j++) acc = fmaf(xr[j], __ldg(br + j), acc);
+    float *yp = y + (int64_t)(s.row0 + i) * out + c;
+    *yp = fmaf(s.scale, acc, *yp);
+}
+
+// The non-empty segments as the kernels read them, in the argument buffer; their
+// count in *n, their rows in *rows, their xa elements in *elems. NULL when some
+// segment has more than SGMV_MAX_ROWS rows (the cuBLAS path takes the call then).
+static const sgmv_seg *sgmv_table(cuda_ctx *c, const lora_seg *seg, int nseg, int *n, int *rows, int64_t *elems) {
+    for (int g = 0; g < nseg; g++)
+        if (seg[g].n > SGMV_MAX_ROWS) return NULL;
+    sgmv_seg *t = (sgmv_seg *)mallocCheck(sizeof(sgmv_seg) * (size_t)(nseg ? nseg : 1));
+    int k = 0, r = 0;
+    int64_t off = 0;
+    for (int g = 0; g < nseg; g++) {
+        const lora_seg *s = &seg[g];
+        if (s->n > 0 && s->rank > 0) {
+            t[k++] = (sgmv_seg){s->row0, s->n, s->rank, (int)off, r, s->scale, s->A, s->B};
+            r += s->n;
+        }
+        off += (int64_t)s->n * s->rank;
+    }
+    QL_ASSERT(off <= INT32_MAX);
+    *n = k, *rows = r, *elems = off;
+    const void *src[1] = {t};
+    size_t bytes[1] = {sizeof(sgmv_seg) * (size_t)(k ? k : 1)};
+    void *dst[1];
+    cuda_upload_args(c, 1, src, bytes, dst);  // pageable source: staged before the call returns
+    free(t);
+    return (const sgmv_seg *)dst[0];
+}
+
 void cuda_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in) {
     QL_ASSERT(nseg >= 0 && in > 0);
     if (nseg == 0) return;
     cuda_ctx *c = cuda_ctx_of(o);
+    int k, rows;
+    int64_t elems;
+    const sgmv_seg *table = sgmv_table(c, seg, nseg, &k, &rows, &elems);
+    if (table) {
+        if (k == 0) return;
+        sgmv_shrink_f32<<<grid_1d(elems * 32, 256), 256, 0, c->stream>>>(xa, x, table, k, in, (int)elems);
+        cudaLaunchCheck(c);
+        return;
+    }
     size_t off = 0;  // where segment g's (n_g, R_g) block of xa starts
     for (int g = 0; g < nseg; g++) {
         const lora_seg *s = &seg[g];
@@ -105,6 +204,16 @@ void cuda_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, in
     QL_ASSERT(nseg >= 0 && out > 0);
     if (nseg == 0) return;
     cuda_ctx *c = cuda_ctx_of(o);
+    int k, rows;
+    int64_t elems;
+    const sgmv_seg *table = sgmv_table(c, seg, nseg, &k, &rows, &elems);
+    if (table) {
+        if (k == 0) return;
+        const int64_t total = (int64_t)rows * out;
+        sgmv_expand_f32<<<grid_1d(total, 256), 256, 0, c->stream>>>(y, xa, table, k, out, total);
+        cudaLaunchCheck(c);
+        return;
+    }
     size_t off = 0;  // where segment g's (n_g, R_g) block of xa starts
     for (int g = 0; g < nseg; g++) {
         const lora_seg *s = &seg[g];
