@@ -108,6 +108,8 @@ void *cuda_buf_reserve_abort(cuda_buf *b, size_t bytes, const char *what, const 
 // (which reserves the tile) and matmul (which uses it): rows per tile and
 // bytes per element of the tile; 0 rows when the weight needs no tile.
 void cuda_matmul_tile_shape(const cuda_ctx *c, const cuda_weight *w, int64_t *rows_per_tile, size_t *elem_bytes);
+// Rows per fp32 tile of matmul_backward_input (non-F32 weights), within tile_budget.
+int64_t cuda_matmul_bwd_tile_rows(const cuda_ctx *c, const cuda_weight *w);
 
 // The ops implemented outside ops_cuda.cu; contracts in kernels/ops.h.
 // matmul_cuda.cu

@@ -83,10 +83,10 @@ rmsnorm_dw_partial_f32(float *__restrict__ part, const float *__restrict__ dy, c
                        const float *__restrict__ rs, int N, int C, int rows_per_chunk) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
-    const int n0 = blockIdx.y * rows_per_chunk, n1 = N - n0 < rows_per_chunk ? N : n0 + rows_per_chunk;
+    const int64_t n0 = (int64_t)blockIdx.y * rows_per_chunk, n1 = n0 + rows_per_chunk < N ? n0 + rows_per_chunk : N;
     float acc = 0.0f;
-    for (int n = n0; n < n1; n++) {
-        const int64_t i = (int64_t)n * C + c;
+    for (int64_t n = n0; n < n1; n++) {
+        const int64_t i = n * C + c;
         acc += dy[i] * x[i] * rs[n];
     }
     part[(int64_t)blockIdx.y * C + c] = acc;
@@ -111,7 +111,7 @@ void cuda_rmsnorm_backward(ops *o, float *dx, float *dw, const float *dy, const 
     if (dw) {
         const int need = (int)(((int64_t)N + 65534) / 65535);  // keeps nchunks within gridDim.y's limit
         if (need > rows_per_chunk) rows_per_chunk = need;
-        nchunks = (N + rows_per_chunk - 1) / rows_per_chunk;
+        nchunks = (int)(((int64_t)N + rows_per_chunk - 1) / rows_per_chunk);
         const size_t bytes = sizeof(float) * ((size_t)N + (size_t)nchunks * (size_t)C);
         rs = (float *)cuda_buf_reserve_abort(&c->work, bytes, "rmsnorm_backward dw partial sums", __FILE__, __LINE__);
         part = rs + N;

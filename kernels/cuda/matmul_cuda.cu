@@ -411,6 +411,15 @@ void cuda_matmul(ops *o, float *out, const float *x, const qweight *qw, int N) {
 }
 
 // ---- matmul_backward_input ----
+
+int64_t cuda_matmul_bwd_tile_rows(const cuda_ctx *c, const cuda_weight *w) {
+    int64_t tr = (int64_t)(c->tile_budget / ((size_t)w->cols * sizeof(float)));
+    if (tr >= 64) tr = tr / 64 * 64;
+    if (tr < 1) tr = 1;
+    if (tr > w->rows) tr = w->rows;
+    return tr;
+}
+
 //
 // dx (N,cols) (+)= dy (N,rows) @ W. Column-major: dx^T (cols,N) = W^T (cols,rows)
 // @ dy^T (rows,N), and row-major W (rows,cols) already is W^T column-major with
@@ -435,10 +444,7 @@ void cuda_matmul_backward_input(ops *o, float *dx, const float *dy, const qweigh
         cudaLaunchCheck(c);
         return;
     }
-    int64_t tr = (int64_t)(c->tile_budget / ((size_t)cols * sizeof(float)));
-    if (tr >= 64) tr = tr / 64 * 64;
-    if (tr < 1) tr = 1;
-    if (tr > rows) tr = rows;
+    const int64_t tr = cuda_matmul_bwd_tile_rows(c, w);
     float *tile = (float *)cuda_buf_reserve_abort(&c->tile, (size_t)tr * cols * sizeof(float), "fp32 weight tile",
                                                   __FILE__, __LINE__);
     for (int64_t r0 = 0; r0 < rows; r0 += tr) {

@@ -174,6 +174,10 @@ static int upload_weight(cuda_ctx *c, cuda_weight *dw, const qweight *w) {
     size_t esz = 0;
     cuda_matmul_tile_shape(c, dw, &tile_rows, &esz);
     if (tile_rows) QL_CHECK(cuda_buf_reserve(&c->tile, (size_t)tile_rows * (size_t)w->cols * esz, "dequantized weight tile"));
+    // and the backward's fp32 tile (training), so no op has to grow it mid-step
+    if (w->type != DT_F32)
+        QL_CHECK(cuda_buf_reserve(&c->tile, (size_t)cuda_matmul_bwd_tile_rows(c, dw) * (size_t)w->cols * sizeof(float),
+                                  "fp32 weight tile (backward)"));
     cudaCheck(cudaStreamSynchronize(c->stream));  // the host arrays may go away once we return
     return QL_OK;
 }

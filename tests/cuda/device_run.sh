@@ -18,6 +18,11 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90
     -DQLORA_TEST_MODELS="$QLORA_TEST_MODELS" 2>&1 | tail -12 | tee "$out/configure.txt"
 cmake --build build-gpu -j "$(nproc)" 2>&1 | grep -E "error|warning|Error" | tee "$out/build.txt"
 (cd build-gpu && ctest -L cuda --output-on-failure 2>&1 | tee "$out/ctest_cuda.txt")
+# the op checks of the training ops on the GPU (test_grad runs every backend present),
+# once more with tiny dequantization tiles so matmul_backward_input takes many tiles
+build-gpu/tests/test_grad cuda 2>&1 | tail -40 | tee "$out/test_grad_cuda.txt"
+QLORA_CUDA_TILE_BYTES=4096 build-gpu/tests/test_grad "cuda matmul_bwd" 2>&1 | tail -20 | tee "$out/test_grad_cuda_tiled.txt"
+build-gpu/tests/test_batch 2>&1 | grep -E "cuda|passed|FAIL" | tee "$out/test_batch_cuda.txt"
 (cd build-gpu && ctest -j 8 --output-on-failure 2>&1 | tail -25 | tee "$out/ctest_all.txt")
 if [ -x build-gpu/tests/bench_cuda ]; then build-gpu/tests/bench_cuda 2>&1 | tee "$out/bench_cuda.txt"; fi
 build-gpu/qlora bench --backend cuda --shape all --prompt-tokens 512 --gen-tokens 128 2>&1 | tee "$out/bench_qlora_cuda.txt"
