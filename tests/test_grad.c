@@ -847,6 +847,7 @@ static void backends_all(void) {
         bk_matmul(types[i], 1, 7, 13);
         bk_matmul(types[i], 5, 48, 172);  // NF4 blocks of 64 span rows
         bk_matmul(types[i], 33, 64, 100);
+        bk_matmul(types[i], 9, 40, 128);  // cols % 8 == 0: CUDA's 8-at-a-time NF4 dequantization
     }
     bk_matmul(DT_NF4, 2, 24500, 172);  // more rows than one dequantized tile (4M floats)
     bk_matmul(DT_F32, 3, 0, 8);        // rows = 0: dx = 0, or unchanged (skipped where upload refuses it)

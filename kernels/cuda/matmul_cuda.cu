@@ -251,6 +251,24 @@ __global__ void nf4_dequant_f16_x8(__half *__restrict__ tile, cuda_weight w, con
     ((uint4 *)tile)[i] = v;
 }
 
+// tile (count) fp32 = NF4 elements [e0, e0+count), exactly; as nf4_dequant_f16_x8
+// (same conditions: e0 % 8 == 0, count % 8 == 0) with two 16-byte stores.
+__global__ void nf4_dequant_f32_x8(float *__restrict__ tile, cuda_weight w, const float *__restrict__ tables,
+                                   int64_t e0, int64_t count) {
+    __shared__ float s_tab[NF4_TABLES_LEN];
+    nf4_tables_to_shared(s_tab, tables);
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;  // group of 8 elements
+    if (i * 8 >= count) return;
+    const int64_t e = e0 + i * 8, b = e / NF4_BLOCK;
+    const uint32_t word = __ldcs((const unsigned int *)(w.codes + (e >> 1)));
+    const float am = nf4_block_absmax(s_tab + 16, w.absmax_q[b], w.absmax_scale[b / NF4_BLOCK2], w.absmax_offset);
+    float f[8];
+    nf4_lookup8(word, s_tab, f);
+    float4 *dst = (float4 *)(tile + i * 8);
+    dst[0] = make_float4(__fmul_rn(f[0], am), __fmul_rn(f[1], am), __fmul_rn(f[2], am), __fmul_rn(f[3], am));
+    dst[1] = make_float4(__fmul_rn(f[4], am), __fmul_rn(f[5], am), __fmul_rn(f[6], am), __fmul_rn(f[7], am));
+}
+
 __device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
 __device__ __forceinline__ void store_as(__half *p, float v) { *p = __float2half_rn(v); }
 
@@ -449,8 +467,12 @@ void cuda_matmul_backward_input(ops *o, float *dx, const float *dy, const qweigh
                                                   __FILE__, __LINE__);
     for (int64_t r0 = 0; r0 < rows; r0 += tr) {
         const int64_t nr = tr < rows - r0 ? tr : rows - r0, count = nr * cols;
-        weight_to_tile<float><<<stride_blocks(c, count, 256), 256, 0, c->stream>>>(tile, *w, c->nf4_tables, r0 * cols,
-                                                                                    count);
+        if (w->type == DT_NF4 && cols % 8 == 0)
+            nf4_dequant_f32_x8<<<grid_1d(count / 8, 256), 256, 0, c->stream>>>(tile, *w, c->nf4_tables, r0 * cols,
+                                                                                count);
+        else
+            weight_to_tile<float><<<stride_blocks(c, count, 256), 256, 0, c->stream>>>(tile, *w, c->nf4_tables,
+                                                                                        r0 * cols, count);
         cudaLaunchCheck(c);
         const float beta = accumulate || r0 > 0 ? 1.0f : 0.0f;
         cublasCheckAbort(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, N, (int)nr, &k_one, tile, CUDA_R_32F, cols,
