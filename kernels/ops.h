@@ -102,7 +102,7 @@ struct ops {
     //   lora_shrink: xa_g (n_g,R_g) = x[rows of g] (n_g,in) @ A_g^T, where xa_g starts
     //                at xa + sum over earlier segments of n*R (packed, in seg order)
     //   lora_expand: y[rows of g] (n_g,out) += scale_g * xa_g @ B_g^T
-    // NULL in a backend that cannot apply adapters (CUDA, for now).
+    // Every backend has them (ref, cpu, cuda); callers still check for NULL.
     void (*lora_shrink)(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in);
     void (*lora_expand)(ops *o, float *y, const float *xa, const lora_seg *seg, int nseg, int out);
 
@@ -110,7 +110,7 @@ struct ops {
     // Letters as above, plus R (LoRA rank). Gradients are fp32 in backend memory.
     // Each op says whether it OVERWRITES its gradient outputs (=) or ACCUMULATES
     // into them (+=). The frozen base gets no weight gradients: only dx flows.
-    // NULL in a backend that has no training support (CUDA, for now).
+    // Every backend has them (ref, cpu, cuda); trainer_init checks for NULL.
 
     // Backward of rmsnorm (y = x * r * w, r = rsqrt(mean(x^2) + eps)) given dy (N,C):
     //   dx (N,C) += r * (dy*w - xn * mean(dy*w*xn)),  xn = x*r   (accumulates: the
