@@ -51,6 +51,15 @@ typedef struct {
 } adamw_scalars;
 adamw_scalars adamw_scalars_of(const adamw_args *a);  // kernels/backend.c
 
+// One parameter's AdamW update: the element loop of the host backends' adamw.
+static inline void adamw_elem(float *p, float *m, float *v, float grad, const adamw_scalars *s) {
+    float g = grad * s->clip;
+    *p *= s->decay;
+    *m = s->b1 * *m + s->one_minus_b1 * g;
+    *v = s->b2 * *v + s->one_minus_b2 * g * g;
+    *p -= s->step_size * *m / (__builtin_sqrtf(*v) / s->bc2_sqrt + s->eps);
+}
+
 typedef struct ops ops;
 struct ops {
     const char *name;  // "ref", "cpu", "cuda"

@@ -90,10 +90,7 @@ int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, in
         t->w[i].A = t->params + off, t->dA[i] = t->grads + off, off += (int64_t)a->rank * p->in;
         t->w[i].B = t->params + off, t->dB[i] = t->grads + off, off += (int64_t)p->out * a->rank;
     }
-    trainer_push(t);
-    o->zero(o, t->adam_m, sizeof(float) * np);
-    o->zero(o, t->adam_v, sizeof(float) * np);
-    trainer_zero_grads(t);
+    trainer_push(t);  // gradients and moments start at zero: alloc zeroes
     return rc;
 }
 

@@ -160,13 +160,7 @@ static double cpu_sumsq(ops *o, const float *x, int64_t n) {
 static void cpu_adamw(ops *o, float *p, const float *g, float *m, float *v, int64_t n, const adamw_args *a) {
     adamw_scalars s = adamw_scalars_of(a);
     #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * s.clip;
-        p[i] *= s.decay;
-        m[i] = s.b1 * m[i] + s.one_minus_b1 * gi;
-        v[i] = s.b2 * v[i] + s.one_minus_b2 * gi * gi;
-        p[i] -= s.step_size * m[i] / (sqrtf(v[i]) / s.bc2_sqrt + s.eps);
-    }
+    for (int64_t i = 0; i < n; i++) adamw_elem(&p[i], &m[i], &v[i], g[i], &s);
 }
 
 ops *ops_cpu_new(int n_threads) {

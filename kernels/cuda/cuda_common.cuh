@@ -115,10 +115,9 @@ int64_t cuda_matmul_bwd_tile_rows(const cuda_ctx *c, const cuda_weight *w);
 // matmul_cuda.cu
 void cuda_matmul(ops *o, float *out, const float *x, const qweight *w, int N);
 void cuda_matmul_backward_input(ops *o, float *dx, const float *dy, const qweight *w, int N, int accumulate);
-// attention_cuda.cu
+// attention_cuda.cu: inference and training attention share one forward kernel
 void cuda_attention(ops *o, float *out, const float *q, const float *k, const float *v, int N, int T0, int H,
                     int Hkv, int D);
-// attention_train_cuda.cu
 void cuda_attention_train(ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                           const int *seg_start, int N, int H, int Hkv, int D);
 void cuda_attention_backward(ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
@@ -151,7 +150,7 @@ void cuda_upload_args(cuda_ctx *c, int n, const void *const *src, const size_t *
 
 // ---- device helpers ----
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <typename T> __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
     for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
     return v;
@@ -164,14 +163,15 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // Sum (or max) over a 1-D block whose size is a multiple of 32; every thread gets
-// the result. s_red: shared, >= 32 floats. Contains the barriers that make the
-// caller's earlier shared-memory writes visible, and may be called back to back.
-__device__ __forceinline__ float block_sum(float v, float *s_red) {
+// the result. s_red: shared, >= 32 elements of T. Contains the barriers that make
+// the caller's earlier shared-memory writes visible, and may be called back to back.
+// block_sum in double keeps exact sums of squares and probabilities (grad_cuda.cu).
+template <typename T> __device__ __forceinline__ T block_sum(T v, T *s_red) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     v = warp_sum(v);
     if (lane == 0) s_red[warp] = v;
     __syncthreads();
-    float r = s_red[0];
+    T r = s_red[0];
     for (int i = 1; i < nwarps; i++) r += s_red[i];
     __syncthreads();
     return r;
@@ -239,5 +239,12 @@ __device__ __forceinline__ void nf4_tables_to_shared(float *s_tab, const float *
 }
 
 static inline unsigned grid_1d(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+// Blocks of 256 threads for an element-wise grid-stride kernel over n elements:
+// one per 256 elements, at most 8 per SM (the rest is the stride loop).
+static inline unsigned elementwise_blocks(const cuda_ctx *c, int64_t n) {
+    const int64_t cap = (int64_t)c->prop.multiProcessorCount * 8, b = (n + 255) / 256;
+    return (unsigned)(b < cap ? b : cap);
+}
 
 #endif

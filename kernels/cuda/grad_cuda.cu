@@ -33,26 +33,6 @@
 #define SUMSQ_THREADS 256
 #define SUMSQ_MAX_BLOCKS 1024 // fixed by n alone, so the summation order is too
 
-// Blocks of 256 for an element-wise grid-stride kernel over n elements.
-static unsigned elementwise_blocks(const cuda_ctx *c, int64_t n) {
-    const int64_t cap = (int64_t)c->prop.multiProcessorCount * 8;  // grid-stride beyond this
-    const int64_t b = (n + 255) / 256;
-    return (unsigned)(b < cap ? b : cap);
-}
-
-// block_sum (cuda_common.cuh) in double. s_red: shared, >= 32 doubles.
-__device__ __forceinline__ double block_sum_f64(double v, double *s_red) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-    if (lane == 0) s_red[warp] = v;
-    __syncthreads();
-    double r = s_red[0];
-    for (int i = 1; i < nwarps; i++) r += s_red[i];
-    __syncthreads();
-    return r;
-}
-
 // ---- rmsnorm backward ----
 
 // dx (N,C) += r * (dy*w - xn * mean(dy*w*xn)), xn = x*r; one block of RMS_THREADS
@@ -212,7 +192,7 @@ cross_entropy_rows_f32(float *__restrict__ loss, float *dlogits, const float *lo
     mx = block_max(mx, s_red);
     double sum = 0.0;
     for (int i = threadIdx.x; i < V; i += blockDim.x) sum += (double)expf(l[i] - mx);
-    sum = block_sum_f64(sum, s_red64);
+    sum = block_sum(sum, s_red64);
     const float lse = mx + (float)log(sum);
     if (threadIdx.x == 0) loss[blockIdx.x] = lse - lt;
     if (!d) return;
@@ -279,7 +259,7 @@ sumsq_partial_f64(double *__restrict__ part, const float *__restrict__ x, int64_
         const double v = x[i];
         acc += v * v;
     }
-    acc = block_sum_f64(acc, s_red);
+    acc = block_sum(acc, s_red);
     if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
 
@@ -289,7 +269,7 @@ sumsq_reduce_f64(double *__restrict__ out, const double *__restrict__ part, int 
     __shared__ double s_red[32];
     double acc = 0.0;
     for (int i = threadIdx.x; i < nparts; i += blockDim.x) acc += part[i];
-    acc = block_sum_f64(acc, s_red);
+    acc = block_sum(acc, s_red);
     if (threadIdx.x == 0) *out = acc;
 }
 

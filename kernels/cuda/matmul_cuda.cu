@@ -226,12 +226,29 @@ gemv_rows_any(float *__restrict__ out, const float *__restrict__ x, cuda_weight 
 
 __device__ __forceinline__ uint32_t half2_bits(__half2 h) { return *reinterpret_cast<uint32_t *>(&h); }
 
-// tile (count) fp16 = elements [e0, e0+count) of an NF4 W, 8 per thread: one
-// 4-byte code load, one absmax, one 16-byte store. e0 % 8 == 0 and count % 8 == 0
+// Eight dequantized values into the tile at element i*8, as 16-byte stores.
+__device__ __forceinline__ void store8(__half *tile, int64_t i, const float *f) {
+    uint4 v;
+    v.x = half2_bits(__floats2half2_rn(f[0], f[1]));  // .x: lower address
+    v.y = half2_bits(__floats2half2_rn(f[2], f[3]));
+    v.z = half2_bits(__floats2half2_rn(f[4], f[5]));
+    v.w = half2_bits(__floats2half2_rn(f[6], f[7]));
+    ((uint4 *)tile)[i] = v;
+}
+__device__ __forceinline__ void store8(float *tile, int64_t i, const float *f) {
+    float4 *dst = (float4 *)(tile + i * 8);
+    dst[0] = make_float4(f[0], f[1], f[2], f[3]);
+    dst[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+// tile (count) = elements [e0, e0+count) of an NF4 W, dequantized exactly and
+// rounded to T (fp16 for the forward, fp32 for the backward), 8 per thread: one
+// 4-byte code load, one absmax, 16-byte stores. e0 % 8 == 0 and count % 8 == 0
 // (whole rows of a W with cols % 8 == 0), so the 8 elements share one absmax.
 // grid ceil(count/8/256), block 256.
-__global__ void nf4_dequant_f16_x8(__half *__restrict__ tile, cuda_weight w, const float *__restrict__ tables,
-                                   int64_t e0, int64_t count) {
+template <typename T>
+__global__ void nf4_dequant_x8(T *__restrict__ tile, cuda_weight w, const float *__restrict__ tables, int64_t e0,
+                               int64_t count) {
     __shared__ float s_tab[NF4_TABLES_LEN];
     nf4_tables_to_shared(s_tab, tables);
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;  // group of 8 elements
@@ -243,37 +260,14 @@ __global__ void nf4_dequant_f16_x8(__half *__restrict__ tile, cuda_weight w, con
     nf4_lookup8(word, s_tab, f);
 #pragma unroll
     for (int k = 0; k < 8; k++) f[k] = __fmul_rn(f[k], am);
-    uint4 v;
-    v.x = half2_bits(__floats2half2_rn(f[0], f[1]));  // .x: lower address
-    v.y = half2_bits(__floats2half2_rn(f[2], f[3]));
-    v.z = half2_bits(__floats2half2_rn(f[4], f[5]));
-    v.w = half2_bits(__floats2half2_rn(f[6], f[7]));
-    ((uint4 *)tile)[i] = v;
-}
-
-// tile (count) fp32 = NF4 elements [e0, e0+count), exactly; as nf4_dequant_f16_x8
-// (same conditions: e0 % 8 == 0, count % 8 == 0) with two 16-byte stores.
-__global__ void nf4_dequant_f32_x8(float *__restrict__ tile, cuda_weight w, const float *__restrict__ tables,
-                                   int64_t e0, int64_t count) {
-    __shared__ float s_tab[NF4_TABLES_LEN];
-    nf4_tables_to_shared(s_tab, tables);
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;  // group of 8 elements
-    if (i * 8 >= count) return;
-    const int64_t e = e0 + i * 8, b = e / NF4_BLOCK;
-    const uint32_t word = __ldcs((const unsigned int *)(w.codes + (e >> 1)));
-    const float am = nf4_block_absmax(s_tab + 16, w.absmax_q[b], w.absmax_scale[b / NF4_BLOCK2], w.absmax_offset);
-    float f[8];
-    nf4_lookup8(word, s_tab, f);
-    float4 *dst = (float4 *)(tile + i * 8);
-    dst[0] = make_float4(__fmul_rn(f[0], am), __fmul_rn(f[1], am), __fmul_rn(f[2], am), __fmul_rn(f[3], am));
-    dst[1] = make_float4(__fmul_rn(f[4], am), __fmul_rn(f[5], am), __fmul_rn(f[6], am), __fmul_rn(f[7], am));
+    store8(tile, i, f);
 }
 
 __device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
 __device__ __forceinline__ void store_as(__half *p, float v) { *p = __float2half_rn(v); }
 
 // tile (count) = elements [e0, e0+count) of any W, rounded to T (fp16 or fp32).
-// Element by element; for the shapes nf4_dequant_f16_x8 does not take. Grid-stride.
+// Element by element; for the shapes nf4_dequant_x8 does not take. Grid-stride.
 template <typename T>
 __global__ void weight_to_tile(T *__restrict__ tile, cuda_weight w, const float *__restrict__ tables, int64_t e0,
                                int64_t count) {
@@ -399,7 +393,7 @@ static void matmul_tensor_cores(cuda_ctx *c, float *out, const float *x, const c
     for (int64_t r0 = 0; r0 < rows; r0 += tr) {
         const int64_t nr = tr < rows - r0 ? tr : rows - r0, e0 = r0 * cols, count = nr * cols;
         if (esz == 2 && cols % 8 == 0)
-            nf4_dequant_f16_x8<<<grid_1d(count / 8, 256), 256, 0, c->stream>>>((__half *)tile, *w, c->nf4_tables, e0,
+            nf4_dequant_x8<__half><<<grid_1d(count / 8, 256), 256, 0, c->stream>>>((__half *)tile, *w, c->nf4_tables, e0,
                                                                                  count);
         else if (esz == 2)
             weight_to_tile<__half><<<stride_blocks(c, count, 256), 256, 0, c->stream>>>((__half *)tile, *w,
@@ -468,7 +462,7 @@ void cuda_matmul_backward_input(ops *o, float *dx, const float *dy, const qweigh
     for (int64_t r0 = 0; r0 < rows; r0 += tr) {
         const int64_t nr = tr < rows - r0 ? tr : rows - r0, count = nr * cols;
         if (w->type == DT_NF4 && cols % 8 == 0)
-            nf4_dequant_f32_x8<<<grid_1d(count / 8, 256), 256, 0, c->stream>>>(tile, *w, c->nf4_tables, r0 * cols,
+            nf4_dequant_x8<float><<<grid_1d(count / 8, 256), 256, 0, c->stream>>>(tile, *w, c->nf4_tables, r0 * cols,
                                                                                 count);
         else
             weight_to_tile<float><<<stride_blocks(c, count, 256), 256, 0, c->stream>>>(tile, *w, c->nf4_tables,

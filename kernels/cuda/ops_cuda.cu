@@ -1,6 +1,7 @@
 // ops_cuda.cu: the CUDA backend of kernels/ops.h: device setup, memory,
 // weight upload, and the element-wise and per-row ops (embed, rmsnorm, rope,
-// swiglu, add). matmul lives in matmul_cuda.cu, attention in attention_cuda.cu.
+// swiglu, add). matmul lives in matmul_cuda.cu, attention in attention_cuda.cu,
+// the training ops in grad_cuda.cu and lora_cuda.cu.
 // Every op is queued on the backend's one stream; to_host and sync wait for it.
 #include "cuda_common.cuh"
 extern "C" {
@@ -311,12 +312,6 @@ __global__ void swiglu_f32(float *out, const float *gate, const float *up, int64
 __global__ void add_inplace_f32(float *y, const float *x, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         y[i] += x[i];
-}
-
-static unsigned elementwise_blocks(const cuda_ctx *c, int64_t n) {
-    const int64_t cap = (int64_t)c->prop.multiProcessorCount * 8;  // grid-stride beyond this
-    const int64_t b = (n + 255) / 256;
-    return (unsigned)(b < cap ? b : cap);
 }
 
 static void cuda_swiglu(ops *o, float *out, const float *gate, const float *up, int n) {
