@@ -16,7 +16,10 @@ static void req_fail(eng_req *r, const char *msg) {
 // Appends piece text; returns 1 when a stop string now ends the text (which is then
 // cut before it).
 static int req_append(eng_req *r, const char *txt, size_t len, size_t cap) {
-    if (r->text_len + len >= cap) len = cap - 1 - r->text_len;
+    if (r->text_len + len >= cap) {  // cut at a character's start
+        len = cap - 1 - r->text_len;
+        while (len > 0 && ((unsigned char)txt[len] & 0xC0) == 0x80) len--;
+    }
     memcpy(r->text + r->text_len, txt, len);
     r->text_len += len;
     r->text[r->text_len] = '\0';
@@ -39,6 +42,7 @@ static void req_emit(eng_req *r, int done) {
     for (int i = 0; i < ENGINE_MAX_STOPS && r->stop[i] && !done; i++)
         if (strlen(r->stop[i]) > hold + 1) hold = strlen(r->stop[i]) - 1;
     size_t upto = r->text_len > hold ? r->text_len - hold : 0;
+    while (!done && upto > r->emitted && ((unsigned char)r->text[upto] & 0xC0) == 0x80) upto--;  // whole characters
     if (upto > r->emitted) r->on_text(r->on_text_ctx, r->text + r->emitted, upto - r->emitted);
     if (upto > r->emitted) r->emitted = upto;
 }
@@ -85,80 +89,124 @@ static void req_finish(eng_req *r, const char *why) {
     req_emit(r, 1);
 }
 
-int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st) {
+int engine_init(engine *e, fwd_state *f, const spm *tok) {
+    const int S = f->n_slots, V = f->m->cfg.vocab_size;
+    memset(e, 0, sizeof *e);
+    e->f = f, e->tok = tok;
+    e->slot = calloc((size_t)S, sizeof *e->slot);
+    e->tokens = malloc(sizeof(int) * (size_t)f->max_N);
+    e->in_batch = malloc(sizeof(int) * (size_t)S);
+    e->seqs = malloc(sizeof(fwd_seq) * (size_t)S);
+    e->logits = malloc(sizeof(float) * (size_t)S * V);
+    if (e->slot && e->tokens && e->in_batch && e->seqs && e->logits) return QL_OK;
+    engine_free(e);
+    return ql_err(QL_ENOMEM, "out of memory");
+}
+
+void engine_free(engine *e) {
+    free(e->slot), free(e->tokens), free(e->in_batch), free(e->seqs), free(e->logits);
+    memset(e, 0, sizeof *e);
+}
+
+int engine_free_slots(const engine *e) {
+    int n = 0;
+    for (int s = 0; s < e->f->n_slots; s++) n += e->slot[s] == NULL;
+    return n;
+}
+
+int engine_active(const engine *e) { return e->f->n_slots - engine_free_slots(e); }
+
+int engine_start(engine *e, eng_req *r) {
+    int s = 0;
+    while (s < e->f->n_slots && e->slot[s]) s++;
+    QL_ASSERT(s < e->f->n_slots);
+    r->slot = s;
+    QL_CHECK(req_start(e->f, e->tok, r));
+    if (r->active) e->slot[s] = r;
+    return QL_OK;
+}
+
+void engine_cancel(engine *e, eng_req *r) {
+    if (!r->active) return;
+    QL_ASSERT(e->slot[r->slot] == r);
+    e->slot[r->slot] = NULL;
+    r->active = 0;
+    r->finish = "cancelled";
+}
+
+int engine_step(engine *e) {
+    fwd_state *f = e->f;
     const int V = f->m->cfg.vocab_size, eos = f->m->cfg.eos_id, S = f->n_slots;
-    memset(st, 0, sizeof *st);
-    int *slot_req = malloc(sizeof(int) * (size_t)S), *tokens = malloc(sizeof(int) * (size_t)f->max_N);
-    int *in_batch = malloc(sizeof(int) * (size_t)S);
-    fwd_seq *seqs = malloc(sizeof(fwd_seq) * (size_t)S);
-    float *logits = malloc(sizeof(float) * (size_t)S * V);
-    int rc = slot_req && tokens && in_batch && seqs && logits ? QL_OK : ql_err(QL_ENOMEM, "out of memory");
-    for (int s = 0; s < S; s++) slot_req[s] = -1;
+    // One step: every active sequence, in slot order, while tokens remain.
+    int ns = 0, N = 0;
+    for (int s = 0; s < S; s++) {
+        if (!e->slot[s] || N >= f->max_N) continue;
+        eng_req *q = e->slot[s];
+        int k;
+        if (q->done_prompt < q->n_prompt) {  // prefill, in chunks that fit the step
+            k = q->n_prompt - q->done_prompt;
+            if (k > f->max_N - N) k = f->max_N - N;
+            memcpy(e->tokens + N, q->prompt + q->done_prompt, sizeof(int) * (size_t)k);
+        } else {
+            k = 1;
+            e->tokens[N] = q->ids[q->n_ids - 1];
+        }
+        e->seqs[ns] = (fwd_seq){k, q->pos, s, q->adapter, q->scale};
+        e->in_batch[ns++] = s;
+        N += k;
+    }
+    e->last_batch = ns;
+    if (ns == 0) return QL_OK;
     double t0 = time_now();
-    int next = 0;  // the first request not yet started
-    while (!rc) {
-        for (int s = 0; s < S && !rc; s++) {  // admit waiting requests into free slots
-            while (slot_req[s] < 0 && next < n && !rc) {
-                eng_req *q = &r[next];
-                q->slot = s;
-                rc = req_start(f, tok, q);
-                if (q->active) slot_req[s] = next;
-                next++;
-            }
+    int rc = fwd_batch(f, e->logits, e->tokens, e->seqs, ns, 0);
+    e->st.steps++;
+    for (int i = 0; i < ns && !rc; i++) {
+        int s = e->in_batch[i];
+        eng_req *q = e->slot[s];
+        int prefill = q->done_prompt < q->n_prompt;
+        q->pos += e->seqs[i].n;
+        if (prefill) {
+            q->done_prompt += e->seqs[i].n;
+            e->st.prompt_tokens += e->seqs[i].n;
+            if (q->done_prompt < q->n_prompt) continue;  // more prompt to go
         }
-        // One step: every active sequence, in slot order, while tokens remain.
-        int ns = 0, N = 0;
-        for (int s = 0; s < S && !rc; s++) {
-            if (slot_req[s] < 0 || N >= f->max_N) continue;
-            eng_req *q = &r[slot_req[s]];
-            int k;
-            if (q->done_prompt < q->n_prompt) {  // prefill, in chunks that fit the step
-                k = q->n_prompt - q->done_prompt;
-                if (k > f->max_N - N) k = f->max_N - N;
-                memcpy(tokens + N, q->prompt + q->done_prompt, sizeof(int) * (size_t)k);
-            } else {
-                k = 1;
-                tokens[N] = q->ids[q->n_ids - 1];
-            }
-            seqs[ns] = (fwd_seq){k, q->pos, s, q->adapter, q->scale};
-            in_batch[ns++] = s;
-            N += k;
+        int id = sampler_next(&q->smp, e->logits + (size_t)i * V, V);
+        q->ids[q->n_ids++] = id;
+        e->st.generated++;
+        const char *why = NULL;
+        if (q->stop_at_eos && id == eos) {
+            why = "stop";
+        } else {
+            const char *txt = "";
+            size_t len = 0;
+            if (id < spm_vocab_size(e->tok)) rc = spm_stream_push(q->ss, id, &txt, &len);
+            if (!rc && len && req_append(q, txt, len, text_cap(q))) why = "stop";
+            if (!why) req_emit(q, 0);
         }
-        if (rc || ns == 0) break;
-        rc = fwd_batch(f, logits, tokens, seqs, ns, 0);
-        st->steps++;
-        for (int i = 0; i < ns && !rc; i++) {
-            int s = in_batch[i];
-            eng_req *q = &r[slot_req[s]];
-            int prefill = q->done_prompt < q->n_prompt;
-            q->pos += seqs[i].n;
-            if (prefill) {
-                q->done_prompt += seqs[i].n;
-                st->prompt_tokens += seqs[i].n;
-                if (q->done_prompt < q->n_prompt) continue;  // more prompt to go
-            }
-            int id = sampler_next(&q->smp, logits + (size_t)i * V, V);
-            q->ids[q->n_ids++] = id;
-            st->generated++;
-            const char *why = NULL;
-            if (q->stop_at_eos && id == eos) {
-                why = "stop";
-            } else {
-                const char *txt = "";
-                size_t len = 0;
-                if (id < spm_vocab_size(tok)) rc = spm_stream_push(q->ss, id, &txt, &len);
-                if (!rc && len && req_append(q, txt, len, text_cap(q))) why = "stop";
-                if (!why) req_emit(q, 0);
-            }
-            if (!why && (q->n_ids >= q->max_tokens || q->pos >= f->max_T)) why = "length";
-            if (why) {
-                req_finish(q, why);
-                slot_req[s] = -1;
-            }
+        if (!why && (q->n_ids >= q->max_tokens || q->pos >= f->max_T)) why = "length";
+        if (why) {
+            req_finish(q, why);
+            e->slot[s] = NULL;
         }
     }
+    e->st.seconds += time_now() - t0;
+    return rc;
+}
+
+int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st) {
+    engine e;
+    memset(st, 0, sizeof *st);
+    QL_CHECK(engine_init(&e, f, tok));
+    double t0 = time_now();
+    int rc = QL_OK, next = 0;  // the first request not yet started
+    while (!rc) {
+        while (!rc && next < n && engine_free_slots(&e) > 0) rc = engine_start(&e, &r[next++]);
+        if (rc || engine_active(&e) == 0) break;
+        rc = engine_step(&e);
+    }
+    *st = e.st;
     st->seconds = time_now() - t0;
-    free(slot_req), free(tokens), free(in_batch), free(seqs), free(logits);
+    engine_free(&e);
     return rc;
 }
 

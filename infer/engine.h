@@ -3,6 +3,11 @@
 // fwd_batch over the active sequences (a prompt chunk for those still in prefill,
 // one token for the others); a finished sequence leaves the batch and frees its
 // KV slot for the next request waiting.
+//
+// Two ways to drive it: engine_run takes a fixed list of requests and runs them
+// all (the command-line front ends); engine_start / engine_step / engine_cancel
+// let a caller add requests while others run (continuous batching: qlora serve's
+// scheduler admits a new request into a free slot between two steps).
 #ifndef QL_ENGINE_H
 #define QL_ENGINE_H
 
@@ -10,7 +15,8 @@
 #include "../common/spm.h"
 #include "sample.h"
 
-#define ENGINE_MAX_STOPS 4
+#define ENGINE_MAX_STOPS 8   // a request's own and its chat template's
+#define ENGINE_USER_STOPS 4  // stop strings a request may give (OpenAI's limit)
 
 typedef struct {
     // in
@@ -32,7 +38,7 @@ typedef struct {
     int n_ids;
     char *text;                    // generated text, NUL-terminated, malloc'd by the engine
     size_t text_len;
-    const char *finish;            // "stop" (EOS or a stop string), "length" or "error"
+    const char *finish;            // "stop" (EOS or a stop string), "length", "error" or "cancelled"
     char err[256];                 // when finish is "error"
     // engine state
     int slot, done_prompt, pos, active;
@@ -52,5 +58,34 @@ typedef struct {
 // the batch itself fails.
 int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st);
 void eng_req_free(eng_req *r);
+
+// ---- stepping: requests join and leave between steps ----
+typedef struct {
+    fwd_state *f;
+    const spm *tok;
+    eng_req **slot;        // (n_slots) the request in each KV slot, or NULL
+    int *tokens, *in_batch;
+    fwd_seq *seqs;
+    float *logits;         // (n_slots, V)
+    eng_stats st;          // totals since engine_init (seconds: inside engine_step)
+    int last_batch;        // sequences in the last step
+} engine;
+
+int engine_init(engine *e, fwd_state *f, const spm *tok);
+void engine_free(engine *e);
+// Slots free for engine_start, and requests active.
+int engine_free_slots(const engine *e);
+int engine_active(const engine *e);
+// Starts r in the lowest free slot (there must be one). r then runs from the next
+// engine_step, or is finished at once (finish "error" with err: an empty prompt or
+// one the context cannot hold; "length" for max_tokens 0) and takes no slot. The
+// return value is an error only for no memory.
+int engine_start(engine *e, eng_req *r);
+// One fwd_batch over every active request; a request that finishes leaves its slot
+// (active 0, finish set) before this returns. QL_OK and nothing done when none is
+// active; an error only when the batch itself fails.
+int engine_step(engine *e);
+// Takes an active r out of its slot with finish "cancelled" (no more text).
+void engine_cancel(engine *e, eng_req *r);
 
 #endif

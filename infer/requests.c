@@ -59,8 +59,8 @@ static int get_stops(const json_doc *d, req_line *q) {
     int v = json_find(d, 0, "stop");
     if (v < 0 || json_is_null(d, v)) return QL_OK;
     int arr = json_type(d, v) == JSON_ARRAY, n = arr ? json_size(d, v) : 1;
-    if (n > ENGINE_MAX_STOPS)
-        return ql_err(QL_EFORMAT, "%s: field 'stop': at most %d strings, found %d", d->what, ENGINE_MAX_STOPS, n);
+    if (n > ENGINE_USER_STOPS)
+        return ql_err(QL_EFORMAT, "%s: field 'stop': at most %d strings, found %d", d->what, ENGINE_USER_STOPS, n);
     for (int k = 0; k < n; k++) {
         QL_CHECK(json_get_string(d, arr ? json_item(d, v, k) : v, "stop", &q->stop[k], NULL));
         if (!q->stop[k][0]) return ql_err(QL_EFORMAT, "%s: field 'stop': an empty string", d->what);
