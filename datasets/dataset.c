@@ -40,6 +40,12 @@ const char *ds_format_name(ds_format f) {
 
 static const char *const template_names[] = {"llama2", "chatml", "zephyr"};
 
+const char *const *ds_template_stops(ds_template t) {
+    static const char *const llama2[] = {"[INST]", NULL}, *const chatml[] = {"<|im_end|>", "<|im_start|>", NULL},
+                             *const zephyr[] = {"<|user|>", "</s>", NULL};
+    return t == DS_TEMPLATE_CHATML ? chatml : t == DS_TEMPLATE_ZEPHYR ? zephyr : llama2;
+}
+
 const char *ds_template_name(ds_template t) {
     return t >= DS_TEMPLATE_LLAMA2 && t <= DS_TEMPLATE_ZEPHYR ? template_names[t] : "unknown";
 }

@@ -87,6 +87,9 @@ void dataset_free(dataset *d);
 
 const char *ds_format_name(ds_format f);      // "text", "prompt/completion", "messages", "alpaca"
 const char *ds_template_name(ds_template t);  // "llama2", "chatml", "zephyr"
+// What ends a reply in template t besides EOS: the markers that begin the next
+// turn. A NULL-terminated list of at most 2.
+const char *const *ds_template_stops(ds_template t);
 // "llama2" | "chatml" | "zephyr" -> QL_OK, else QL_EINVAL listing the names.
 int ds_template_parse(ds_template *out /* out */, const char *name);
 

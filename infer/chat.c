@@ -44,14 +44,6 @@ static void stream_out(void *ctx, const char *txt, size_t len) {
     fflush((FILE *)ctx);
 }
 
-// What ends a reply besides EOS: the template's next turn marker.
-static void template_stops(ds_template t, const char **stop) {
-    static const char *const llama2[] = {"[INST]", NULL}, *const chatml[] = {"<|im_end|>", "<|im_start|>", NULL},
-                             *const zephyr[] = {"<|user|>", "</s>", NULL};
-    const char *const *s = t == DS_TEMPLATE_CHATML ? chatml : t == DS_TEMPLATE_ZEPHYR ? zephyr : llama2;
-    for (int i = 0; s[i]; i++) stop[i] = s[i];
-}
-
 // The loaded entry with this serial, or NULL (0: the base).
 static const store_entry *by_serial(const adapter_store *st, int serial) {
     for (int i = 0; i < st->n && serial; i++)
@@ -175,7 +167,8 @@ int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FI
         eng_req r = {.prompt = ids, .n_prompt = n, .max_tokens = co->max_tokens < T - n ? co->max_tokens : T - n,
                      .stop_at_eos = 1, .smp = smp, .cached = keep, .on_text = stream_out, .on_text_ctx = out};
         if (ce) r.adapter = &ce->a, r.scale = ce->scale;
-        template_stops(co->tmpl, r.stop);
+        const char *const *ts = ds_template_stops(co->tmpl);
+        for (int i = 0; ts[i]; i++) r.stop[i] = ts[i];
         fprintf(out, "%s> ", ce ? ce->name : "base");
         fflush(out);
         eng_stats es;

@@ -450,14 +450,18 @@ int cmd_train(int argc, char **argv) {
             char *qdata = json_quote(o.data), *qbase = json_quote(o.base), *qfp = json_quote(fingerprint),
                  *qrec = json_quote(recipe ? recipe : "");
             double vfinal = nval ? vloss[nval - 1] : NAN;
+            // the template the adapter learned its turns in (qlora serve renders chat requests with it)
+            int chat = ds.format == DS_FORMAT_CHAT || ds.format == DS_FORMAT_ALPACA;
             sprintf(rec,
                     "{\n  \"recipe\": %s,\n  \"recipe_values\": %s,\n  \"options\": %s,\n  \"base\": %s,\n"
                     "  \"dataset\": {\"path\": %s, \"fnv1a64\": \"%016llx\", \"format\": \"%s\", \"samples\": %d, "
                     "\"val_samples\": %d, \"trained_tokens\": %ld, \"truncated\": %ld, \"skipped\": %ld},\n"
+                    "  \"chat_template\": %s%s%s,\n"
                     "  \"final\": {\"steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s}\n}\n",
                     recipe ? qrec : "null", rtext ? rtext : "null", qfp, qbase, qdata, (unsigned long long)fnv1a(o.data),
                     ds_format_name(ds.format), ds.n_samples, vs.n_samples, ds.stats.trained_tokens, ds.stats.truncated,
-                    ds.stats.skipped, steps, steps ? losses[steps - 1] : 0.0, "null");
+                    ds.stats.skipped, chat ? "\"" : "", chat ? ds_template_name(tmpl) : "null", chat ? "\"" : "", steps,
+                    steps ? losses[steps - 1] : 0.0, "null");
             if (isfinite(vfinal)) {
                 char *p = strstr(rec, "\"val_loss\": null");
                 if (p) sprintf(p, "\"val_loss\": %.6f}\n}\n", vfinal);
