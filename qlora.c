@@ -4,6 +4,7 @@
 
 #include "export/export_cmd.h"
 #include "infer/commands.h"
+#include "serve/serve_cmd.h"
 #include "train/train_cmd.h"
 
 static const struct {
@@ -14,6 +15,7 @@ static const struct {
     {"train", cmd_train, "train a LoRA adapter on a frozen NF4 base from JSONL (PEFT adapter directory)"},
     {"infer", cmd_infer, "generate: one prompt, fan-out to adapters, or a JSONL file of requests, in batches"},
     {"chat", cmd_chat, "chat through a template; switch adapters mid-conversation"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server over the base and a LoRA store (hot-loading, batching)"},
     {"eval", cmd_eval, "mean token loss and perplexity on a text or JSONL file"},
     {"quantize", cmd_quantize, "freeze a Hugging Face model in NF4 into one mmap-able base file"},
     {"export", cmd_export, "an adapter or the base in another runtime's format (GGUF for llama.cpp)"},

@@ -27,6 +27,7 @@ const char *ql_errname(int code) {
     case QL_ENOMEM: return "out of memory";
     case QL_EUNSUP: return "unsupported";
     case QL_EDEVICE: return "device error";
+    case QL_ENOENT: return "not found";
     }
     return "unknown error";
 }

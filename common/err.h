@@ -16,6 +16,7 @@ enum {
     QL_ENOMEM,   // allocation failed
     QL_EUNSUP,   // valid but unsupported (architecture, dtype, ...)
     QL_EDEVICE,  // accelerator error
+    QL_ENOENT,   // a named thing (an adapter, a model) does not exist
 };
 
 // ql_err sets the thread's last error message (printf-style) and returns code.

@@ -237,6 +237,19 @@ bad:
     return ql_err(QL_EFORMAT, "%s: field '%s': invalid escape sequence in string", d->what, name);
 }
 
+int json_bad_member(const json_doc *d, int *two_values) {
+    for (int i = 0; i < d->ntok; i++) {
+        if (d->tok[i].type != JSMN_OBJECT) continue;
+        for (int k = 0; k < d->tok[i].size; k++) {
+            int key = json_member(d, i, k, NULL);
+            if (key < 0 || d->tok[key].size == 1) continue;
+            *two_values = d->tok[key].size > 1;
+            return key;
+        }
+    }
+    return -1;
+}
+
 int file_read_all(const char *path, size_t limit, char **out, size_t *len_out) {
     FILE *f = fopen(path, "rb");
     if (!f) return ql_err(QL_EIO, "%s: cannot open: %s", path, strerror(errno));

@@ -30,6 +30,10 @@ int json_item(const json_doc *d, int arr, int k);  // k-th item of an array or -
 // key of the k-th member of an object: returns key token, sets *val to the value token
 int json_member(const json_doc *d, int obj, int k, int *val);
 
+// jsmn accepts a key with no value ({"a": }) and a key with two ({"a": 1 2}).
+// Returns the first such key's token (*two_values: 1 for the second kind), or -1.
+int json_bad_member(const json_doc *d, int *two_values);
+
 int json_is_null(const json_doc *d, int i);
 // "an object", "an array", "a string", "a number", "a boolean", "null" (for messages)
 const char *json_type_name(const json_doc *d, int i);

@@ -202,24 +202,18 @@ void ds_messages_free(ds_message *m, int nm) {
 // Returns QL_EFORMAT naming the column where things went wrong.
 static int check_values(const where *w) {
     const json_doc *d = w->doc;
-    for (int i = 0; i < d->ntok; i++) {
-        if (d->tok[i].type != JSMN_OBJECT) continue;
-        for (int k = 0; k < d->tok[i].size; k++) {
-            int key = json_member(d, i, k, NULL);
-            if (key < 0 || d->tok[key].size == 1) continue;
-            int n = d->tok[key].end - d->tok[key].start;
-            if (n > 40) n = 40;
-            if (d->tok[key].size > 1) {
-                int second = json_next(d, key + 1);
-                return bad(w, tok_col(d, second), "invalid JSON: expected ',' or '}' after the value of key \"%.*s\"",
-                           n, d->js + d->tok[key].start);
-            }
-            int p = d->tok[key].end + 1;  // past the closing quote
-            while (p < (int)d->len && (d->js[p] == ' ' || d->js[p] == '\t' || d->js[p] == ':')) p++;
-            return bad(w, p + 1, "invalid JSON: missing value for key \"%.*s\"", n, d->js + d->tok[key].start);
-        }
+    int two, key = json_bad_member(d, &two);
+    if (key < 0) return QL_OK;
+    int n = d->tok[key].end - d->tok[key].start;
+    if (n > 40) n = 40;
+    if (two) {
+        int second = json_next(d, key + 1);
+        return bad(w, tok_col(d, second), "invalid JSON: expected ',' or '}' after the value of key \"%.*s\"", n,
+                   d->js + d->tok[key].start);
     }
-    return QL_OK;
+    int p = d->tok[key].end + 1;  // past the closing quote
+    while (p < (int)d->len && (d->js[p] == ' ' || d->js[p] == '\t' || d->js[p] == ':')) p++;
+    return bad(w, p + 1, "invalid JSON: missing value for key \"%.*s\"", n, d->js + d->tok[key].start);
 }
 
 // Parses and checks one line. *file_format is set by the first valid line.

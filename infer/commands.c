@@ -22,19 +22,12 @@
 #include "sample.h"
 #include "store.h"
 
-// What every command that runs a model shares.
-typedef struct {
-    model m;
-    spm *tok;
-    ops *o;
-} session;
-
 static int fail(const char *cmd, int rc) {
     fprintf(stderr, "qlora %s: error: %s\n", cmd, ql_errmsg());
     return rc == QL_EINVAL ? 2 : 1;
 }
 
-static int session_open(session *s, const char *base, const char *base_dtype, const char *backend, int threads) {
+int session_open(session *s, const char *base, const char *base_dtype, const char *backend, int threads) {
     memset(s, 0, sizeof *s);
     int bd = base_dtype_parse(base_dtype);
     if (bd < 0) return ql_err(QL_EINVAL, "--base-dtype: expected nf4, f16 or f32, found '%s'", base_dtype);
@@ -56,7 +49,7 @@ static int session_open(session *s, const char *base, const char *base_dtype, co
     return QL_OK;
 }
 
-static void session_close(session *s) {
+void session_close(session *s) {
     ops_delete(s->o);
     spm_free(s->tok);
     model_free(&s->m);

@@ -14,6 +14,7 @@
 #include "../common/forward.h"
 #include "../common/json.h"
 #include "../common/log.h"
+#include "../common/strbuf.h"
 #include "engine.h"
 #include "generate.h"
 #include "store.h"
@@ -181,28 +182,8 @@ static int open_store(adapter_store *st, const model *m, const requests_opts *ro
     return rc;
 }
 
-// Appends text to a growing buffer.
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static int sb_add(sbuf *b, const char *s) {
-    size_t l = strlen(s);
-    if (b->n + l + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + l + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) return ql_err(QL_ENOMEM, "out of memory");
-        b->s = p, b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, l + 1);
-    b->n += l;
-    return QL_OK;
-}
-
 // One result line.
-static int add_result(sbuf *b, const req_line *q, const eng_req *r) {
+static int add_result(strbuf *b, const req_line *q, const eng_req *r) {
     char *qa = q->adapter ? json_quote(q->adapter) : NULL;
     const char *err = q->err[0] ? q->err : r && r->finish && !strcmp(r->finish, "error") ? r->err : NULL;
     char *qe = err ? json_quote(err) : NULL, *qt = !err ? json_quote(r->text ? r->text : "") : NULL;
@@ -306,7 +287,7 @@ int requests_run(const model *m, const spm *tok, ops *o, const requests_opts *ro
         if (!rc) rc = engine_run(&f, tok, er, ne, &es);
     }
     // results, in input order
-    sbuf out = {0};
+    strbuf out = {0};
     for (int i = 0; i < n && !rc; i++) {
         const eng_req *r = of[i] >= 0 ? &er[of[i]] : NULL;
         if (r && r->finish && !strcmp(r->finish, "error") && !q[i].err[0])  // the engine's reason, located

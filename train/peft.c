@@ -466,6 +466,17 @@ int lora_peft_shapes(model_config *c, const char *dir) {
     return QL_OK;
 }
 
+int lora_peft_config(lora_adapter *a, unsigned *listed, const char *dir) {
+    memset(a, 0, sizeof *a);
+    *listed = 0;
+    char *cpath = path_join(dir, PEFT_CONFIG_NAME);
+    if (!cpath) return ql_err(QL_ENOMEM, "out of memory");
+    int rc = read_config(a, listed, cpath);
+    free(cpath);
+    if (rc) lora_free(a);
+    return rc;
+}
+
 int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) {
     memset(a, 0, sizeof *a);
     struct stat st;

@@ -30,6 +30,10 @@ int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_
 // file, the field or tensor, what was expected and what was found; on error a
 // is left empty (lora_free is still safe).
 int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir);
+// Reads only dir's adapter_config.json: rank, alpha, use_rslora, and in *listed
+// the LORA_* bits of its target_modules (a listing of the store, without loading
+// weights). a holds no weights; lora_free is still safe.
+int lora_peft_config(lora_adapter *a /* out */, unsigned *listed /* out */, const char *dir);
 // A model config that dir's tensors fit, for handling an adapter without its base
 // (qlora export --format peft): layers, and each targeted module's in and out
 // (head_dim 1, so n_heads is q's rows). It checks nothing else; lora_load_peft does.
