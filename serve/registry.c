@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,15 +50,15 @@ void reg_free(registry *g) {
 }
 
 // mtime and size of the adapter's two files, folded together; 0 when either is missing.
-static long long stamp_of(const char *dir) {
-    long long s = 0;
+static uint64_t stamp_of(const char *dir) {
+    uint64_t s = 0;
     const char *files[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME};
     for (int i = 0; i < 2; i++) {
         char p[PATH_MAX];
         struct stat st;
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
         if (stat(p, &st) != 0) return 0;
-        s = s * 1000003 + (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec + st.st_size;
+        s = s * 1000003u + (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec + (uint64_t)st.st_size;
     }
     return s ? s : 1;
 }
@@ -186,7 +187,7 @@ int reg_acquire(registry *g, const char *name, reg_adapter **out) {
     if (a) snprintf(path, sizeof path, "%s", a->path), pinned = a->pinned;
     pthread_mutex_unlock(&g->mu);
     if (path[0]) {  // in memory: current unless its files changed
-        long long st = stamp_of(path);
+        uint64_t st = stamp_of(path);
         pthread_mutex_lock(&g->mu);
         a = *find(g, name);
         if (a && (a->stamp == st || st == 0)) {  // files gone (being rewritten): keep serving what is loaded

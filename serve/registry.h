@@ -16,6 +16,7 @@
 #define QL_REGISTRY_H
 
 #include <pthread.h>
+#include <stdint.h>
 
 #include "../common/config.h"
 #include "../common/strbuf.h"
@@ -29,7 +30,7 @@ typedef struct reg_adapter {
     lora_adapter a;
     int has_template;           // training_record.json named the chat template it was trained with
     ds_template tmpl;
-    long long stamp;            // mtime (ns) + size of its files when loaded: a change reloads it
+    uint64_t stamp;             // mtime (ns) and size of its files when loaded, folded: a change reloads it
     int refs;                   // requests using it
     int pinned;                 // loaded by /v1/load_lora_adapter: never evicted, only unloaded
     double last_used, load_s;

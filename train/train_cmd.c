@@ -300,7 +300,7 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     char **all = malloc(sizeof(char *) * (size_t)(rac + argc + 1));
-    memcpy(all, rav, sizeof(char *) * (size_t)rac);
+    if (rac) memcpy(all, rav, sizeof(char *) * (size_t)rac);
     memcpy(all + rac, argv, sizeof(char *) * (size_t)argc);
     int pr = cli_parse("train", SUMMARY, opts, nopt, rac + argc, all);
     int code = 0, rc = QL_OK;
