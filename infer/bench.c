@@ -12,8 +12,10 @@
 #include "../common/err.h"
 #include "../common/fileio.h"
 #include "../common/forward.h"
+#include "../common/json.h"
 #include "../common/log.h"
 #include "../common/model.h"
+#include "../common/spm.h"
 #include "commands.h"
 #include "sample.h"
 #include "../train/lora.h"
@@ -377,12 +379,13 @@ static int bench_model(const char *name, model *m, ops *o, const bench_mode *b) 
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *which, *base, *backend, *base_dtype, *save, *batches, *targets;
+    const char *which, *base, *backend, *base_dtype, *save, *batches, *targets, *tokenizer;
     int P, G, threads, reps, verbose, train, rank, multi, adapter_load;
     cli_opt opts[] = {
         {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b or all (random weights)"},
         {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one (its load time is reported)"},
-        {"--save-base", OPT_STR, &save, "", "also write the random model to this base file (no tokenizer), to time loading it"},
+        {"--save-base", OPT_STR, &save, "", "also write the random model to this base file, to time loading it (or serve it)"},
+        {"--tokenizer", OPT_STR, &tokenizer, "", "--save-base: put this tokenizer.model in the file (its vocabulary must fit the shape's)"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights: nf4, f16 or f32 (random shapes: nf4 or f16)"},
         {"--prompt-tokens", OPT_INT, &P, "128", "prompt length (per sequence with --multi-adapter: try 16)"},
         {"--gen-tokens", OPT_INT, &G, "64", "tokens to decode"},
@@ -456,11 +459,21 @@ int cmd_bench(int argc, char **argv) {
             rc = model_init_random(&m, &shapes[i].cfg, bd == DT_F16 ? DT_F16 : DT_NF4, 1234);
             if (rc) break;
             log_info("%s: random weights made in %.1f s", shapes[i].name, time_now() - t0);
-            if (save[0]) {
-                rc = model_save_base(&m, save);
-                if (rc) { model_free(&m); break; }
-                log_info("wrote %s", save);
+            char *tk = NULL;
+            size_t tkn = 0;
+            if (save[0] && tokenizer[0] && !(rc = file_read_all(tokenizer, (size_t)64 << 20, &tk, &tkn))) {
+                spm *sp = NULL;
+                rc = spm_load_bytes(&sp, tk, tkn);
+                if (!rc && spm_vocab_size(sp) > m.cfg.vocab_size)
+                    rc = ql_err(QL_EINVAL, "--tokenizer %s: %d pieces, more than the shape's vocabulary of %d", tokenizer,
+                                spm_vocab_size(sp), m.cfg.vocab_size);
+                spm_free(sp);
+                m.tokenizer = tk, m.tokenizer_len = tkn;
             }
+            if (!rc && save[0] && !(rc = model_save_base(&m, save))) log_info("wrote %s", save);
+            m.tokenizer = NULL, m.tokenizer_len = 0;  // not the model's to free
+            free(tk);
+            if (rc) { model_free(&m); break; }
             rc = bench_model(shapes[i].name, &m, o, &mode);
             model_free(&m);
         }
