@@ -17,7 +17,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 
 # ---- Debian packages ----
-pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev libmicrohttpd-dev curl"
+pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev libmicrohttpd-dev curl jq"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -34,6 +34,13 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 case "$what" in
 build) ;;
 test)
+    # the openai npm package for test_serve_openai (which skips without it)
+    if command -v npm >/dev/null 2>&1; then
+        if ! npm_log=$(npm ci --prefix tests/serve --no-audit --no-fund --loglevel=error 2>&1); then
+            echo "setup: warning: npm ci in tests/serve failed; test_serve_openai will skip" >&2
+            printf '%s\n' "$npm_log" | tail -n 5 >&2
+        fi
+    fi
     cd "$BUILD_DIR"
     ctest --output-on-failure -j "$JOBS"
     ;;

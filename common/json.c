@@ -52,6 +52,25 @@ int json_parse(json_doc *d, const char *js, size_t len, const char *what) {
         json_free(d);
         return ql_err(QL_EFORMAT, "%s: expected a JSON object or array at the top level", what);
     }
+    // jsmn (even strict) lets a comma end an object or array: {"a": 1,}
+    for (size_t i = 0, in_str = 0; i < end; i++) {
+        char c = js[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+            continue;
+        }
+        if (c == '"') in_str = 1;
+        if (c != ',') continue;
+        size_t k = i + 1;
+        while (k < end && (js[k] == ' ' || js[k] == '\n' || js[k] == '\r' || js[k] == '\t')) k++;
+        if (k < end && (js[k] == '}' || js[k] == ']')) {
+            int line, col;
+            where(d, i, &line, &col);
+            json_free(d);
+            return ql_err(QL_EFORMAT, "%s: invalid JSON at line %d column %d: a comma before '%c'", what, line, col, js[k]);
+        }
+    }
     return QL_OK;
 }
 

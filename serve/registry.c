@@ -310,6 +310,24 @@ static int model_json(strbuf *b, const char *id, const char *parent, long long c
     return sb_addf(b, ", \"loaded\": %s}", loaded ? "true" : "false");
 }
 
+int reg_model_json(registry *g, strbuf *b, const char *name, const char *parent, long long created) {
+    if (oai_check_name(name)) return ql_err(QL_EINVAL, "model name: %s", ql_errmsg());
+    pthread_mutex_lock(&g->mu);
+    reg_adapter *a = *find(g, name);
+    int loaded = a != NULL, rank = a ? a->a.rank : 0;
+    unsigned targets = a ? a->a.targets : 0;
+    pthread_mutex_unlock(&g->mu);
+    if (loaded) return model_json(b, name, parent, created, rank, targets, 1, NULL);
+    char path[PATH_MAX];
+    QL_CHECK(store_path(g, name, path, sizeof path));
+    lora_adapter cfg;
+    unsigned listed;
+    int rc = lora_peft_config(&cfg, &listed, path) ? model_json(b, name, parent, created, 0, 0, 0, ql_errmsg())
+                                                   : model_json(b, name, parent, created, cfg.rank, listed, 0, NULL);
+    lora_free(&cfg);
+    return rc;
+}
+
 int reg_list_json(registry *g, strbuf *b, const char *parent, long long created) {
     char **names = NULL;
     int n = 0, cap = 0, rc = QL_OK;
@@ -328,25 +346,8 @@ int reg_list_json(registry *g, strbuf *b, const char *parent, long long created)
     if (d) closedir(d);
     if (n > 1) qsort(names, (size_t)n, sizeof *names, cmp_str);
     for (int i = 0; i < n && !rc; i++) {
-        char path[PATH_MAX];
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", g->dir, names[i]);
-        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
-        pthread_mutex_lock(&g->mu);
-        reg_adapter *a = *find(g, names[i]);
-        int loaded = a != NULL, rank = a ? a->a.rank : 0;
-        unsigned targets = a ? a->a.targets : 0;
-        pthread_mutex_unlock(&g->mu);
-        if (loaded) {
-            rc = model_json(b, names[i], parent, created, rank, targets, 1, NULL);
-            continue;
-        }
-        if (store_path(g, names[i], path, sizeof path)) continue;  // not an adapter (yet), or out of the store
-        lora_adapter cfg;
-        unsigned listed;
-        if (lora_peft_config(&cfg, &listed, path)) rc = model_json(b, names[i], parent, created, 0, 0, 0, ql_errmsg());
-        else rc = model_json(b, names[i], parent, created, cfg.rank, listed, 0, NULL);
-        lora_free(&cfg);
+        rc = reg_model_json(g, b, names[i], parent, created);
+        if (rc == QL_ENOENT || rc == QL_EINVAL) rc = QL_OK;  // not an adapter (yet), or out of the store
     }
     // loaded adapters that are not folders of the store (/v1/load_lora_adapter)
     pthread_mutex_lock(&g->mu);

@@ -71,5 +71,8 @@ int reg_loaded(registry *g);
 // every loaded adapter, each {"id", "object": "model", "owned_by", "parent",
 // "root", "rank", "targets", "loaded"} (a folder that does not read has "error").
 int reg_list_json(registry *g, strbuf *b, const char *parent, long long created);
+// One such entry (GET /v1/models/{id}): QL_ENOENT when name is neither loaded nor
+// an adapter folder of the store, QL_EINVAL when it is not a single folder name.
+int reg_model_json(registry *g, strbuf *b, const char *name, const char *parent, long long created);
 
 #endif

@@ -142,19 +142,43 @@ static int authorized(server *sv, struct MHD_Connection *c) {
 
 // ---- /v1/models ----
 
+static int is_base(const server *sv, const char *name) {
+    return !strcmp(name, sv->o.served_name) || !strcmp(name, "base");
+}
+
+static int base_json(server *sv, strbuf *b, long long now) {
+    int rc = sb_add(b, "{\"id\": ");
+    if (!rc) rc = sb_json(b, sv->o.served_name, strlen(sv->o.served_name));
+    if (!rc) rc = sb_addf(b, ", \"object\": \"model\", \"created\": %lld, \"owned_by\": \"qlora\", \"root\": ", now);
+    if (!rc) rc = sb_json(b, sv->o.served_name, strlen(sv->o.served_name));
+    if (!rc) rc = sb_addf(b, ", \"parent\": null, \"max_model_len\": %d, \"loaded\": true}", sv->f.max_T);
+    return rc;
+}
+
+// GET /v1/models/{id}: the base or one adapter.
+static enum MHD_Result model_ep(server *sv, struct MHD_Connection *c, const char *id) {
+    strbuf b = {0};
+    long long now = (long long)time(NULL);
+    int rc = is_base(sv, id) ? base_json(sv, &b, now) : reg_model_json(&sv->g, &b, id, sv->o.served_name, now);
+    if (rc) {
+        sb_free(&b);
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s", ql_errmsg());
+        return send_error(sv, c, "/v1/models/{id}", rc == QL_ENOENT ? 404 : rc == QL_EINVAL ? 400 : 500, msg, NULL,
+                          rc == QL_ENOENT ? "model_not_found" : NULL);
+    }
+    return send_json(sv, c, "/v1/models/{id}", 200, &b);
+}
+
 static enum MHD_Result models(server *sv, struct MHD_Connection *c) {
     strbuf b = {0};
     long long now = (long long)time(NULL);
-    int rc = sb_add(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
-    if (!rc) rc = sb_json(&b, sv->o.served_name, strlen(sv->o.served_name));
-    if (!rc)
-        rc = sb_addf(&b, ", \"object\": \"model\", \"created\": %lld, \"owned_by\": \"qlora\", \"root\": ", now);
-    if (!rc) rc = sb_json(&b, sv->o.served_name, strlen(sv->o.served_name));
-    if (!rc) rc = sb_addf(&b, ", \"parent\": null, \"max_model_len\": %d, \"loaded\": true}", sv->f.max_T);
+    int rc = sb_add(&b, "{\"object\": \"list\", \"data\": [");
+    if (!rc) rc = base_json(sv, &b, now);
     if (!rc) {
         strbuf a = {0};
         rc = reg_list_json(&sv->g, &a, sv->o.served_name, now);
-        if (!rc && a.n) rc = sb_add(&b, ", "), rc = rc ? rc : sb_add(&b, a.s);
+        if (!rc && a.n && !(rc = sb_add(&b, ", "))) rc = sb_add(&b, a.s);
         sb_free(&a);
     }
     if (!rc) rc = sb_add(&b, "]}");
@@ -169,10 +193,6 @@ static enum MHD_Result models(server *sv, struct MHD_Connection *c) {
 
 // The status for an error from reg_acquire: 404 for a name that is not there.
 static int acquire_status(int rc) { return rc == QL_ENOENT ? 404 : rc == QL_ENOMEM ? 500 : 400; }
-
-static int is_base(const server *sv, const char *name) {
-    return !strcmp(name, sv->o.served_name) || !strcmp(name, "base");
-}
 
 // Builds the job for a parsed request; on failure *status and the message say why.
 static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pcap) {
@@ -207,7 +227,7 @@ static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pc
         for (int i = 0; i < n; i++) {
             const char *name = q->n_targets ? q->targets[i].name : q->model;
             srv_target *t = &j->t[j->n_t++];
-            snprintf(t->name, sizeof t->name, "%s", is_base(sv, name) ? sv->o.served_name : name);
+            snprintf(t->name, sizeof t->name, "%s", is_base(sv, name) ? "base" : name);
             t->scale = q->n_targets && q->targets[i].scale >= 0 ? q->targets[i].scale : q->lora_scale;
             if (is_base(sv, name)) continue;
             int rc = reg_acquire(&sv->g, name, &t->ad);
@@ -292,6 +312,14 @@ static void usage_json(strbuf *b, const srv_job *j) {
     sb_addf(b, "{\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld}", p, g, p + g);
 }
 
+// A fan-out choice's label: its adapter ("base" for the base) and scale.
+static void label_json(strbuf *b, const srv_job *j, const srv_choice *c) {
+    const srv_target *t = &j->t[c->target];
+    sb_add(b, ", \"adapter\": ");
+    sb_json(b, t->name, strlen(t->name));
+    sb_addf(b, ", \"scale\": %g", t->ad ? (double)t->scale : 0.0);
+}
+
 static const char *finish_of(const srv_choice *c) {
     return c->r.finish && (!strcmp(c->r.finish, "stop") || !strcmp(c->r.finish, "length")) ? c->r.finish : NULL;
 }
@@ -318,10 +346,7 @@ static int response_json(strbuf *b, const srv_job *j, const char *id, long long 
             sb_add(b, ", ");
         }
         sb_addf(b, "\"logprobs\": null, \"finish_reason\": \"%s\"", finish_of(c) ? finish_of(c) : "stop");
-        if (q->n_targets) {
-            sb_add(b, ", \"adapter\": ");
-            sb_json(b, j->t[c->target].name, strlen(j->t[c->target].name));
-        }
+        if (q->n_targets) label_json(b, j, c);
         sb_add(b, "}");
     }
     sb_add(b, "], \"usage\": ");
@@ -356,10 +381,7 @@ static void chunk(strbuf *b, const stream *st, const srv_job *j, int i, const ch
     sb_add(b, "\"logprobs\": null, \"finish_reason\": ");
     if (finish) sb_addf(b, "\"%s\"", finish);
     else sb_add(b, "null");
-    if (j->req.n_targets) {
-        sb_add(b, ", \"adapter\": ");
-        sb_json(b, j->t[c->target].name, strlen(j->t[c->target].name));
-    }
+    if (j->req.n_targets) label_json(b, j, c);
     sb_add(b, "}]}\n\n");
 }
 
@@ -580,7 +602,9 @@ static enum MHD_Result route(void *cls, struct MHD_Connection *c, const char *ur
                                         "/v1/load_lora_adapter", "/v1/unload_lora_adapter", NULL};
     int k = 0;
     while (known[k] && strcmp(url, known[k])) k++;
-    if (!known[k]) ep = "other";
+    int model_id = !known[k] && !strncmp(url, "/v1/models/", 11) && url[11];
+    if (model_id) ep = "/v1/models/{id}";
+    else if (!known[k]) ep = "other";
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
     if (cx->too_large) {
         char msg[160];
@@ -589,6 +613,10 @@ static enum MHD_Result route(void *cls, struct MHD_Connection *c, const char *ur
     }
     if (k == 0 && get) return send_body(sv, c, ep, 200, "application/json", "{\"status\": \"ok\"}", 16, NULL);
     if (!authorized(sv, c)) return send_error(sv, c, ep, 401, "a missing or wrong API key (Authorization: Bearer KEY)", NULL, "invalid_api_key");
+    if (model_id) {
+        if (!get) return send_error(sv, c, ep, 405, "/v1/models/{id} takes GET", NULL, NULL);
+        return model_ep(sv, c, url + 11);
+    }
     if (!known[k]) {
         char msg[300];
         snprintf(msg, sizeof msg, "no such endpoint: %s %.200s", method, url);

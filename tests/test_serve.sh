@@ -15,6 +15,7 @@
 #  - SIGTERM while a request runs: it finishes, the server exits 0.
 q=$1; src=$2
 command -v curl >/dev/null || { echo "SKIP: curl is not installed"; exit 77; }
+command -v jq >/dev/null || { echo "SKIP: jq is not installed (setup.sh installs it)"; exit 77; }
 source "$src/tests/store_lib.sh"
 source "$src/tests/serve_lib.sh"
 store_train pirate support
@@ -39,6 +40,13 @@ for i in 1 2 3; do [ -n "$(ref $i)" ] || fail "reference $i is empty: $(sed -n "
 [ "$(ref 1)" != "$(ref 2)" ] || fail "the pirate adapter does not change the answer; the test would prove nothing"
 
 serve_start "$tmp/serve.log" --base "$model" --adapter-dir "$tmp/store" --threads 2 --max-batch 4 || exit 1
+# every body and every server-sent event must be valid JSON to jq (a parser we did not write)
+json_ok() { jq -e . >/dev/null 2>&1 <<<"$1" || fail "not valid JSON ($2): $1"; }
+sse_ok() {
+    local l; while IFS= read -r l; do
+        case $l in "data: [DONE]" | "") ;; "data: "*) json_ok "${l#data: }" "$2" ;; *) fail "not an SSE line ($2): $l" ;; esac
+    done <<<"$1"
+}
 body_text() { sed -n 's/.*"\(text\|content\)": "\(.*\)"}*, "logprobs".*/\2/p' | head -1; }
 status() { tail -1; }
 
@@ -48,7 +56,9 @@ for a in tiny_gqa:1 pirate:2 support:3; do
     out=$(post /v1/completions "{\"model\": \"$name\", \"prompt\": \"$P\", $g}")
     [ "$(status <<<"$out")" = 200 ] || fail "$name: status $(status <<<"$out"): $out"
     [ "$(head -1 <<<"$out" | body_text)" = "$(ref $i)" ] || fail "$name: '$(head -1 <<<"$out" | body_text)' vs infer '$(ref $i)'"
+    json_ok "$(head -1 <<<"$out")" "$name"
     s=$(curl -sN "$url/v1/completions" -d "{\"model\": \"$name\", \"prompt\": \"$P\", $g, \"stream\": true}")
+    sse_ok "$s" "$name streamed"
     [ "$(sse_text <<<"$s")" = "$(ref $i)" ] || fail "$name streamed: '$(sse_text <<<"$s")' vs infer '$(ref $i)'"
     tail -c 14 <<<"$s" | grep -q 'data: \[DONE\]' || fail "$name streamed: no [DONE] at the end"
 done
@@ -57,6 +67,8 @@ head -1 <<<"$out" | grep -q '"object": "chat.completion", .*"message": {"role": 
 [ "$(head -1 <<<"$out" | body_text)" = "$(ref 4)" ] || fail "chat: '$(head -1 <<<"$out" | body_text)' vs infer '$(ref 4)'"
 s=$(curl -sN "$url/v1/chat/completions" -d "{\"model\": \"support\", \"messages\": $M, $g, \"stream\": true, \"stream_options\": {\"include_usage\": true}}")
 [ "$(sse_text <<<"$s")" = "$(ref 4)" ] || fail "chat streamed: '$(sse_text <<<"$s")' vs '$(ref 4)'"
+json_ok "$(head -1 <<<"$out")" chat
+sse_ok "$s" "chat streamed"
 grep -q '"delta": {"role": "assistant", "content": ""}' <<<"$s" || fail "chat stream: no role chunk first"
 grep -q '"choices": \[\], "usage": {"prompt_tokens": [0-9]*, "completion_tokens": 12, "total_tokens": [0-9]*}' <<<"$s" \
     || fail "chat stream: no usage chunk: $(tail -c 400 <<<"$s")"
@@ -86,11 +98,15 @@ done
 # ---- fan-out, n, seeds, stop, usage ----
 out=$(post /v1/completions "{\"model\": \"tiny_gqa\", \"prompt\": \"$P\", $g, \"adapters\": [\"base\", \"pirate\", \"support\"]}")
 b=$(head -1 <<<"$out")
-for a in "0 tiny_gqa 1" "1 pirate 2" "2 support 3"; do
+json_ok "$b" fan-out
+for a in "0 base 1 0" "1 pirate 2 1" "2 support 3 1"; do
     set -- $a
-    grep -q "{\"index\": $1, \"text\": \"$(ref $3 | sed 's/[][\.*^$]/\\&/g')\", \"logprobs\": null, \"finish_reason\": \"length\", \"adapter\": \"$2\"}" <<<"$b" \
+    grep -q "{\"index\": $1, \"text\": \"$(ref $3 | sed 's/[][\.*^$]/\\&/g')\", \"logprobs\": null, \"finish_reason\": \"length\", \"adapter\": \"$2\", \"scale\": $4}" <<<"$b" \
         || fail "fan-out choice $1 ($2): $b"
 done
+out=$(post /v1/completions "{\"model\": \"tiny_gqa\", \"prompt\": \"$P\", $g, \"adapters\": [\"support\", \"support:0\"]}")
+grep -q "\"index\": 1, \"text\": \"$(ref 1 | sed 's/[][\.*^$]/\\&/g')\", .*\"adapter\": \"support\", \"scale\": 0}" <<<"$out" \
+    || fail "fan-out: support at scale 0 is not the base: $out"
 grep -q '"usage": {"prompt_tokens": [0-9]*, "completion_tokens": 36,' <<<"$b" || fail "fan-out usage: $b"
 out=$(post /v1/completions "{\"model\": \"pirate\", \"prompt\": \"$P\", \"max_tokens\": 12, \"temperature\": 0.9, \"seed\": 7, \"n\": 2}")
 b=$(head -1 <<<"$out")
@@ -109,11 +125,19 @@ grep -q '"text": "", "logprobs": null, "finish_reason": "length"' <<<"$out" || f
 
 # ---- /v1/models and /metrics ----
 m=$(curl -s "$url/v1/models")
+json_ok "$m" models
+[ "$(jq -r '[.data[].id] | join(" ")' <<<"$m")" = "tiny_gqa pirate support" ] || fail "models: ids $(jq -c '[.data[].id]' <<<"$m")"
 grep -q '"id": "tiny_gqa", "object": "model", .*"parent": null' <<<"$m" || fail "models: the base: $m"
 for a in pirate support; do
     grep -q "\"id\": \"$a\", .*\"parent\": \"tiny_gqa\", \"rank\": 4, \"targets\": \[\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"\], \"loaded\": true" <<<"$m" \
         || fail "models: $a: $m"
 done
+m=$(curl -s "$url/v1/models/pirate")
+grep -q '^{"id": "pirate", "object": "model", .*"parent": "tiny_gqa", "rank": 4, .*"loaded": true}$' <<<"$m" || fail "models/pirate: $m"
+json_ok "$m" models/pirate
+m=$(curl -s "$url/v1/models/tiny_gqa")
+grep -q '^{"id": "tiny_gqa", "object": "model", .*"max_model_len": [0-9]*, "loaded": true}$' <<<"$m" || fail "models/tiny_gqa: $m"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/models/nope")" = 404 ] || fail "models/nope is not 404"
 mt=$(curl -s "$url/metrics")
 for k in 'qlora_requests_total{endpoint="/v1/completions",status="200"} [1-9]' 'qlora_generation_tokens_total [1-9]' \
     'qlora_time_to_first_token_seconds_count [1-9]' 'qlora_inter_token_latency_seconds_bucket{le="+Inf"} [1-9]' \
@@ -125,10 +149,13 @@ done
 want() {  # want STATUS 'message pattern' PATH BODY
     local out; out=$(post "$3" "$4")
     [ "$(status <<<"$out")" = "$1" ] || fail "$4: want $1, got $(status <<<"$out"): $(head -1 <<<"$out")"
+    [ "$1" = 200 ] && grep -q 'successfully' <<<"$out" || json_ok "$(head -1 <<<"$out")" "$4"
     head -1 <<<"$out" | grep -q "$2" || fail "$4: want message '$2': $(head -1 <<<"$out")"
 }
 C=/v1/completions
 want 400 'invalid JSON' $C '{"model": "tiny_gqa", "prompt": '
+want 400 'invalid JSON at line 1 column 36: a comma before' $C '{"model": "tiny_gqa", "prompt": "x",}'
+want 400 'unexpected text after the JSON value' $C '{"model": "tiny_gqa", "prompt": "x"} {}'
 want 400 '"param": "temperature"' $C '{"model": "tiny_gqa", "prompt": "x", "temperature": "hot"}'
 want 400 "field 'temperature': expected a number, found a string" $C '{"model": "tiny_gqa", "prompt": "x", "temperature": "hot"}'
 want 400 "field 'max_tokens': expected a value in" $C '{"model": "tiny_gqa", "prompt": "x", "max_tokens": -1}'
