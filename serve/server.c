@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../common/err.h"
 #include "../common/forward.h"
@@ -682,6 +683,10 @@ int server_start(server **out, model *m, const spm *tok, ops *o, const server_op
         const model_config *c = &m->cfg;
         double kv = 2.0 * c->n_layers * S * T * (c->n_kv_heads * (c->dim / c->n_heads)) * sizeof(float);
         log_info("serve: %d sequences per batch, context %d tokens each (KV cache %.0f MB)", S, T, kv / 1e6);
+        double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+        if (o->host_memory && ram > 0 && kv > 0.5 * ram)
+            log_warn("serve: the KV cache (%.1f GB) is over half of this machine's memory (%.1f GB) once every slot "
+                     "is full; lower --max-batch or --ctx", kv / 1e9, ram / 1e9);
         rc = sched_open(&sv->sch, &sv->f, tok, &sv->g, &sv->mx, so->max_queue, so->threads);
     }
     if (rc) {
