@@ -19,6 +19,7 @@ static const struct {
     {"eval", cmd_eval, "mean token loss and perplexity on a text or JSONL file"},
     {"quantize", cmd_quantize, "freeze a Hugging Face model in NF4 into one mmap-able base file"},
     {"export", cmd_export, "an adapter or the base in another runtime's format (GGUF for llama.cpp)"},
+    {"tokenize", cmd_tokenize, "text to token ids and back (tokenizer.json or tokenizer.model), one JSON value per line"},
     {"bench", cmd_bench, "prompt and decode speed and peak memory at real model shapes"},
 };
 

@@ -17,7 +17,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 
 # ---- Debian packages ----
-pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev libmicrohttpd-dev curl jq"
+pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev libmicrohttpd-dev libpcre2-dev curl jq"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -4,6 +4,7 @@
 #define QL_JSMN_TYPES_H
 #define JSMN_HEADER
 #define JSMN_STRICT
+#define JSMN_PARENT_LINKS  // as json.c compiles it
 #include <jsmn.h>
 #undef JSMN_HEADER
 #endif

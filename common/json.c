@@ -1,5 +1,9 @@
-// json.c: see json.h. The jsmn implementation is compiled here, in strict mode.
+// json.c: see json.h. The jsmn implementation is compiled here, in strict mode and
+// with parent links (without them jsmn finds a value's container by walking back
+// over every token before it: quadratic in an object's members, 30 s for a
+// tokenizer.json; jsmn_types.h must say the same, since the token struct changes).
 #define JSMN_STRICT
+#define JSMN_PARENT_LINKS
 #include <jsmn.h>
 
 #include "json.h"
