@@ -744,3 +744,62 @@ int bpe_decode(const bpe *b, const int *ids, int n, char **text_out, size_t *len
     if (len_out) *len_out = k;
     return rc;
 }
+
+// ---- streaming decode ----
+
+struct bpe_stream {
+    const bpe *b;
+    strbuf held;   // bytes of a character not yet whole
+    strbuf out;    // what the last call returns
+};
+
+int bpe_stream_init(bpe_stream **out, const bpe *b) {
+    *out = calloc(1, sizeof **out);
+    if (!*out) return ql_err(QL_ENOMEM, "out of memory");
+    (*out)->b = b;
+    return QL_OK;
+}
+
+void bpe_stream_free(bpe_stream *st) {
+    if (!st) return;
+    sb_free(&st->held), sb_free(&st->out);
+    free(st);
+}
+
+void bpe_stream_reset(bpe_stream *st) { st->held.n = 0; }
+
+// Moves what is final from held to out: every whole character and every ill-formed
+// part, but not a tail that more bytes could still complete (all of it when last).
+static int stream_flush(bpe_stream *st, int last) {
+    st->out.n = 0;
+    QL_CHECK(sb_add(&st->out, ""));
+    const unsigned char *s = (const unsigned char *)st->held.s;
+    size_t n = st->held.n, i = 0;
+    while (i < n) {
+        int ok, k = utf8_subpart(s + i, n - i, &ok);
+        if (!ok && !last && i + (size_t)k == n && k < 4) {  // ran out of bytes: maybe the rest is coming
+            unsigned c = s[i];
+            if ((c >= 0xC2 && c <= 0xF4)) break;
+        }
+        QL_CHECK(ok ? sb_addn(&st->out, (const char *)s + i, (size_t)k) : sb_addn(&st->out, "\xEF\xBF\xBD", 3));
+        i += (size_t)k;
+    }
+    sb_consume(&st->held, i);
+    return QL_OK;
+}
+
+int bpe_stream_push(bpe_stream *st, int id, const char **text_out, size_t *len_out) {
+    const bpe *b = st->b;
+    if (id < 0 || id >= b->n_ids || !b->raw[id])
+        return ql_err(QL_EINVAL, "decode: id %d is not a token (0..%d)", id, b->n_ids - 1);
+    QL_CHECK(sb_addn(&st->held, b->raw[id], (size_t)b->rawlen[id]));
+    QL_CHECK(stream_flush(st, 0));
+    *text_out = st->out.s, *len_out = st->out.n;
+    return QL_OK;
+}
+
+int bpe_stream_finish(bpe_stream *st, const char **text_out, size_t *len_out) {
+    QL_CHECK(stream_flush(st, 1));
+    *text_out = st->out.s, *len_out = st->out.n;
+    return QL_OK;
+}

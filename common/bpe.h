@@ -43,4 +43,16 @@ int bpe_decode(const bpe *b, const int *ids, int n, char **text_out /* out */, s
 // The raw bytes of one id (no UTF-8 repair), into buf (cap bytes); returns the length or -1.
 int bpe_token_bytes(const bpe *b, int id, char *buf, size_t cap);
 
+// Streaming decode (generation): push(x1) ++ ... ++ push(xn) ++ finish() equals
+// bpe_decode(x1..xn) byte for byte. A push returns the bytes that are final: a
+// character split over tokens is held back until it is whole, or shown as U+FFFD
+// once it cannot become whole.
+typedef struct bpe_stream bpe_stream;
+int bpe_stream_init(bpe_stream **out /* out */, const bpe *b);
+void bpe_stream_free(bpe_stream *st);
+void bpe_stream_reset(bpe_stream *st);
+// *text_out: the new bytes (NUL-terminated, *len_out of them), valid until the next call.
+int bpe_stream_push(bpe_stream *st, int id, const char **text_out /* out */, size_t *len_out /* out */);
+int bpe_stream_finish(bpe_stream *st, const char **text_out /* out */, size_t *len_out /* out */);
+
 #endif

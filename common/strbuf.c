@@ -57,6 +57,7 @@ int sb_json(strbuf *b, const char *s, size_t n) {
 }
 
 void sb_consume(strbuf *b, size_t n) {
+    if (!b->s) return;
     if (n >= b->n) n = b->n;
     memmove(b->s, b->s + n, b->n - n + 1);
     b->n -= n;
