@@ -42,6 +42,7 @@ struct bpe {
     str_map by_raw;            // raw bytes -> id (model pieces only)
     str_map by_piece;          // stored piece -> id (model pieces and added tokens)
     pair_map merges;
+    int *mleft, *mright, n_merges;  // by rank (GGUF writes them)
     int ignore_merges;
     int byte_id[256];          // the id of each single byte
     added_token *added;
@@ -182,6 +183,7 @@ void bpe_free(bpe *b) {
     free(b->piece), free(b->raw), free(b->rawlen);
     free(b->by_raw.slot), free(b->by_piece.slot);
     free(b->merges.key), free(b->merges.rank), free(b->merges.merged);
+    free(b->mleft), free(b->mright);
     for (int i = 0; i < b->n_added; i++) free(b->added[i].text);
     free(b->added);
     for (int i = 0; i < 256; i++) free(b->added_by_first[i]);
@@ -375,6 +377,9 @@ static int load_doc(bpe *b, const json_doc *d) {
     if (mg < 0 || json_type(d, mg) != JSON_ARRAY) return BAD("%s: model.merges: expected a list", nm);
     int nm_ = json_size(d, mg);
     QL_CHECK(pairs_init(&b->merges, nm_));
+    b->mleft = malloc(sizeof(int) * (size_t)(nm_ + 1));
+    b->mright = malloc(sizeof(int) * (size_t)(nm_ + 1));
+    if (!b->mleft || !b->mright) return ql_err(QL_ENOMEM, "out of memory");
     strbuf cat = {0};
     int rc = QL_OK;
     for (int r = 0, it = mg + 1; r < nm_ && !rc; r++, it = json_next(d, it)) {
@@ -408,6 +413,7 @@ static int load_doc(bpe *b, const json_doc *d) {
         int m = rc ? -1 : map_get(&b->by_raw, b->raw, b->rawlen, cat.s, (int)cat.n);
         if (!rc && m < 0) rc = BAD("%s: model.merges[%d]: \"%s\" + \"%s\" is not a piece of model.vocab", nm, r, l, rt);
         if (!rc) {
+            b->mleft[b->n_merges] = a, b->mright[b->n_merges++] = c;
             size_t s = pairs_slot(&b->merges, a, c);
             if (!b->merges.key[s]) {  // the first (lowest) rank of a pair given twice wins
                 b->merges.key[s] = ((uint64_t)(uint32_t)a << 32 | (uint32_t)c) + 1;
@@ -509,6 +515,16 @@ int bpe_vocab_size(const bpe *b) { return b->n_ids; }
 int bpe_token_id(const bpe *b, const char *text) { return map_get(&b->by_piece, b->piece, NULL, text, (int)strlen(text)); }
 
 const char *bpe_piece(const bpe *b, int id) { return id >= 0 && id < b->n_ids ? b->piece[id] : NULL; }
+
+int bpe_n_merges(const bpe *b) { return b->n_merges; }
+
+void bpe_merge(const bpe *b, int r, int *left, int *right) { *left = b->mleft[r], *right = b->mright[r]; }
+
+int bpe_is_added(const bpe *b, int id) {
+    for (int k = 0; k < b->n_added; k++)
+        if (b->added[k].id == id) return 1;
+    return 0;
+}
 
 int bpe_is_special(const bpe *b, int id) {
     for (int k = 0; k < b->n_added; k++)

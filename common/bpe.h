@@ -33,8 +33,12 @@ int bpe_token_id(const bpe *b, const char *text);
 // The piece of id as stored (byte-level characters, or an added token's text);
 // NULL out of range.
 const char *bpe_piece(const bpe *b, int id);
-// 1 when id is an added token marked special.
+// 1 when id is an added token (marked special).
+int bpe_is_added(const bpe *b, int id);
 int bpe_is_special(const bpe *b, int id);
+// The merges in rank order: merge r joins the pieces of ids *left and *right.
+int bpe_n_merges(const bpe *b);
+void bpe_merge(const bpe *b, int r, int *left, int *right);
 
 enum { BPE_SPECIAL = 1 };  // encode: match added tokens in the text (else they are plain text)
 int bpe_encode(const bpe *b, const char *text, size_t len, int flags, int **ids_out /* out */, int *n_out /* out */);

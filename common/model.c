@@ -1,6 +1,7 @@
 // model.c: see model.h. Loading a Hugging Face checkpoint, quantizing its
 // linear weights, and the quantized base file (docs/formats.md).
 #include "model.h"
+#include "tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,14 +134,18 @@ static int load_dir(model *m, const char *dir, dtype base_dtype) {
     model_config *c = &m->cfg;
     QL_CHECK(config_load_dir(c, dir));
     char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, tok_file_name(TOK_BPE));
+    m->tokenizer_kind = stat(path, &sb) == 0 ? TOK_BPE : TOK_SPM;
+    snprintf(path, sizeof path, "%s/%s", dir, tok_file_name(m->tokenizer_kind));
     char *tok;
     size_t toklen;
     int rc = file_read_all(path, 1u << 30, &tok, &toklen);
     if (rc) {
         char why[1024];
         snprintf(why, sizeof why, "%s", ql_errmsg());
-        return ql_err(rc, "%s: cannot read the tokenizer (every model directory needs tokenizer.model): %s", dir, why);
+        return ql_err(rc, "%s: cannot read the tokenizer (a model directory needs tokenizer.json or tokenizer.model): %s",
+                      dir, why);
     }
     if (m->nowned == m->capowned && !own(m, 0)) { free(tok); return ql_err(QL_ENOMEM, "out of memory"); }
     m->owned[m->nowned++] = tok;
@@ -291,7 +296,9 @@ int model_save_base(const model *m, const char *path) {
         LAYER_LINEARS(X)
 #undef X
     }
-    if (!rc) rc = out_add(&o, "tokenizer.model", DT_U8, (int64_t)m->tokenizer_len, 0, m->tokenizer);
+    if (!rc)  // a model made without one (bench's random weights) keeps an empty tokenizer.model
+        rc = out_add(&o, tok_file_name(m->tokenizer_kind ? (tok_kind)m->tokenizer_kind : TOK_SPM), DT_U8,
+                     (int64_t)m->tokenizer_len, 0, m->tokenizer);
     char *cfg = config_to_json(c);
     if (!cfg && !rc) rc = ql_err(QL_ENOMEM, "out of memory");
     if (!rc) {
@@ -387,8 +394,11 @@ static int load_base_file(model *m, const char *path) {
     if (rc) return rc;
     model_config *c = &m->cfg;
     int C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, V = c->vocab_size;
-    const st_tensor *tk = st_find(&m->base, "tokenizer.model");
-    if (!tk || tk->type != DT_U8) return ql_err(QL_EFORMAT, "%s: the tokenizer (tensor 'tokenizer.model') is missing", path);
+    const st_tensor *tk = st_find(&m->base, tok_file_name(TOK_SPM));
+    m->tokenizer_kind = TOK_SPM;
+    if (!tk) tk = st_find(&m->base, tok_file_name(TOK_BPE)), m->tokenizer_kind = TOK_BPE;
+    if (!tk || tk->type != DT_U8)
+        return ql_err(QL_EFORMAT, "%s: the tokenizer (a U8 tensor 'tokenizer.model' or 'tokenizer.json') is missing", path);
     m->tokenizer = tk->data, m->tokenizer_len = tk->nbytes;
     QL_CHECK(base_weight(m, "model.embed_tokens.weight", &m->embed, V, C));
     if (c->tie_embeddings) m->lm_head = m->embed;

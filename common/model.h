@@ -43,8 +43,9 @@ typedef struct {
     qweight lm_head;         // (V,C); shares embed's storage when tied
     const float *final_norm; // (C)
     layer_weights *layers;   // [L]
-    const void *tokenizer;   // tokenizer.model bytes (serialized SentencePiece model)
-    size_t tokenizer_len;
+    const void *tokenizer;   // the tokenizer file's bytes: tokenizer.model (SentencePiece) or
+    size_t tokenizer_len;    // tokenizer.json (byte-level BPE), as tokenizer_kind says
+    int tokenizer_kind;      // tok_kind (common/tokenizer.h); 0 when there is none
 
     // storage
     st_set st;               // the HF checkpoint, mmapped (weights may point into it)

@@ -1,6 +1,6 @@
 // chat.c: rendering one record into token ids and a loss mask: the raw formats
 // (text, prompt/completion) and the chat templates llama2, chatml, zephyr.
-// Every text part is encoded on its own with spm_encode, so each part starts
+// Every text part is encoded on its own with tok_encode (special-token text stays literal), so each part starts
 // with SentencePiece's dummy-prefix "▁"; docs/datasets.md shows every layout.
 #include "datasets/dataset.h"
 
@@ -13,7 +13,7 @@ typedef struct {
     int *ids;
     uint8_t *mask;
     int n, cap;
-    const spm *tok;
+    const tokenizer *tok;
     int train_all;  // train_on_inputs
     int open;       // a generation prompt: ends with the assistant's header, no reply
 } seqbuf;
@@ -56,7 +56,7 @@ static int push_text(seqbuf *b, int trained, const char *s0, const char *s1, con
     }
     text[o] = 0;
     int *ids = NULL, n = 0;
-    int rc = spm_encode(b->tok, text, len, &ids, &n);
+    int rc = tok_encode(b->tok, text, len, 0, &ids, &n);
     free(text);
     if (rc != QL_OK) return rc;
     rc = grow(b, n);
@@ -165,12 +165,12 @@ static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dat
     }
 }
 
-static int render_all(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *m, int nm, const spm *tok,
+static int render_all(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *m, int nm, const tokenizer *tok,
                       const dataset_options *opt, int open) {
     *ids = NULL, *n = 0;
     if (mask) *mask = NULL;
-    int bos = opt->bos_id >= 0 ? opt->bos_id : spm_bos_id(tok);
-    int eos = opt->eos_id >= 0 ? opt->eos_id : spm_eos_id(tok);
+    int bos = opt->bos_id >= 0 ? opt->bos_id : tok_bos_id(tok);
+    int eos = opt->eos_id >= 0 ? opt->eos_id : tok_eos_id(tok);
     if (eos < 0) return ql_err(QL_EINVAL, "dataset: the tokenizer has no EOS id and none was given");
     if (bos < 0 && (opt->add_bos || opt->chat_template == DS_TEMPLATE_LLAMA2))
         return ql_err(QL_EINVAL, "dataset: the tokenizer has no BOS id and none was given");
@@ -188,12 +188,12 @@ static int render_all(int **ids, uint8_t **mask, int *n, ds_format f, const ds_m
     return QL_OK;
 }
 
-int ds_render(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *m, int nm, const spm *tok,
+int ds_render(int **ids, uint8_t **mask, int *n, ds_format f, const ds_message *m, int nm, const tokenizer *tok,
               const dataset_options *opt) {
     return render_all(ids, mask, n, f, m, nm, tok, opt, 0);
 }
 
-int ds_render_prompt(int **ids, int *n, const ds_message *m, int nm, const spm *tok, const dataset_options *opt) {
+int ds_render_prompt(int **ids, int *n, const ds_message *m, int nm, const tokenizer *tok, const dataset_options *opt) {
     *ids = NULL, *n = 0;
     if (nm < 1 || m[nm - 1].role != DS_ROLE_USER)
         return ql_err(QL_EFORMAT, "messages: the last message must be the user's turn to answer, found %s",

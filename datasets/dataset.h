@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "common/json.h"
-#include "common/spm.h"
+#include "common/tokenizer.h"
 
 // File formats, detected from the first valid line and required of every line.
 typedef enum {
@@ -78,9 +78,9 @@ typedef struct {
 // "path:line:column: what was wrong" for the first bad line (or, with
 // skip_invalid, when no valid line remains), QL_EINVAL for bad options.
 // On failure *d is empty (dataset_free is still safe).
-int dataset_load(dataset *d /* out */, const char *path, const spm *tok, const dataset_options *opt);
+int dataset_load(dataset *d /* out */, const char *path, const tokenizer *tok, const dataset_options *opt);
 // dataset_load_mem is dataset_load on text (len bytes); name is used in messages.
-int dataset_load_mem(dataset *d /* out */, const char *text, size_t len, const char *name, const spm *tok,
+int dataset_load_mem(dataset *d /* out */, const char *text, size_t len, const char *name, const tokenizer *tok,
                      const dataset_options *opt);
 // dataset_free releases samples; a zeroed or freed dataset is a no-op.
 void dataset_free(dataset *d);
@@ -109,15 +109,15 @@ typedef struct {
 //           assistant = output, and is rendered as CHAT)
 // QL_EFORMAT (no location; the caller adds it) when the messages do not fit the
 // template (llama2: optional system first, then user/assistant pairs), or no
-// assistant turn; errors of spm_encode pass through.
+// assistant turn; errors of tok_encode pass through.
 int ds_render(int **ids /* out */, uint8_t **mask /* out */, int *n /* out */, ds_format f, const ds_message *m,
-              int nm, const spm *tok, const dataset_options *opt);
+              int nm, const tokenizer *tok, const dataset_options *opt);
 
 // ds_render_prompt: a conversation to continue -> ids (n,) (malloc'd): the
 // messages through opt->chat_template, ending with the assistant's header (no
 // reply, no EOS), as the model saw it in training. The last message must be a
 // user turn; QL_EFORMAT otherwise or when the messages do not fit the template.
-int ds_render_prompt(int **ids /* out */, int *n /* out */, const ds_message *m, int nm, const spm *tok,
+int ds_render_prompt(int **ids /* out */, int *n /* out */, const ds_message *m, int nm, const tokenizer *tok,
                      const dataset_options *opt);
 
 // ds_parse_messages: a {"role","content"} array (token arr of d) -> m (nm), with

@@ -291,7 +291,7 @@ static int bad_json(const where *w) {
 // Renders a record into a sample and applies the truncation rule: a sample
 // longer than seq_len keeps its first seq_len tokens; one with no trained token
 // among them is an error.
-static int make_sample(const where *w, const record *r, const spm *tok, const dataset_options *opt, ds_sample *out,
+static int make_sample(const where *w, const record *r, const tokenizer *tok, const dataset_options *opt, ds_sample *out,
                        int *truncated) {
     int *ids = NULL, n = 0;
     uint8_t *mask = NULL;
@@ -327,7 +327,7 @@ static int check_options(const dataset_options *o) {
     return QL_OK;
 }
 
-int dataset_load_mem(dataset *d, const char *text, size_t len, const char *name, const spm *tok,
+int dataset_load_mem(dataset *d, const char *text, size_t len, const char *name, const tokenizer *tok,
                      const dataset_options *opt) {
     memset(d, 0, sizeof *d);
     QL_CHECK(check_options(opt));
@@ -405,7 +405,7 @@ int dataset_load_mem(dataset *d, const char *text, size_t len, const char *name,
     return rc;
 }
 
-int dataset_load(dataset *d, const char *path, const spm *tok, const dataset_options *opt) {
+int dataset_load(dataset *d, const char *path, const tokenizer *tok, const dataset_options *opt) {
     memset(d, 0, sizeof *d);
     char *text = NULL;
     size_t len = 0;

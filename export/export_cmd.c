@@ -13,7 +13,7 @@
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../train/peft.h"
 #include "llama_gguf.h"
 #include "merge.h"
@@ -113,11 +113,11 @@ int cmd_export(int argc, char **argv) {
                      out, a.rank, (double)a.scaling, dtype_name, time_now() - t0, out);
         lora_free(&a);
     } else {
-        spm *tok = NULL;
-        rc = spm_load_bytes(&tok, m.tokenizer, m.tokenizer_len);
+        tokenizer *tok = NULL;
+        rc = tok_load_bytes(&tok, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, base);
         if (!rc) rc = gguf_write_base(&m, tok, dt, out);
         if (!rc) log_info("wrote %s: the base model for llama.cpp (%s) in %.2f s", out, dtype_name, time_now() - t0);
-        spm_free(tok);
+        tok_free(tok);
     }
     model_free(&m);
     return rc ? fail(rc) : 0;

@@ -60,9 +60,9 @@ static int fill_base(void *ctx, int i, float *dst) {
     return QL_OK;
 }
 
-int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path) {
+int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char *path) {
     const model_config *c = &m->cfg;
-    int V = c->vocab_size, nv = spm_vocab_size(tok);
+    int V = c->vocab_size, nv = tok_vocab_size(tok);
     gguf_out g;
     gguf_init(&g);
     int rc = put_arch(&g, "model");
@@ -90,7 +90,7 @@ int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path
     if (!rc && (!pieces || !made || !scores || !kinds)) rc = ql_err(QL_ENOMEM, "out of memory");
     for (int i = 0; i < V && !rc; i++) {
         if (i < nv) {
-            pieces[i] = spm_piece(tok, i), scores[i] = spm_piece_score(tok, i), kinds[i] = spm_piece_kind(tok, i);
+            pieces[i] = tok_piece(tok, i), scores[i] = tok_piece_score(tok, i), kinds[i] = tok_piece_kind(tok, i);
             if (!pieces[i]) rc = ql_err(QL_EFORMAT, "the tokenizer has no piece for id %d", i);
         } else {
             snprintf(name, sizeof name, "[PAD%d]", i);
@@ -102,10 +102,10 @@ int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path
     if (!rc) rc = gguf_kv_strs(&g, "tokenizer.ggml.tokens", pieces, V);
     if (!rc) rc = gguf_kv_f32s(&g, "tokenizer.ggml.scores", scores, V);
     if (!rc) rc = gguf_kv_i32s(&g, "tokenizer.ggml.token_type", kinds, V);
-    int bos = c->bos_id >= 0 ? c->bos_id : spm_bos_id(tok), eos = c->eos_id >= 0 ? c->eos_id : spm_eos_id(tok);
+    int bos = c->bos_id >= 0 ? c->bos_id : tok_bos_id(tok), eos = c->eos_id >= 0 ? c->eos_id : tok_eos_id(tok);
     if (!rc && bos >= 0) rc = gguf_kv_u32(&g, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
     if (!rc && eos >= 0) rc = gguf_kv_u32(&g, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
-    if (!rc && spm_unk_id(tok) >= 0) rc = gguf_kv_u32(&g, "tokenizer.ggml.unknown_token_id", (uint32_t)spm_unk_id(tok));
+    if (!rc && tok_unk_id(tok) >= 0) rc = gguf_kv_u32(&g, "tokenizer.ggml.unknown_token_id", (uint32_t)tok_unk_id(tok));
     if (!rc) rc = gguf_kv_bool(&g, "tokenizer.ggml.add_bos_token", c->add_bos);
     if (!rc) rc = gguf_kv_bool(&g, "tokenizer.ggml.add_eos_token", 0);
     // tensors, in llama.cpp's order

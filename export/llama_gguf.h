@@ -6,7 +6,7 @@
 #define QL_LLAMA_GGUF_H
 
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../train/lora.h"
 
 // llama.cpp's tensor name stem for LoRA module k (0..6): "attn_q", ... "ffn_down".
@@ -19,7 +19,7 @@ void gguf_rope_permute(float *dst, const float *src, int rows, int cols, int n_h
 
 // The base model: the linear weights as type (DT_F16, DT_BF16 or DT_F32; NF4
 // weights are dequantized first), norms in F32, the tokenizer's pieces.
-int gguf_write_base(const model *m, const spm *tok, dtype type, const char *path);
+int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char *path);
 // The adapter: lora_a (A as it is, ne {in, R}) and lora_b (B, ne {R, out}, q and
 // k rows permuted) per targeted linear, in type; adapter.lora.alpha is set so that
 // llama.cpp's alpha / R equals our scaling (rsLoRA included).

@@ -15,7 +15,7 @@
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "commands.h"
 #include "sample.h"
 #include "../train/lora.h"
@@ -379,13 +379,13 @@ static int bench_model(const char *name, model *m, ops *o, const bench_mode *b) 
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *which, *base, *backend, *base_dtype, *save, *batches, *targets, *tokenizer;
+    const char *which, *base, *backend, *base_dtype, *save, *batches, *targets, *tok_path;
     int P, G, threads, reps, verbose, train, rank, multi, adapter_load;
     cli_opt opts[] = {
         {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b or all (random weights)"},
         {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one (its load time is reported)"},
         {"--save-base", OPT_STR, &save, "", "also write the random model to this base file, to time loading it (or serve it)"},
-        {"--tokenizer", OPT_STR, &tokenizer, "", "--save-base: put this tokenizer.model in the file (its vocabulary must fit the shape's)"},
+        {"--tokenizer", OPT_STR, &tok_path, "", "--save-base: put this tokenizer.model or tokenizer.json in the file (its vocabulary must fit the shape's)"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights: nf4, f16 or f32 (random shapes: nf4 or f16)"},
         {"--prompt-tokens", OPT_INT, &P, "128", "prompt length (per sequence with --multi-adapter: try 16)"},
         {"--gen-tokens", OPT_INT, &G, "64", "tokens to decode"},
@@ -461,17 +461,17 @@ int cmd_bench(int argc, char **argv) {
             log_info("%s: random weights made in %.1f s", shapes[i].name, time_now() - t0);
             char *tk = NULL;
             size_t tkn = 0;
-            if (save[0] && tokenizer[0] && !(rc = file_read_all(tokenizer, (size_t)64 << 20, &tk, &tkn))) {
-                spm *sp = NULL;
-                rc = spm_load_bytes(&sp, tk, tkn);
-                if (!rc && spm_vocab_size(sp) > m.cfg.vocab_size)
-                    rc = ql_err(QL_EINVAL, "--tokenizer %s: %d pieces, more than the shape's vocabulary of %d", tokenizer,
-                                spm_vocab_size(sp), m.cfg.vocab_size);
-                spm_free(sp);
-                m.tokenizer = tk, m.tokenizer_len = tkn;
+            if (save[0] && tok_path[0] && !(rc = file_read_all(tok_path, (size_t)64 << 20, &tk, &tkn))) {
+                tokenizer *sp = NULL;
+                rc = tok_load_bytes(&sp, tok_kind_of_path(tok_path), tk, tkn, tok_path);
+                if (!rc && tok_vocab_size(sp) > m.cfg.vocab_size)
+                    rc = ql_err(QL_EINVAL, "--tokenizer %s: %d pieces, more than the shape's vocabulary of %d", tok_path,
+                                tok_vocab_size(sp), m.cfg.vocab_size);
+                tok_free(sp);
+                m.tokenizer = tk, m.tokenizer_len = tkn, m.tokenizer_kind = tok_kind_of_path(tok_path);
             }
             if (!rc && save[0] && !(rc = model_save_base(&m, save))) log_info("wrote %s", save);
-            m.tokenizer = NULL, m.tokenizer_len = 0;  // not the model's to free
+            m.tokenizer = NULL, m.tokenizer_len = 0, m.tokenizer_kind = 0;  // not the model's to free
             free(tk);
             if (rc) { model_free(&m); break; }
             rc = bench_model(shapes[i].name, &m, o, &mode);

@@ -65,7 +65,7 @@ static void list_adapters(const adapter_store *st, int cur, FILE *f) {
 // Renders the conversation; drops the oldest exchanges (after the system
 // prompt) until the prompt leaves room to answer in max_T; *fits = 0 when even
 // the new message alone does not.
-static int render_fit(convo *c, const spm *tok, const dataset_options *dopt, int max_T, int **ids, int *n, int *fits) {
+static int render_fit(convo *c, const tokenizer *tok, const dataset_options *dopt, int max_T, int **ids, int *n, int *fits) {
     for (*fits = 1;;) {
         QL_CHECK(ds_render_prompt(ids, n, c->m, c->n, tok, dopt));
         if (*n < max_T - 1) return QL_OK;
@@ -77,7 +77,7 @@ static int render_fit(convo *c, const spm *tok, const dataset_options *dopt, int
     }
 }
 
-int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FILE *out) {
+int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *in, FILE *out) {
     adapter_store st = {0};
     int rc = co->adapter_dir[0] || co->adapters[0] ? store_open(&st, &m->cfg, co->adapter_dir, co->adapters) : QL_OK;
     if (rc) return rc;

@@ -16,7 +16,7 @@
 #include <stdio.h>
 
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"
 
@@ -31,6 +31,6 @@ typedef struct {
 
 // Reads user lines from in until /quit or end of input; answers go to out as
 // "NAME> text" lines (NAME: the adapter, or base).
-int chat_run(model *m, const spm *tok, ops *o, const chat_opts *co, FILE *in, FILE *out);
+int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *in, FILE *out);
 
 #endif

@@ -10,7 +10,7 @@
 #include "../common/forward.h"
 #include "../common/log.h"
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../train/peft.h"
 #include "../common/json.h"
 #include "../datasets/dataset.h"
@@ -40,18 +40,18 @@ int session_open(session *s, const char *base, const char *base_dtype, const cha
     log_info("loaded %s in %.2f s: %d layers, dim %d, vocab %d, linear weights %s %.1f MB (%.4f bytes/param)", base,
              time_now() - t0, s->m.cfg.n_layers, s->m.cfg.dim, s->m.cfg.vocab_size, base_dtype_name(s->m.base_dtype),
              lb / 1e6, (double)lb / (double)np);
-    int rc = spm_load_bytes(&s->tok, s->m.tokenizer, s->m.tokenizer_len);
+    int rc = tok_load_bytes(&s->tok, (tok_kind)s->m.tokenizer_kind, s->m.tokenizer, s->m.tokenizer_len, base);
     if (rc) return ql_err(rc, "%s: tokenizer: %s", base, ql_errmsg());
-    if (spm_vocab_size(s->tok) > s->m.cfg.vocab_size)
+    if (tok_vocab_size(s->tok) > s->m.cfg.vocab_size)
         return ql_err(QL_EFORMAT, "%s: the tokenizer has %d pieces but the model's vocab_size is %d", base,
-                      spm_vocab_size(s->tok), s->m.cfg.vocab_size);
+                      tok_vocab_size(s->tok), s->m.cfg.vocab_size);
     log_info("backend: %s", s->o->name);
     return QL_OK;
 }
 
 void session_close(session *s) {
     ops_delete(s->o);
-    spm_free(s->tok);
+    tok_free(s->tok);
     model_free(&s->m);
 }
 

@@ -5,7 +5,7 @@
 #define QL_COMMANDS_H
 
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../kernels/ops.h"
 
 // What every command that runs a model shares: the model (--base, --base-dtype),
@@ -13,7 +13,7 @@
 // loaded; on failure the message says why (QL_EINVAL for a bad option value).
 typedef struct {
     model m;
-    spm *tok;
+    tokenizer *tok;
     ops *o;
 } session;
 

@@ -51,7 +51,7 @@ static void req_emit(eng_req *r, int done) {
 // short; byte fallback emits at most 4 bytes per token).
 static size_t text_cap(const eng_req *r) { return (size_t)r->max_tokens * 64 + 64; }
 
-static int req_start(fwd_state *f, const spm *tok, eng_req *r) {
+static int req_start(fwd_state *f, const tokenizer *tok, eng_req *r) {
     r->ids = malloc(sizeof(int) * (size_t)(r->max_tokens > 0 ? r->max_tokens : 1));
     r->text = malloc(text_cap(r));
     if (!r->ids || !r->text) return ql_err(QL_ENOMEM, "out of memory");
@@ -69,11 +69,11 @@ static int req_start(fwd_state *f, const spm *tok, eng_req *r) {
     }
     r->done_prompt = r->pos = r->cached;
     if (r->max_tokens == 0) { r->finish = "length"; return QL_OK; }
-    QL_CHECK(spm_stream_init(&r->ss, tok));
+    QL_CHECK(tok_stream_init(&r->ss, tok));
     for (int i = 0; i < r->n_prompt; i++) {  // the prompt conditions the first piece's space rule
         const char *txt;
         size_t len;
-        QL_CHECK(spm_stream_push(r->ss, r->prompt[i], &txt, &len));
+        QL_CHECK(tok_stream_push(r->ss, r->prompt[i], &txt, &len));
     }
     r->active = 1;
     return QL_OK;
@@ -82,14 +82,14 @@ static int req_start(fwd_state *f, const spm *tok, eng_req *r) {
 static void req_finish(eng_req *r, const char *why) {
     const char *txt;
     size_t len;
-    if (r->ss && strcmp(why, "stop") && spm_stream_finish(r->ss, &txt, &len) == QL_OK && len)
+    if (r->ss && strcmp(why, "stop") && tok_stream_finish(r->ss, &txt, &len) == QL_OK && len)
         req_append(r, txt, len, text_cap(r));
     r->finish = why;
     r->active = 0;
     req_emit(r, 1);
 }
 
-int engine_init(engine *e, fwd_state *f, const spm *tok) {
+int engine_init(engine *e, fwd_state *f, const tokenizer *tok) {
     const int S = f->n_slots, V = f->m->cfg.vocab_size;
     memset(e, 0, sizeof *e);
     e->f = f, e->tok = tok;
@@ -179,7 +179,7 @@ int engine_step(engine *e) {
         } else {
             const char *txt = "";
             size_t len = 0;
-            if (id < spm_vocab_size(e->tok)) rc = spm_stream_push(q->ss, id, &txt, &len);
+            if (id < tok_vocab_size(e->tok)) rc = tok_stream_push(q->ss, id, &txt, &len);
             if (!rc && len && req_append(q, txt, len, text_cap(q))) why = "stop";
             if (!why) req_emit(q, 0);
         }
@@ -193,7 +193,7 @@ int engine_step(engine *e) {
     return rc;
 }
 
-int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st) {
+int engine_run(fwd_state *f, const tokenizer *tok, eng_req *r, int n, eng_stats *st) {
     engine e;
     memset(st, 0, sizeof *st);
     QL_CHECK(engine_init(&e, f, tok));
@@ -212,6 +212,6 @@ int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st) {
 
 void eng_req_free(eng_req *r) {
     free(r->ids), free(r->text);
-    spm_stream_free(r->ss);
+    tok_stream_free(r->ss);
     r->ids = NULL, r->text = NULL, r->ss = NULL;
 }

@@ -12,7 +12,7 @@
 #define QL_ENGINE_H
 
 #include "../common/forward.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "sample.h"
 
 #define ENGINE_MAX_STOPS 8   // a request's own and its chat template's
@@ -43,7 +43,7 @@ typedef struct {
     // engine state
     int slot, done_prompt, pos, active;
     size_t emitted;                // text bytes passed to on_text
-    spm_stream *ss;
+    tok_stream *ss;
 } eng_req;
 
 typedef struct {
@@ -56,13 +56,13 @@ typedef struct {
 // tokens per step. A request that fails (its prompt longer than the context, say)
 // gets finish "error" and the rest go on; the return value is an error only when
 // the batch itself fails.
-int engine_run(fwd_state *f, const spm *tok, eng_req *r, int n, eng_stats *st);
+int engine_run(fwd_state *f, const tokenizer *tok, eng_req *r, int n, eng_stats *st);
 void eng_req_free(eng_req *r);
 
 // ---- stepping: requests join and leave between steps ----
 typedef struct {
     fwd_state *f;
-    const spm *tok;
+    const tokenizer *tok;
     eng_req **slot;        // (n_slots) the request in each KV slot, or NULL
     int *tokens, *in_batch;
     fwd_seq *seqs;
@@ -71,7 +71,7 @@ typedef struct {
     int last_batch;        // sequences in the last step
 } engine;
 
-int engine_init(engine *e, fwd_state *f, const spm *tok);
+int engine_init(engine *e, fwd_state *f, const tokenizer *tok);
 void engine_free(engine *e);
 // Slots free for engine_start, and requests active.
 int engine_free_slots(const engine *e);

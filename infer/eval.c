@@ -59,7 +59,7 @@ static int samples_add(sample_list *l, int *ids, int len) {
 }
 
 // Reads every sample of the file as BOS + tokens, cut at max_len.
-static int read_samples(const char *path, const spm *tok, const model_config *c, int max_len, sample_list *l,
+static int read_samples(const char *path, const tokenizer *tok, const model_config *c, int max_len, sample_list *l,
                         int *truncated) {
     char *buf;
     size_t len;
@@ -95,7 +95,7 @@ static int read_samples(const char *path, const spm *tok, const model_config *c,
         }
         if (text && !rc) {
             int *ids = NULL, k = 0, bos = c->bos_id >= 0;
-            rc = spm_encode(tok, text, strlen(text), &ids, &k);
+            rc = tok_encode(tok, text, strlen(text), 0, &ids, &k);
             int *all = rc ? NULL : malloc(sizeof(int) * (size_t)(k + 1));
             if (!rc && !all) rc = ql_err(QL_ENOMEM, "out of memory");
             if (!rc) {
@@ -117,7 +117,7 @@ static int read_samples(const char *path, const spm *tok, const model_config *c,
     return rc;
 }
 
-int eval_file(model *m, ops *o, const spm *tok, const char *path, const lora_adapter *adapter, eval_result *r) {
+int eval_file(model *m, ops *o, const tokenizer *tok, const char *path, const lora_adapter *adapter, eval_result *r) {
     memset(r, 0, sizeof *r);
     sample_list l = {0};
     int rc = read_samples(path, tok, &m->cfg, m->cfg.max_pos, &l, &r->truncated);

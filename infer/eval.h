@@ -4,7 +4,7 @@
 #define QL_EVAL_H
 
 #include "../common/forward.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 
 typedef struct {
     double loss;       // mean negative log-likelihood per predicted token (nats)
@@ -18,7 +18,7 @@ typedef struct {
 // Each sample is BOS + its tokens, cut at the context; every token after the
 // first is predicted. The KV cache is sized to the longest sample.
 // adapter: NULL, or a LoRA adapter applied to the base (fwd_set_adapter).
-int eval_file(model *m, ops *o, const spm *tok, const char *path, const lora_adapter *adapter, eval_result *r);
+int eval_file(model *m, ops *o, const tokenizer *tok, const char *path, const lora_adapter *adapter, eval_result *r);
 // The loss of one sample (ids, n >= 2): sum of NLL over its n-1 predictions.
 int eval_sample(fwd_state *f, const int *ids, int n, double *nll_sum);
 

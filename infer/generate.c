@@ -7,9 +7,9 @@
 #include "../common/err.h"
 #include "../common/log.h"
 
-int tokenize_prompt(const model *m, const spm *tok, const char *text, int **ids_out, int *n_out) {
+int tokenize_prompt(const model *m, const tokenizer *tok, const char *text, int **ids_out, int *n_out) {
     int *ids, n;
-    QL_CHECK(spm_encode(tok, text, strlen(text), &ids, &n));
+    QL_CHECK(tok_encode(tok, text, strlen(text), TOK_SPECIAL, &ids, &n));
     int bos = m->cfg.add_bos && m->cfg.bos_id >= 0;
     int *all = malloc(sizeof(int) * (size_t)(n + 1));
     if (!all) { free(ids); return ql_err(QL_ENOMEM, "out of memory"); }
@@ -27,7 +27,7 @@ void prompt_options(dataset_options *o, const model *m, ds_template t) {
     o->bos_id = m->cfg.bos_id, o->eos_id = m->cfg.eos_id;
 }
 
-int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt, const int *prompt, int n_prompt,
+int generate(fwd_state *f, const tokenizer *tok, sampler *smp, const gen_options *opt, const int *prompt, int n_prompt,
              FILE *out, int *ids_out, gen_stats *st) {
     const model_config *c = &f->m->cfg;
     memset(st, 0, sizeof *st);
@@ -35,13 +35,13 @@ int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt,
     if (n_prompt >= f->max_T)
         return ql_err(QL_EINVAL, "the prompt has %d tokens; the context holds %d", n_prompt, f->max_T);
     float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
-    spm_stream *ss = NULL;
-    int rc = logits ? spm_stream_init(&ss, tok) : ql_err(QL_ENOMEM, "out of memory");
+    tok_stream *ss = NULL;
+    int rc = logits ? tok_stream_init(&ss, tok) : ql_err(QL_ENOMEM, "out of memory");
     // the prompt's own text is not printed, but it conditions the first piece's space rule
     for (int i = 0; i < n_prompt && !rc; i++) {
         const char *txt;
         size_t len;
-        rc = spm_stream_push(ss, prompt[i], &txt, &len);
+        rc = tok_stream_push(ss, prompt[i], &txt, &len);
     }
     double t0 = time_now();
     int max_chunk = opt->max_prefill > 0 && opt->max_prefill < f->max_N ? opt->max_prefill : f->max_N;
@@ -61,7 +61,7 @@ int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt,
         const char *txt = "";
         size_t len = 0;
         // a padded vocabulary (vocab_size > the tokenizer's pieces) has ids with no text
-        if (next < spm_vocab_size(tok)) rc = spm_stream_push(ss, next, &txt, &len);
+        if (next < tok_vocab_size(tok)) rc = tok_stream_push(ss, next, &txt, &len);
         if (!rc && out && len) {
             fwrite(txt, 1, len, out);
             fflush(out);
@@ -72,10 +72,10 @@ int generate(fwd_state *f, const spm *tok, sampler *smp, const gen_options *opt,
     if (!rc && ss) {
         const char *txt;
         size_t len;
-        if (spm_stream_finish(ss, &txt, &len) == QL_OK && out && len) fwrite(txt, 1, len, out);
+        if (tok_stream_finish(ss, &txt, &len) == QL_OK && out && len) fwrite(txt, 1, len, out);
     }
     st->decode_s = time_now() - t1;
-    spm_stream_free(ss);
+    tok_stream_free(ss);
     free(logits);
     return rc;
 }

@@ -70,7 +70,7 @@ static int get_stops(const json_doc *d, req_line *q) {
 }
 
 // Parses line text into q (the defaults already in q); an error leaves its message.
-static int parse_line(req_line *q, const char *text, size_t len, const char *file, const model *m, const spm *tok,
+static int parse_line(req_line *q, const char *text, size_t len, const char *file, const model *m, const tokenizer *tok,
                       const requests_opts *ro) {
     char what[512];
     snprintf(what, sizeof what, "%s:%d", file, q->line);
@@ -208,7 +208,7 @@ static int add_result(strbuf *b, const req_line *q, const eng_req *r) {
     return rc;
 }
 
-int requests_run(const model *m, const spm *tok, ops *o, const requests_opts *ro, int *n_failed) {
+int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_opts *ro, int *n_failed) {
     *n_failed = 0;
     char *text = NULL;
     size_t len = 0;

@@ -13,7 +13,7 @@
 #define QL_REQUESTS_H
 
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"
 
@@ -33,6 +33,6 @@ typedef struct {
 // Runs every request and writes the results. Returns an error for a file that
 // cannot be read or written, or a batch that fails; lines that fail are counted in
 // *n_failed (their results say why).
-int requests_run(const model *m, const spm *tok, ops *o, const requests_opts *ro, int *n_failed);
+int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_opts *ro, int *n_failed);
 
 #endif

@@ -6,31 +6,22 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../common/bpe.h"
 #include "../common/cli.h"
 #include "../common/err.h"
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../common/model.h"
-#include "../common/spm.h"
 #include "../common/strbuf.h"
+#include "../common/tokenizer.h"
 #include "commands.h"
 
 typedef struct {
-    bpe *b;          // one of the two
-    spm *s;
+    tokenizer *t;
     int bos;         // -1: none
 } tok_pair;
 
-static int exists(const char *dir, const char *name) {
-    char p[4096];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    return stat(p, &st) == 0;
-}
-
 // tokenizer_config.json's "bos_token" (a string or {"content"}) as an id, or -1.
-static int bos_of_config(const char *dir, const bpe *b) {
+static int bos_of_config(const char *dir, const tokenizer *t) {
     char p[4096], *buf = NULL, *s = NULL;
     size_t len;
     snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
@@ -41,7 +32,7 @@ static int bos_of_config(const char *dir, const bpe *b) {
         int v = json_find(&d, 0, "bos_token");
         if (v >= 0 && json_type(&d, v) == JSON_OBJECT) v = json_find(&d, v, "content");
         if (v >= 0 && json_type(&d, v) == JSON_STRING && !json_get_string(&d, v, "bos_token", &s, NULL))
-            id = bpe_token_id(b, s);
+            id = tok_piece_to_id(t, s);
         json_free(&d);
     }
     free(s), free(buf);
@@ -51,24 +42,14 @@ static int bos_of_config(const char *dir, const bpe *b) {
 static int open_tok(tok_pair *t, const char *dir, const char *base) {
     memset(t, 0, sizeof *t);
     t->bos = -1;
-    char p[4096];
-    if (dir[0] && exists(dir, "tokenizer.json")) {
-        snprintf(p, sizeof p, "%s/tokenizer.json", dir);
-        QL_CHECK(bpe_load_file(&t->b, p));
-        t->bos = bos_of_config(dir, t->b);
-        return QL_OK;
-    }
     if (dir[0]) {
-        snprintf(p, sizeof p, "%s/tokenizer.model", dir);
-        if (!exists(dir, "tokenizer.model"))
-            return ql_err(QL_EIO, "--tokenizer %s: no tokenizer.json or tokenizer.model in it", dir);
-        QL_CHECK(spm_load_file(&t->s, p));
-        t->bos = spm_bos_id(t->s);
+        QL_CHECK(tok_load_dir(&t->t, dir));
+        t->bos = tok_bos_id(t->t) >= 0 ? tok_bos_id(t->t) : bos_of_config(dir, t->t);
         return QL_OK;
     }
     model m;
     QL_CHECK(model_load(&m, base, DT_NF4));
-    int rc = spm_load_bytes(&t->s, m.tokenizer, m.tokenizer_len);
+    int rc = tok_load_bytes(&t->t, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, base);
     t->bos = m.cfg.bos_id;
     model_free(&m);
     return rc;
@@ -109,9 +90,9 @@ static int one_line(const tok_pair *t, const char *line, size_t len, int lineno,
         }
         char *text = NULL;
         size_t tl = 0;
-        if (!rc) rc = t->b ? bpe_decode(t->b, ids, n, &text, &tl) : spm_decode(t->s, ids, n, &text);
+        if (!rc) rc = tok_decode(t->t, ids, n, &text);
         if (!rc) {
-            if (!t->b) tl = strlen(text);
+            tl = strlen(text);
             strbuf q = {0};
             rc = sb_json(&q, text, tl);
             if (!rc) fprintf(out, "%s\n", q.s);
@@ -123,7 +104,7 @@ static int one_line(const tok_pair *t, const char *line, size_t len, int lineno,
         size_t sl = 0;
         int *ids = NULL, n = 0;
         rc = json_get_string(&d, v, "text", &s, &sl);
-        if (!rc) rc = t->b ? bpe_encode(t->b, s, sl, literal ? 0 : BPE_SPECIAL, &ids, &n) : spm_encode(t->s, s, sl, &ids, &n);
+        if (!rc) rc = tok_encode(t->t, s, sl, literal ? 0 : TOK_SPECIAL, &ids, &n);
         if (!rc && bos) {
             if (t->bos < 0) rc = ql_err(QL_EINVAL, "--bos: this tokenizer has no BOS token");
             int *all = rc ? NULL : malloc(sizeof(int) * (size_t)(n + 1));
@@ -134,7 +115,7 @@ static int one_line(const tok_pair *t, const char *line, size_t len, int lineno,
             strbuf q = {0};
             rc = sb_add(&q, "[");
             for (int i = 0; i < n && !rc; i++) {
-                const char *p = t->b ? bpe_piece(t->b, ids[i]) : spm_piece(t->s, ids[i]);
+                const char *p = tok_piece(t->t, ids[i]);
                 if (i) rc = sb_add(&q, ", ");
                 if (!rc) rc = sb_json(&q, p, strlen(p));
             }
@@ -184,8 +165,7 @@ int cmd_tokenize(int argc, char **argv) {
     }
     free(line);
     fflush(stdout);
-    bpe_free(t.b);
-    spm_free(t.s);
+    tok_free(t.t);
     if (rc) {
         fprintf(stderr, "qlora tokenize: error: %s\n", ql_errmsg());
         return rc == QL_EINVAL ? 2 : 1;

@@ -148,7 +148,7 @@ static void *sched_main(void *arg) {
     return NULL;
 }
 
-int sched_open(scheduler *s, fwd_state *f, const spm *tok, registry *g, metrics *mx, int max_queue, int threads) {
+int sched_open(scheduler *s, fwd_state *f, const tokenizer *tok, registry *g, metrics *mx, int max_queue, int threads) {
     memset(s, 0, sizeof *s);
     s->f = f, s->g = g, s->mx = mx, s->max_queue = max_queue, s->threads = threads;
     QL_CHECK(engine_init(&s->e, f, tok));

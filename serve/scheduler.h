@@ -78,7 +78,7 @@ typedef struct {
 } scheduler;
 
 // Starts the thread; f (and its model and backend) belong to it from now on.
-int sched_open(scheduler *s, fwd_state *f, const spm *tok, registry *g, metrics *mx, int max_queue, int threads);
+int sched_open(scheduler *s, fwd_state *f, const tokenizer *tok, registry *g, metrics *mx, int max_queue, int threads);
 // Stops admitting: every job is cancelled, waiting HTTP threads wake (the thread
 // ends once nothing runs; sched_close joins it).
 void sched_stop(scheduler *s);

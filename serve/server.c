@@ -27,7 +27,7 @@ struct server {
     server_opts o;
     struct MHD_Daemon *d;
     model *m;
-    const spm *tok;
+    const tokenizer *tok;
     fwd_state f;
     registry g;
     metrics mx;
@@ -664,7 +664,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 // ---- start and stop ----
 
-int server_start(server **out, model *m, const spm *tok, ops *o, const server_opts *so) {
+int server_start(server **out, model *m, const tokenizer *tok, ops *o, const server_opts *so) {
     *out = NULL;
     server *sv = calloc(1, sizeof *sv);
     if (!sv) return ql_err(QL_ENOMEM, "out of memory");

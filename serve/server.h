@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #include "../common/model.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"
 
@@ -31,7 +31,7 @@ typedef struct server server;
 
 // Loads nothing: m, tok and o are the caller's and outlive the server. Starts the
 // scheduler and the listener.
-int server_start(server **out /* out */, model *m, const spm *tok, ops *o, const server_opts *so);
+int server_start(server **out /* out */, model *m, const tokenizer *tok, ops *o, const server_opts *so);
 int server_port(const server *sv);
 // Requests queued or running.
 int server_busy(server *sv);

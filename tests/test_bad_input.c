@@ -10,7 +10,7 @@
 #include "common/err.h"
 #include "common/model.h"
 #include "common/safetensors.h"
-#include "common/spm.h"
+#include "common/tokenizer.h"
 #include "testutil.h"
 
 static char tmp[256];
@@ -193,7 +193,7 @@ static void model_cases(void) {
 }
 
 static void tokenizer_cases(void) {
-    spm *s = NULL;
+    tokenizer *s = NULL;
     const char junk[] = "\x01\x02\x03 not a model";
     write_file(tp("junk.model"), junk, sizeof junk - 1);
     CHECK(spm_load_file(&s, tp("junk.model")) != QL_OK && s == NULL);

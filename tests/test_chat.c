@@ -28,15 +28,15 @@
 #include "train/peft.h"
 
 // ids of text encoded alone, appended to v (n).
-static void put_text(const spm *tok, const char *text, int *v, int *n) {
+static void put_text(const tokenizer *tok, const char *text, int *v, int *n) {
     int *ids, k;
-    CHECK_OK(spm_encode(tok, text, strlen(text), &ids, &k));
+    CHECK_OK(tok_encode(tok, text, strlen(text), 0, &ids, &k));
     memcpy(v + *n, ids, sizeof(int) * (size_t)k);
     *n += k;
     free(ids);
 }
 
-static void check_render(const model *m, const spm *tok, ds_template t, const ds_message *msg, int nm,
+static void check_render(const model *m, const tokenizer *tok, ds_template t, const ds_message *msg, int nm,
                          const int *want, int nwant) {
     dataset_options o;
     dataset_options_default(&o);
@@ -48,7 +48,7 @@ static void check_render(const model *m, const spm *tok, ds_template t, const ds
     free(ids);
 }
 
-static void test_render(const model *m, const spm *tok) {
+static void test_render(const model *m, const tokenizer *tok) {
     const int bos = m->cfg.bos_id, eos = m->cfg.eos_id;
     ds_message msg[4] = {{DS_ROLE_SYSTEM, "Be brief."}, {DS_ROLE_USER, "Hi there"}, {DS_ROLE_ASSISTANT, "Hello"},
                          {DS_ROLE_USER, "Bye"}};
@@ -111,7 +111,7 @@ static float *base_logits(model *m, ops *o) {
 }
 
 // Greedy text of generate() from scratch on the conversation, with adapter a (or none).
-static char *expect(model *m, ops *o, const spm *tok, const lora_adapter *a, const ds_message *msg, int nm) {
+static char *expect(model *m, ops *o, const tokenizer *tok, const lora_adapter *a, const ds_message *msg, int nm) {
     dataset_options d;
     prompt_options(&d, m, DS_TEMPLATE_LLAMA2);
     int *ids = NULL, n = 0;
@@ -134,7 +134,7 @@ static char *expect(model *m, ops *o, const spm *tok, const lora_adapter *a, con
 }
 
 // Runs chat_run on script; returns what it printed.
-static char *chat(model *m, const spm *tok, ops *o, const char *store, const char *script, int ctx) {
+static char *chat(model *m, const tokenizer *tok, ops *o, const char *store, const char *script, int ctx) {
     FILE *in = fmemopen((void *)script, strlen(script), "r");
     char *text = NULL;
     size_t len = 0;
@@ -152,8 +152,8 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s/tests/fixtures/models/tiny_gqa", test_source_dir());
     model m;
     CHECK_OK(model_load(&m, dir, DT_F32));
-    spm *tok = NULL;
-    CHECK_OK(spm_load_bytes(&tok, m.tokenizer, m.tokenizer_len));
+    tokenizer *tok = NULL;
+    CHECK_OK(tok_load_bytes(&tok, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, "model"));
     ops *o = ops_cpu_new(0);
     test_render(&m, tok);
 
@@ -230,7 +230,7 @@ int main(void) {
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", store);
     CHECK(system(cmd) == 0);
-    spm_free(tok);
+    tok_free(tok);
     ops_delete(o);
     model_free(&m);
     return test_finish("test_chat");

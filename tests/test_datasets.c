@@ -9,11 +9,11 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/spm.h"
+#include "common/tokenizer.h"
 #include "datasets/dataset.h"
 #include "testutil.h"
 
-static spm *tok;
+static tokenizer *tok;
 static int BOS, EOS;
 
 // ---- expected sequences, built part by part ----
@@ -30,7 +30,7 @@ static void e_id(seq *s, int id, int trained) {
 
 static void e_text(seq *s, const char *text, int trained) {
     int *ids, n;
-    QL_ASSERT(spm_encode(tok, text, strlen(text), &ids, &n) == QL_OK);
+    QL_ASSERT(tok_encode(tok, text, strlen(text), 0, &ids, &n) == QL_OK);
     for (int i = 0; i < n; i++) e_id(s, ids[i], trained);
     free(ids);
 }
@@ -49,7 +49,7 @@ static void check_render(const char *what, ds_format f, const ds_message *m, int
         for (int i = 0; i < n || i < want->n; i++)
             fprintf(stderr, "  %3d got %5d/%d want %5d/%d  %s\n", i, i < n ? ids[i] : -9, i < n ? mask[i] : 9,
                     i < want->n ? want->ids[i] : -9, i < want->n ? want->mask[i] : 9,
-                    i < n ? spm_piece(tok, ids[i]) : "");
+                    i < n ? tok_piece(tok, ids[i]) : "");
     } else {
         printf("  %s: %d tokens ok\n", what, n);
     }
@@ -165,7 +165,7 @@ static void test_detection_and_masks(void) {
     // masks: trained = completion + EOS exactly; stats add up
     CHECK_OK(load_str(&d, "{\"prompt\": \"Where?\", \"completion\": \"Here, matey.\"}\n", &o));
     int *c, nc;
-    CHECK_OK(spm_encode(tok, "Here, matey.", 12, &c, &nc));
+    CHECK_OK(tok_encode(tok, "Here, matey.", 12, 0, &c, &nc));
     long trained = 0;
     for (int t = 0; t < d.samples[0].n; t++) trained += d.samples[0].mask[t];
     CHECK(trained == nc + 1 && d.stats.trained_tokens == nc + 1);
@@ -355,17 +355,17 @@ static void test_bad(void) {
 
 int main(void) {
     const char *mp = test_path(test_source_dir(), "tests/fixtures/tokenizer/tiny.model");
-    if (spm_load_file(&tok, mp) != QL_OK) {
+    if (tok_load_file(&tok, mp) != QL_OK) {
         fprintf(stderr, "%s\n", ql_errmsg());
         return 1;
     }
-    BOS = spm_bos_id(tok), EOS = spm_eos_id(tok);
+    BOS = tok_bos_id(tok), EOS = tok_eos_id(tok);
     test_templates();
     test_detection_and_masks();
     test_truncation_and_packing();
     test_shuffle_split(test_path(test_path(test_source_dir(), "datasets/samples"), "pirate.jsonl"));
     test_samples();
     test_bad();
-    spm_free(tok);
+    tok_free(tok);
     return test_finish("test_datasets");
 }

@@ -242,8 +242,8 @@ static void test_base(const char *dir) {
     CHECK_OK(model_load(&m, mdir, DT_F32));
     const model_config *c = &m.cfg;
     CHECK(c->rope_scaling == ROPE_LLAMA3);
-    spm *tok = NULL;
-    CHECK_OK(spm_load_bytes(&tok, m.tokenizer, m.tokenizer_len));
+    tokenizer *tok = NULL;
+    CHECK_OK(tok_load_bytes(&tok, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, "model"));
     const char *path = test_path(dir, "base.gguf");
     CHECK_OK(gguf_write_base(&m, tok, DT_F32, path));
     gf r;
@@ -278,7 +278,7 @@ static void test_base(const char *dir) {
         }
     CHECK(bad == 0);
     free(r.buf);
-    spm_free(tok);
+    tok_free(tok);
     model_free(&m);
 }
 

@@ -14,7 +14,7 @@
 #include "../common/log.h"
 #include "../common/model.h"
 #include "../common/safetensors.h"
-#include "../common/spm.h"
+#include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "curve.h"
 #include "lora.h"
@@ -324,7 +324,7 @@ int cmd_train(int argc, char **argv) {
     }
     {
         model m = {0};
-        spm *tok = NULL;
+        tokenizer *tok = NULL;
         ops *be = NULL;
         dataset ds = {0}, vs = {0};
         ds_packed tp_rows = {0}, vp_rows = {0};
@@ -339,7 +339,7 @@ int cmd_train(int argc, char **argv) {
         be = ops_new(o.backend, o.threads);
         if (!be) { rc = QL_EINVAL; goto done; }
         if ((rc = model_load(&m, o.base, (dtype)bd))) goto done;
-        if ((rc = spm_load_bytes(&tok, m.tokenizer, m.tokenizer_len))) goto done;
+        if ((rc = tok_load_bytes(&tok, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, o.base))) goto done;
         dataset_options dopt;
         dataset_options_default(&dopt);
         dopt.chat_template = tmpl, dopt.train_on_inputs = o.train_on_inputs, dopt.skip_invalid = o.skip_invalid;
@@ -486,7 +486,7 @@ int cmd_train(int argc, char **argv) {
         dataset_free(&ds), dataset_free(&vs);
         free(losses), free(vloss), free(vstep), free(buf), free(perm);
         ops_delete(be);
-        spm_free(tok);
+        tok_free(tok);
         model_free(&m);
     }
 done_args:

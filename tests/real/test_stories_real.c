@@ -20,7 +20,7 @@
 #include "common/forward.h"
 #include "common/model.h"
 #include "common/safetensors.h"
-#include "common/spm.h"
+#include "common/tokenizer.h"
 #include "infer/eval.h"
 #include "testutil.h"
 
@@ -31,11 +31,11 @@ static const st_tensor *need(const st_file *f, const char *name) {
 }
 
 static double eval_loss(model *m, ops *o, const char *path) {
-    spm *tok = NULL;
-    CHECK_OK(spm_load_bytes(&tok, m->tokenizer, m->tokenizer_len));
+    tokenizer *tok = NULL;
+    CHECK_OK(tok_load_bytes(&tok, (tok_kind)m->tokenizer_kind, m->tokenizer, m->tokenizer_len, "model"));
     eval_result r = {0};
     CHECK_OK(eval_file(m, o, tok, path, NULL, &r));
-    spm_free(tok);
+    tok_free(tok);
     return r.loss;
 }
 
