@@ -39,8 +39,40 @@ static int get_float(json_doc *d, int obj, const char *key, int required, double
     return QL_OK;
 }
 
+// Adds id to c's end-of-sequence ids (once); eos_id is the first.
+static int add_eos(model_config *c, long long id, const char *what) {
+    if (id < 0 || id >= (1 << 24)) return ql_err(QL_EFORMAT, "%s: field 'eos_token_id': %lld is not a token id", what, id);
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_ids[i] == id) return QL_OK;
+    if (c->n_eos == (int)(sizeof c->eos_ids / sizeof *c->eos_ids))
+        return ql_err(QL_EFORMAT, "%s: field 'eos_token_id': more than %d ids", what, (int)(sizeof c->eos_ids / sizeof *c->eos_ids));
+    c->eos_ids[c->n_eos++] = (int)id;
+    c->eos_id = c->eos_ids[0];
+    return QL_OK;
+}
+
+// eos_token_id: absent, null, a number, or a list of numbers.
+static int get_eos(json_doc *d, model_config *c) {
+    int v = json_find(d, 0, "eos_token_id");
+    if (v < 0 || json_is_null(d, v)) return QL_OK;
+    int arr = json_type(d, v) == JSON_ARRAY, n = arr ? json_size(d, v) : 1;
+    for (int k = 0; k < n; k++) {
+        long long id;
+        QL_CHECK(json_get_int(d, arr ? json_item(d, v, k) : v, "eos_token_id", &id));
+        QL_CHECK(add_eos(c, id, d->what));
+    }
+    return QL_OK;
+}
+
+int config_is_eos(const model_config *c, int id) {
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_ids[i] == id) return 1;
+    return 0;
+}
+
 int config_parse(model_config *c, const char *js, size_t len, const char *path) {
     memset(c, 0, sizeof *c);
+    c->eos_id = -1;
     json_doc d;
     QL_CHECK(json_parse(&d, js, len, path));
     int rc = QL_OK;
@@ -70,7 +102,7 @@ int config_parse(model_config *c, const char *js, size_t len, const char *path) 
         (rc = get_int(&d, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size)) ||
         (rc = get_int(&d, "max_position_embeddings", 0, 2048, 1, 1 << 24, &c->max_pos)) ||
         (rc = get_int(&d, "bos_token_id", 0, -1, -1, 1 << 24, &c->bos_id)) ||
-        (rc = get_int(&d, "eos_token_id", 0, -1, -1, 1 << 24, &c->eos_id)))
+        (rc = get_eos(&d, c)))
         goto out;
     if ((rc = get_int(&d, "head_dim", 0, c->dim / c->n_heads, 2, 1024, &c->head_dim))) goto out;
     if ((rc = get_float(&d, 0, "rms_norm_eps", 0, 1e-6, &c->norm_eps)) ||
@@ -83,8 +115,11 @@ int config_parse(model_config *c, const char *js, size_t len, const char *path) 
         { rc = ql_err(QL_EFORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path, c->n_heads, c->n_kv_heads); goto out; }
     if (c->head_dim % 2)
         { rc = ql_err(QL_EFORMAT, "%s: head_dim %d must be even for RoPE", path, c->head_dim); goto out; }
-    if (c->bos_id >= c->vocab_size || c->eos_id >= c->vocab_size)
-        { rc = ql_err(QL_EFORMAT, "%s: bos/eos token id out of range of vocab_size %d", path, c->vocab_size); goto out; }
+    for (int i = 0; i < c->n_eos && !rc; i++)
+        if (c->eos_ids[i] >= c->vocab_size) rc = ql_err(QL_EFORMAT, "%s: eos token id %d out of range of vocab_size %d", path, c->eos_ids[i], c->vocab_size);
+    if (rc) goto out;
+    if (c->bos_id >= c->vocab_size)
+        { rc = ql_err(QL_EFORMAT, "%s: bos token id %d out of range of vocab_size %d", path, c->bos_id, c->vocab_size); goto out; }
     c->add_bos = 1;
     int rs = json_find(&d, 0, "rope_scaling");
     if (rs >= 0 && !json_is_null(&d, rs)) {
@@ -126,6 +161,20 @@ int config_load_dir(model_config *c, const char *dir) {
     int rc = config_parse(c, js, len, path);
     free(js);
     if (rc) return rc;
+    // generation_config.json may name more end-of-sequence ids (Llama 3.1 Instruct)
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    if (file_read_all(path, 16u << 20, &js, &len) == QL_OK) {
+        json_doc d;
+        rc = json_parse(&d, js, len, path);
+        if (rc == QL_OK) {
+            if (json_type(&d, 0) == JSON_OBJECT) rc = get_eos(&d, c);
+            json_free(&d);
+        }
+        free(js);
+        for (int i = 0; i < c->n_eos && !rc; i++)
+            if (c->eos_ids[i] >= c->vocab_size) rc = ql_err(QL_EFORMAT, "%s: eos token id %d out of range of vocab_size %d", path, c->eos_ids[i], c->vocab_size);
+        if (rc) return rc;
+    }
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     if (file_read_all(path, 64u << 20, &js, &len) == QL_OK) {
         json_doc d;
@@ -147,10 +196,12 @@ char *config_to_json(const model_config *c) {
         "{\"architectures\":[\"%s\"],\"hidden_size\":%d,\"intermediate_size\":%d,\"num_hidden_layers\":%d,"
         "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"head_dim\":%d,\"vocab_size\":%d,"
         "\"max_position_embeddings\":%d,\"rms_norm_eps\":%.9g,\"rope_theta\":%.9g,\"tie_word_embeddings\":%s,"
-        "\"bos_token_id\":%d,\"eos_token_id\":%d,\"rope_scaling\":",
+        "\"bos_token_id\":%d,\"eos_token_id\":[",
         c->arch == ARCH_MISTRAL ? "MistralForCausalLM" : "LlamaForCausalLM", c->dim, c->hidden_dim, c->n_layers,
         c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_pos, c->norm_eps, c->rope_theta,
-        c->tie_embeddings ? "true" : "false", c->bos_id, c->eos_id);
+        c->tie_embeddings ? "true" : "false", c->bos_id);
+    for (int i = 0; i < c->n_eos; i++) n += snprintf(s + n, 2048 - (size_t)n, i ? ",%d" : "%d", c->eos_ids[i]);
+    n += snprintf(s + n, 2048 - (size_t)n, "],\"rope_scaling\":");
     if (c->rope_scaling == ROPE_LLAMA3)
         snprintf(s + n, 2048 - (size_t)n,
                  "{\"rope_type\":\"llama3\",\"factor\":%.9g,\"low_freq_factor\":%.9g,\"high_freq_factor\":%.9g,"

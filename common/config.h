@@ -20,7 +20,9 @@ typedef struct {
     float norm_eps;      // rms_norm_eps
     float rope_theta;
     int tie_embeddings;  // tie_word_embeddings
-    int bos_id, eos_id;  // -1 when absent
+    int bos_id, eos_id;  // -1 when absent; eos_id is eos_ids[0]
+    int eos_ids[8];      // every end-of-sequence id (Llama 3 Instruct: 128001, 128008, 128009):
+    int n_eos;           // eos_token_id as a number or a list, and generation_config.json's
     int add_bos;         // tokenizer_config.json add_bos_token (default 1)
     int rope_scaling;    // ROPE_*
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
@@ -31,6 +33,8 @@ typedef struct {
 int config_parse(model_config *c, const char *json, size_t len, const char *path);
 // Read dir/config.json and (optionally) dir/tokenizer_config.json.
 int config_load_dir(model_config *c, const char *dir);
+// 1 when id ends a sequence (any of eos_ids).
+int config_is_eos(const model_config *c, int id);
 // Canonical JSON of c (for the quantized base file); malloc'd.
 char *config_to_json(const model_config *c);
 // RoPE inverse frequencies, D/2 values, including llama3 scaling, as HF computes them.

@@ -32,10 +32,10 @@ typedef struct {
 static const shape shapes[] = {
     {"tinyllama-1.1b", {.dim = 2048, .hidden_dim = 5632, .n_layers = 22, .n_heads = 32, .n_kv_heads = 4,
                         .head_dim = 64, .vocab_size = 32000, .max_pos = 2048, .norm_eps = 1e-5f,
-                        .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2, .add_bos = 1}},
+                        .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2, .eos_ids = {2}, .n_eos = 1, .add_bos = 1}},
     {"llama2-7b", {.dim = 4096, .hidden_dim = 11008, .n_layers = 32, .n_heads = 32, .n_kv_heads = 32,
                    .head_dim = 128, .vocab_size = 32000, .max_pos = 4096, .norm_eps = 1e-5f,
-                   .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2, .add_bos = 1}},
+                   .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2, .eos_ids = {2}, .n_eos = 1, .add_bos = 1}},
 };
 
 static int bench_one(const char *name, model *m, ops *o, int P, int G, int reps) {

@@ -136,7 +136,7 @@ void engine_cancel(engine *e, eng_req *r) {
 
 int engine_step(engine *e) {
     fwd_state *f = e->f;
-    const int V = f->m->cfg.vocab_size, eos = f->m->cfg.eos_id, S = f->n_slots;
+    const int V = f->m->cfg.vocab_size, S = f->n_slots;
     // One step: every active sequence, in slot order, while tokens remain.
     int ns = 0, N = 0;
     for (int s = 0; s < S; s++) {
@@ -174,7 +174,7 @@ int engine_step(engine *e) {
         q->ids[q->n_ids++] = id;
         e->st.generated++;
         const char *why = NULL;
-        if (q->stop_at_eos && id == eos) {
+        if (q->stop_at_eos && config_is_eos(&f->m->cfg, id)) {
             why = "stop";
         } else {
             const char *txt = "";

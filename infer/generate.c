@@ -57,7 +57,7 @@ int generate(fwd_state *f, const tokenizer *tok, sampler *smp, const gen_options
         int next = sampler_next(smp, logits, c->vocab_size);
         if (ids_out) ids_out[st->generated] = next;
         st->generated++;
-        if (opt->stop_at_eos && next == c->eos_id) break;
+        if (opt->stop_at_eos && config_is_eos(c, next)) break;
         const char *txt = "";
         size_t len = 0;
         // a padded vocabulary (vocab_size > the tokenizer's pieces) has ids with no text

@@ -196,7 +196,7 @@ static void tokenizer_cases(void) {
     tokenizer *s = NULL;
     const char junk[] = "\x01\x02\x03 not a model";
     write_file(tp("junk.model"), junk, sizeof junk - 1);
-    CHECK(spm_load_file(&s, tp("junk.model")) != QL_OK && s == NULL);
+    CHECK(tok_load_file(&s, tp("junk.model")) != QL_OK && s == NULL);
     CHECK(strstr(ql_errmsg(), "junk.model") != NULL);
 }
 
