@@ -1,5 +1,5 @@
 // chat.c: rendering one record into token ids and a loss mask: the raw formats
-// (text, prompt/completion) and the chat templates llama2, chatml, zephyr.
+// (text, prompt/completion) and the chat templates llama2, chatml, zephyr, llama3.
 // Every text part is encoded on its own with tok_encode (special-token text stays literal), so each part starts
 // with SentencePiece's dummy-prefix "▁"; docs/datasets.md shows every layout.
 #include "datasets/dataset.h"
@@ -137,6 +137,51 @@ static int render_zephyr(seqbuf *b, const ds_message *m, int nm, int eos) {
     return b->open ? push_text(b, 0, "<|assistant|>\n", NULL, NULL, NULL, NULL) : QL_OK;
 }
 
+// Jinja's trim: content without leading and trailing whitespace.
+static char *trimmed(const char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\v' || *s == '\f') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == '\v' ||
+                 s[n - 1] == '\f'))
+        n--;
+    return strndup(s, n);
+}
+
+static int special_id(const seqbuf *b, const char *text, int *id) {
+    *id = tok_piece_to_id(b->tok, text);
+    return *id >= 0 ? QL_OK : ql_err(QL_EFORMAT, "the llama3 template needs the special token %s, which this tokenizer lacks", text);
+}
+
+// llama3 (Meta Llama 3): per message "<|start_header_id|>{role}<|end_header_id|>\n\n{content, trimmed}<|eot_id|>",
+// the three markers as their special ids (the content is never read as markup);
+// an assistant's content and its <|eot_id|> are trained. The prompt to answer ends
+// with the assistant's header.
+static int render_llama3(seqbuf *b, const ds_message *m, int nm) {
+    int sh, eh, eot;
+    QL_CHECK(special_id(b, "<|start_header_id|>", &sh));
+    QL_CHECK(special_id(b, "<|end_header_id|>", &eh));
+    QL_CHECK(special_id(b, "<|eot_id|>", &eot));
+    for (int i = 0; i <= nm; i++) {
+        if (i == nm && !b->open) break;
+        int asst = i == nm || m[i].role == DS_ROLE_ASSISTANT;
+        QL_CHECK(push_id(b, sh, 0));
+        QL_CHECK(push_text(b, 0, i == nm ? "assistant" : role_name(m[i].role), NULL, NULL, NULL, NULL));
+        QL_CHECK(push_id(b, eh, 0));
+        if (i == nm) return push_text(b, 0, "\n\n", NULL, NULL, NULL, NULL);
+        // "\n\n" then the content. Llama 3's pre-tokenizer always splits between the two
+        // (\s*[\r\n]+ ends at the trimmed content's first character), so encoding them
+        // apart gives the reference's ids, and lets the assistant's content alone be trained.
+        char *c = trimmed(m[i].content);
+        if (!c) return ql_err(QL_ENOMEM, "out of memory rendering a sample");
+        int rc = push_text(b, 0, "\n\n", NULL, NULL, NULL, NULL);
+        if (!rc) rc = push_text(b, asst, c, NULL, NULL, NULL, NULL);
+        free(c);
+        QL_CHECK(rc);
+        QL_CHECK(push_id(b, eot, asst));
+    }
+    return QL_OK;
+}
+
 static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dataset_options *opt, int bos,
                   int eos) {
     switch (f) {
@@ -159,6 +204,7 @@ static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dat
         if (opt->chat_template == DS_TEMPLATE_LLAMA2) return render_llama2(b, m, nm, bos, eos);
         if (opt->add_bos) QL_CHECK(push_id(b, bos, 0));
         if (opt->chat_template == DS_TEMPLATE_CHATML) return render_chatml(b, m, nm, eos);
+        if (opt->chat_template == DS_TEMPLATE_LLAMA3) return render_llama3(b, m, nm);
         return render_zephyr(b, m, nm, eos);
     }
     default: return ql_err(QL_EINVAL, "ds_render: unknown format %d", (int)f);

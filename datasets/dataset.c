@@ -38,23 +38,32 @@ const char *ds_format_name(ds_format f) {
     }
 }
 
-static const char *const template_names[] = {"llama2", "chatml", "zephyr"};
+static const char *const template_names[] = {"llama2", "chatml", "zephyr", "llama3"};
 
 const char *const *ds_template_stops(ds_template t) {
     static const char *const llama2[] = {"[INST]", NULL}, *const chatml[] = {"<|im_end|>", "<|im_start|>", NULL},
-                             *const zephyr[] = {"<|user|>", "</s>", NULL};
-    return t == DS_TEMPLATE_CHATML ? chatml : t == DS_TEMPLATE_ZEPHYR ? zephyr : llama2;
+                             *const zephyr[] = {"<|user|>", "</s>", NULL}, *const llama3[] = {"<|eot_id|>", NULL};
+    return t == DS_TEMPLATE_CHATML ? chatml : t == DS_TEMPLATE_ZEPHYR ? zephyr : t == DS_TEMPLATE_LLAMA3 ? llama3 : llama2;
 }
 
 const char *ds_template_name(ds_template t) {
-    return t >= DS_TEMPLATE_LLAMA2 && t <= DS_TEMPLATE_ZEPHYR ? template_names[t] : "unknown";
+    return t >= DS_TEMPLATE_LLAMA2 && t <= DS_TEMPLATE_LLAMA3 ? template_names[t] : "unknown";
 }
 
 int ds_template_parse(ds_template *out, const char *name) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (!strcmp(name, template_names[i])) {
             *out = (ds_template)i;
             return QL_OK;
         }
-    return ql_err(QL_EINVAL, "unknown chat template '%s' (expected llama2, chatml or zephyr)", name);
+    return ql_err(QL_EINVAL, "unknown chat template '%s' (expected llama2, chatml, zephyr or llama3)", name);
+}
+
+int ds_template_recognize(ds_template *out, const char *jinja) {
+    if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|eot_id|>")) *out = DS_TEMPLATE_LLAMA3;
+    else if (strstr(jinja, "<|im_start|>")) *out = DS_TEMPLATE_CHATML;
+    else if (strstr(jinja, "<|user|>")) *out = DS_TEMPLATE_ZEPHYR;
+    else if (strstr(jinja, "[INST]")) *out = DS_TEMPLATE_LLAMA2;
+    else return ql_err(QL_ENOENT, "the chat template is none of llama2, chatml, zephyr and llama3 (give --chat-template)");
+    return QL_OK;
 }

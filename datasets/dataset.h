@@ -33,7 +33,7 @@ typedef enum {
 } ds_format;
 
 // Chat templates, used for DS_FORMAT_CHAT and DS_FORMAT_ALPACA.
-typedef enum { DS_TEMPLATE_LLAMA2 = 0, DS_TEMPLATE_CHATML, DS_TEMPLATE_ZEPHYR } ds_template;
+typedef enum { DS_TEMPLATE_LLAMA2 = 0, DS_TEMPLATE_CHATML, DS_TEMPLATE_ZEPHYR, DS_TEMPLATE_LLAMA3 } ds_template;
 
 typedef struct {
     ds_template chat_template;  // default llama2
@@ -86,12 +86,15 @@ int dataset_load_mem(dataset *d /* out */, const char *text, size_t len, const c
 void dataset_free(dataset *d);
 
 const char *ds_format_name(ds_format f);      // "text", "prompt/completion", "messages", "alpaca"
-const char *ds_template_name(ds_template t);  // "llama2", "chatml", "zephyr"
+const char *ds_template_name(ds_template t);  // "llama2", "chatml", "zephyr", "llama3"
 // What ends a reply in template t besides EOS: the markers that begin the next
 // turn. A NULL-terminated list of at most 2.
 const char *const *ds_template_stops(ds_template t);
-// "llama2" | "chatml" | "zephyr" -> QL_OK, else QL_EINVAL listing the names.
+// "llama2" | "chatml" | "zephyr" | "llama3" -> QL_OK, else QL_EINVAL listing the names.
 int ds_template_parse(ds_template *out /* out */, const char *name);
+// The template a Hugging Face tokenizer_config.json's Jinja "chat_template" is,
+// recognized by its turn markers: QL_OK, QL_ENOENT when jinja names none of ours.
+int ds_template_recognize(ds_template *out /* out */, const char *jinja);
 
 // ---- rendering one record (what dataset_load does per line) ----
 

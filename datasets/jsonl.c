@@ -322,7 +322,7 @@ static int make_sample(const where *w, const record *r, const tokenizer *tok, co
 
 static int check_options(const dataset_options *o) {
     if (o->seq_len < 2) return ql_err(QL_EINVAL, "dataset: seq_len must be at least 2, got %d", o->seq_len);
-    if (o->chat_template < DS_TEMPLATE_LLAMA2 || o->chat_template > DS_TEMPLATE_ZEPHYR)
+    if (o->chat_template < DS_TEMPLATE_LLAMA2 || o->chat_template > DS_TEMPLATE_LLAMA3)
         return ql_err(QL_EINVAL, "dataset: unknown chat template %d", (int)o->chat_template);
     return QL_OK;
 }

@@ -763,11 +763,7 @@ int chat_template_of_base(const char *base_dir, ds_template *out) {
     if (!json_parse(&d, buf, len, p)) {
         int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "chat_template") : -1;
         if (v >= 0 && json_type(&d, v) == JSON_STRING && !json_get_string(&d, v, "chat_template", &t, NULL)) {
-            found = 1;
-            if (strstr(t, "<|im_start|>")) *out = DS_TEMPLATE_CHATML;
-            else if (strstr(t, "<|user|>")) *out = DS_TEMPLATE_ZEPHYR;
-            else if (strstr(t, "[INST]")) *out = DS_TEMPLATE_LLAMA2;
-            else found = 0;
+            found = ds_template_recognize(out, t) == QL_OK;
         }
         json_free(&d);
     }
