@@ -27,8 +27,10 @@ typedef struct {
     model_config cfg;
 } shape;
 
-// Published shapes: TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json)
-// and Llama-2-7B (meta-llama/Llama-2-7b-hf config.json).
+// Published shapes: TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json),
+// Llama-2-7B (meta-llama/Llama-2-7b-hf config.json), Llama-3.2-1B and Llama-3.1-8B
+// (meta-llama/Llama-3.2-1B and Llama-3.1-8B config.json: vocabulary 128256, tied
+// embeddings in 3.2 1B only, RoPE theta 500000 with llama3 scaling).
 static const shape shapes[] = {
     {"tinyllama-1.1b", {.dim = 2048, .hidden_dim = 5632, .n_layers = 22, .n_heads = 32, .n_kv_heads = 4,
                         .head_dim = 64, .vocab_size = 32000, .max_pos = 2048, .norm_eps = 1e-5f,
@@ -36,6 +38,16 @@ static const shape shapes[] = {
     {"llama2-7b", {.dim = 4096, .hidden_dim = 11008, .n_layers = 32, .n_heads = 32, .n_kv_heads = 32,
                    .head_dim = 128, .vocab_size = 32000, .max_pos = 4096, .norm_eps = 1e-5f,
                    .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2, .eos_ids = {2}, .n_eos = 1, .add_bos = 1}},
+    {"llama3.2-1b", {.dim = 2048, .hidden_dim = 8192, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64,
+                     .vocab_size = 128256, .max_pos = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f,
+                     .tie_embeddings = 1, .bos_id = 128000, .eos_id = 128001, .eos_ids = {128001}, .n_eos = 1,
+                     .add_bos = 1, .rope_scaling = ROPE_LLAMA3, .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f,
+                     .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192}},
+    {"llama3.1-8b", {.dim = 4096, .hidden_dim = 14336, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128,
+                     .vocab_size = 128256, .max_pos = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f,
+                     .bos_id = 128000, .eos_id = 128001, .eos_ids = {128001}, .n_eos = 1, .add_bos = 1,
+                     .rope_scaling = ROPE_LLAMA3, .rope_factor = 8.0f, .rope_low_freq_factor = 1.0f,
+                     .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192}},
 };
 
 static int bench_one(const char *name, model *m, ops *o, int P, int G, int reps) {
@@ -382,7 +394,7 @@ int cmd_bench(int argc, char **argv) {
     const char *which, *base, *backend, *base_dtype, *save, *batches, *targets, *tok_path;
     int P, G, threads, reps, verbose, train, rank, multi, adapter_load;
     cli_opt opts[] = {
-        {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b or all (random weights)"},
+        {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b, llama3.2-1b, llama3.1-8b or all (random weights)"},
         {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one (its load time is reported)"},
         {"--save-base", OPT_STR, &save, "", "also write the random model to this base file, to time loading it (or serve it)"},
         {"--tokenizer", OPT_STR, &tok_path, "", "--save-base: put this tokenizer.model or tokenizer.json in the file (its vocabulary must fit the shape's)"},
