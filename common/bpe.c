@@ -50,6 +50,7 @@ struct bpe {
     int *added_by_first[256];  // added token indices by first byte, longest first (-1 ended)
     int n_splits;
     pcre2_code *split[BPE_MAX_SPLITS];
+    char *split_src[BPE_MAX_SPLITS];  // the patterns as written
     int add_prefix_space;
     char name[256];
 };
@@ -187,7 +188,7 @@ void bpe_free(bpe *b) {
     for (int i = 0; i < b->n_added; i++) free(b->added[i].text);
     free(b->added);
     for (int i = 0; i < 256; i++) free(b->added_by_first[i]);
-    for (int i = 0; i < b->n_splits; i++) pcre2_code_free(b->split[i]);
+    for (int i = 0; i < b->n_splits; i++) pcre2_code_free(b->split[i]), free(b->split_src[i]);
     free(b);
 }
 
@@ -249,6 +250,10 @@ static int add_split(bpe *b, const char *pattern, int literal, const char *field
         return BAD("%s: %s.pattern: the regex does not compile at offset %zu: %s", b->name, field, (size_t)off, (char *)msg);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);  // when JIT is unavailable, matching still works, slower
+    if (!(b->split_src[b->n_splits] = strdup(pattern))) {
+        pcre2_code_free(re);
+        return ql_err(QL_ENOMEM, "out of memory");
+    }
     b->split[b->n_splits++] = re;
     return QL_OK;
 }
@@ -517,6 +522,8 @@ int bpe_token_id(const bpe *b, const char *text) { return map_get(&b->by_piece, 
 const char *bpe_piece(const bpe *b, int id) { return id >= 0 && id < b->n_ids ? b->piece[id] : NULL; }
 
 int bpe_n_merges(const bpe *b) { return b->n_merges; }
+
+const char *bpe_split_pattern(const bpe *b, int k) { return k >= 0 && k < b->n_splits ? b->split_src[k] : NULL; }
 
 void bpe_merge(const bpe *b, int r, int *left, int *right) { *left = b->mleft[r], *right = b->mright[r]; }
 

@@ -38,6 +38,8 @@ int bpe_is_added(const bpe *b, int id);
 int bpe_is_special(const bpe *b, int id);
 // The merges in rank order: merge r joins the pieces of ids *left and *right.
 int bpe_n_merges(const bpe *b);
+// The k-th Split regex of the pre-tokenizer as written, or NULL past the last.
+const char *bpe_split_pattern(const bpe *b, int k);
 void bpe_merge(const bpe *b, int r, int *left, int *right);
 
 enum { BPE_SPECIAL = 1 };  // encode: match added tokens in the text (else they are plain text)

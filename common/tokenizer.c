@@ -141,6 +141,8 @@ int tok_merges(const tokenizer *t, char ***merges_out, int *n_out) {
     return QL_OK;
 }
 
+const char *tok_split_pattern(const tokenizer *t, int k) { return t->b ? bpe_split_pattern(t->b, k) : NULL; }
+
 int tok_stream_init(tok_stream **out, const tokenizer *t) {
     *out = calloc(1, sizeof **out);
     if (!*out) return ql_err(QL_ENOMEM, "out of memory");

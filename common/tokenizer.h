@@ -57,6 +57,10 @@ int tok_piece_to_id(const tokenizer *t, const char *piece);
 // BPE: the merges in rank order as "left right" strings (for GGUF), NULL for SentencePiece.
 int tok_merges(const tokenizer *t, char ***merges_out /* out: malloc'd, strings too */, int *n_out /* out */);
 
+// BPE: the k-th Split regex of the pre-tokenizer as written (NULL past the last,
+// and for SentencePiece).
+const char *tok_split_pattern(const tokenizer *t, int k);
+
 // Streaming decode: push(x1) ++ ... ++ push(xn) ++ finish() == tok_decode(x1..xn),
 // with no character ever split (spm.h and bpe.h give the details per kind).
 typedef struct tok_stream tok_stream;

@@ -41,6 +41,10 @@ typedef struct {
     int *perm;           // per tensor: heads to permute by (q, k), else 0
 } base_src;
 
+// Llama 3's Split regex as tokenizer.json writes it (llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3, "llama-bpe").
+static const char *const LLAMA3_SPLIT =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 static int fill_base(void *ctx, int i, float *dst) {
     base_src *b = ctx;
     if (!b->w[i]) {
@@ -89,19 +93,38 @@ int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char
     int32_t *kinds = malloc(sizeof(int32_t) * (size_t)V);
     if (!rc && (!pieces || !made || !scores || !kinds)) rc = ql_err(QL_ENOMEM, "out of memory");
     for (int i = 0; i < V && !rc; i++) {
-        if (i < nv) {
+        if (i < nv && tok_piece(tok, i)) {
             pieces[i] = tok_piece(tok, i), scores[i] = tok_piece_score(tok, i), kinds[i] = tok_piece_kind(tok, i);
-            if (!pieces[i]) rc = ql_err(QL_EFORMAT, "the tokenizer has no piece for id %d", i);
-        } else {
+        } else if (i < nv && tok_kind_of(tok) != TOK_BPE) {
+            rc = ql_err(QL_EFORMAT, "the tokenizer has no piece for id %d", i);
+        } else {  // past the tokenizer's ids, or a hole in a BPE vocabulary: llama.cpp's converter writes [PADi], unused
             snprintf(name, sizeof name, "[PAD%d]", i);
             if (!(made[i] = strdup(name))) rc = ql_err(QL_ENOMEM, "out of memory");
             pieces[i] = made[i], scores[i] = 0, kinds[i] = 5;
         }
     }
-    if (!rc) rc = gguf_kv_str(&g, "tokenizer.ggml.model", "llama");
+    int bpe = tok_kind_of(tok) == TOK_BPE;
+    const char *pre = NULL;
+    if (bpe) {  // llama.cpp knows a BPE pre-tokenizer by name; we name only the one we can prove
+        const char *re = tok_split_pattern(tok, 0);
+        if (re && !strcmp(re, LLAMA3_SPLIT) && !tok_split_pattern(tok, 1)) pre = "llama-bpe";
+        else if (!rc)
+            rc = ql_err(QL_EUNSUP, "GGUF: this BPE tokenizer's pre-tokenizer is not Llama 3's, the only one qlora "
+                        "names for llama.cpp (tokenizer.ggml.pre)");
+    }
+    if (!rc) rc = gguf_kv_str(&g, "tokenizer.ggml.model", bpe ? "gpt2" : "llama");
+    if (!rc && bpe) rc = gguf_kv_str(&g, "tokenizer.ggml.pre", pre);
     if (!rc) rc = gguf_kv_strs(&g, "tokenizer.ggml.tokens", pieces, V);
-    if (!rc) rc = gguf_kv_f32s(&g, "tokenizer.ggml.scores", scores, V);
+    if (!rc && !bpe) rc = gguf_kv_f32s(&g, "tokenizer.ggml.scores", scores, V);
     if (!rc) rc = gguf_kv_i32s(&g, "tokenizer.ggml.token_type", kinds, V);
+    if (!rc && bpe) {
+        char **merges = NULL;
+        int nm = 0;
+        rc = tok_merges(tok, &merges, &nm);
+        if (!rc) rc = gguf_kv_strs(&g, "tokenizer.ggml.merges", (const char *const *)merges, nm);
+        for (int i = 0; i < nm; i++) free(merges[i]);
+        free(merges);
+    }
     int bos = c->bos_id >= 0 ? c->bos_id : tok_bos_id(tok), eos = c->eos_id >= 0 ? c->eos_id : tok_eos_id(tok);
     if (!rc && bos >= 0) rc = gguf_kv_u32(&g, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
     if (!rc && eos >= 0) rc = gguf_kv_u32(&g, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
