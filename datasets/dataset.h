@@ -134,14 +134,8 @@ void ds_messages_free(ds_message *m, int nm);
 
 // ---- order and validation ----
 
-// ds_rng: splitmix64 (Steele, Lea, Flood 2014): state += 0x9E3779B97F4A7C15, then
-// two xor-shift-multiply rounds. ds_rng_below(n) draws uniformly in [0,n) by
-// rejection (no modulo bias). Fixed forever: shuffles are reproducible across builds.
-uint64_t ds_rng_next(uint64_t *state);
-uint64_t ds_rng_below(uint64_t *state, uint64_t n);
-
 // dataset_shuffle permutes samples by Fisher-Yates (i from n-1 down to 1, swap
-// with ds_rng_below(i+1)) with state = seed.
+// with rng_below(i+1), common/rng.h) with state = seed.
 void dataset_shuffle(dataset *d, uint64_t seed);
 // dataset_split moves the last round(frac*n) samples of d into *val (*val is
 // empty when that rounds to 0). frac must be in [0,1), else QL_EINVAL; also

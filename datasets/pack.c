@@ -7,27 +7,12 @@
 #include <string.h>
 
 #include "common/err.h"
-
-uint64_t ds_rng_next(uint64_t *state) {  // splitmix64
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-uint64_t ds_rng_below(uint64_t *state, uint64_t n) {
-    QL_ASSERT(n > 0);
-    uint64_t limit = UINT64_MAX - UINT64_MAX % n;  // accept r < limit: a whole number of copies of [0,n)
-    uint64_t r;
-    do r = ds_rng_next(state);
-    while (r >= limit);
-    return r % n;
-}
+#include "common/rng.h"
 
 void dataset_shuffle(dataset *d, uint64_t seed) {
     uint64_t s = seed;
     for (int i = d->n_samples - 1; i > 0; i--) {
-        int j = (int)ds_rng_below(&s, (uint64_t)i + 1);
+        int j = (int)rng_below(&s, (uint64_t)i + 1);
         ds_sample t = d->samples[i];
         d->samples[i] = d->samples[j];
         d->samples[j] = t;

@@ -12,7 +12,7 @@
 #include "../common/fileio.h"
 #include "../common/json.h"
 #include "../common/log.h"
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/tokenizer.h"
 #include "../train/peft.h"
 #include "llama_gguf.h"

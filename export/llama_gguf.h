@@ -5,9 +5,9 @@
 #ifndef QL_LLAMA_GGUF_H
 #define QL_LLAMA_GGUF_H
 
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/tokenizer.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 
 // llama.cpp's tensor name stem for LoRA module k (0..6): "attn_q", ... "ffn_down".
 extern const char *const GGUF_MODULE_NAMES[LORA_NMODULES];

@@ -8,8 +8,8 @@
 #ifndef QL_MERGE_H
 #define QL_MERGE_H
 
-#include "../common/model.h"
-#include "../train/lora.h"
+#include "../model/model.h"
+#include "../model/lora.h"
 
 // base_dir: where config.json and the tokenizer configs are copied from (a file
 // path, such as a base file, makes config.json from m->cfg). type: DT_F16,

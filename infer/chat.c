@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "../common/err.h"
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/log.h"
 #include "engine.h"
 #include "generate.h"

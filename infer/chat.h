@@ -15,7 +15,7 @@
 
 #include <stdio.h>
 
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"

@@ -7,9 +7,9 @@
 
 #include "../common/cli.h"
 #include "../common/err.h"
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/log.h"
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/tokenizer.h"
 #include "../train/peft.h"
 #include "../common/json.h"

@@ -4,7 +4,7 @@
 #ifndef QL_COMMANDS_H
 #define QL_COMMANDS_H
 
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/tokenizer.h"
 #include "../kernels/ops.h"
 

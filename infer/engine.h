@@ -11,7 +11,7 @@
 #ifndef QL_ENGINE_H
 #define QL_ENGINE_H
 
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/tokenizer.h"
 #include "sample.h"
 

@@ -3,7 +3,7 @@
 #ifndef QL_EVAL_H
 #define QL_EVAL_H
 
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/tokenizer.h"
 
 typedef struct {

@@ -4,7 +4,7 @@
 
 #include <stdio.h>
 
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "sample.h"

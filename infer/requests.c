@@ -11,7 +11,7 @@
 
 #include "../common/err.h"
 #include "../common/fileio.h"
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../common/strbuf.h"

@@ -12,7 +12,7 @@
 #ifndef QL_REQUESTS_H
 #define QL_REQUESTS_H
 
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "../common/err.h"
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/log.h"
 #include "../train/peft.h"
 

@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 #include "../common/config.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 
 #define STORE_NAME_MAX 128
 

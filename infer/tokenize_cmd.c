@@ -10,7 +10,7 @@
 #include "../common/err.h"
 #include "../common/json.h"
 #include "../common/log.h"
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/strbuf.h"
 #include "../common/tokenizer.h"
 #include "commands.h"

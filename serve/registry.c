@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 #include "../common/err.h"
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../train/peft.h"

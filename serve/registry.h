@@ -21,7 +21,7 @@
 #include "../common/config.h"
 #include "../common/strbuf.h"
 #include "../datasets/dataset.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "openai.h"
 
 typedef struct reg_adapter {

@@ -16,7 +16,7 @@
 
 #include <pthread.h>
 
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/strbuf.h"
 #include "../infer/engine.h"
 #include "metrics.h"

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "../common/err.h"
-#include "../common/forward.h"
+#include "../model/forward.h"
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../infer/generate.h"

@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include "../common/model.h"
+#include "../model/model.h"
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"

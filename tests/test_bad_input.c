@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/model.h"
+#include "model/model.h"
 #include "common/safetensors.h"
 #include "common/tokenizer.h"
 #include "testutil.h"

@@ -19,11 +19,11 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/forward.h"
-#include "common/model.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "infer/sample.h"
 #include "testutil.h"
-#include "train/lora.h"
+#include "model/lora.h"
 
 #define ATOL 2e-5
 #define RTOL 2e-5

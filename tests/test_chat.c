@@ -19,8 +19,8 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/forward.h"
-#include "common/model.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "datasets/dataset.h"
 #include "infer/chat.h"
 #include "infer/generate.h"

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/rng.h"
 #include "common/tokenizer.h"
 #include "datasets/dataset.h"
 #include "testutil.h"
@@ -262,7 +263,7 @@ static void test_shuffle_split(const char *path) {
     CHECK(differ > n / 2);
     // the PRNG is fixed forever: splitmix64 from 0 starts with this value
     uint64_t s = 0;
-    CHECK(ds_rng_next(&s) == 0xE220A8397B1DCDAFULL);
+    CHECK(rng_next(&s) == 0xE220A8397B1DCDAFULL);
 
     long tokens = a.stats.tokens;
     CHECK_OK(dataset_split(&a, &va, 0.1));

@@ -17,9 +17,9 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/forward.h"
+#include "model/forward.h"
 #include "common/json.h"
-#include "common/model.h"
+#include "model/model.h"
 #include "common/safetensors.h"
 #include "export/merge.h"
 #include "testutil.h"

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/model.h"
+#include "model/model.h"
 #include "export/gguf.h"
 #include "export/llama_gguf.h"
 #include "testutil.h"

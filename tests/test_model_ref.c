@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/forward.h"
-#include "common/model.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "common/safetensors.h"
 #include "testutil.h"
 

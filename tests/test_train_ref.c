@@ -18,11 +18,11 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/forward.h"
-#include "common/model.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "common/safetensors.h"
 #include "testutil.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 

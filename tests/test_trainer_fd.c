@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/model.h"
+#include "model/model.h"
 #include "testutil.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "train/trainer.h"
 
 enum { B = 2, T = 12 };

@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 #include "kernels/ops.h"
-#include "train/lora.h"
+#include "model/lora.h"
 
 #define TEST_SKIP 77
 

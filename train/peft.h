@@ -10,7 +10,7 @@
 
 #include "../common/config.h"
 #include "../common/dtype.h"
-#include "lora.h"
+#include "../model/lora.h"
 
 #define PEFT_CONFIG_NAME "adapter_config.json"
 #define PEFT_WEIGHTS_NAME "adapter_model.safetensors"

@@ -12,12 +12,13 @@
 #include "../common/err.h"
 #include "../common/json.h"
 #include "../common/log.h"
-#include "../common/model.h"
+#include "../common/rng.h"
+#include "../model/model.h"
 #include "../common/safetensors.h"
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "curve.h"
-#include "lora.h"
+#include "../model/lora.h"
 #include "optim.h"
 #include "peft.h"
 #include "trainer.h"
@@ -142,7 +143,7 @@ static int row_of(const ds_packed *p, uint64_t seed, long i, int *perm, long *pe
         for (int r = 0; r < p->R; r++) perm[r] = r;
         uint64_t s = seed ^ (0xA24BAED4963EE407ULL * (uint64_t)(e + 1));
         for (int r = p->R - 1; r > 0; r--) {
-            int j = (int)ds_rng_below(&s, (uint64_t)r + 1);
+            int j = (int)rng_below(&s, (uint64_t)r + 1);
             int tmp = perm[r]; perm[r] = perm[j]; perm[j] = tmp;
         }
         *perm_epoch = e;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "../common/err.h"
-#include "../common/forward.h"
+#include "../model/forward.h"
 
 static float *balloc(trainer *t, size_t nfloats, int *rc) {
     float *p = t->o->alloc(t->o, sizeof(float) * (nfloats ? nfloats : 1));

@@ -10,8 +10,8 @@
 
 #include <stdint.h>
 
-#include "../common/model.h"
-#include "lora.h"
+#include "../model/model.h"
+#include "../model/lora.h"
 #include "optim.h"
 
 // Activations of one block, (N, ...) in backend memory.

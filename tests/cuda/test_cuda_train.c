@@ -32,11 +32,11 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/forward.h"
-#include "common/model.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "kernels/ops.h"
 #include "testutil.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "train/trainer.h"
 #ifdef QLORA_HAVE_CUDA
 #include <cuda_runtime_api.h>

@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/forward.h"
-#include "common/model.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "common/safetensors.h"
 #include "common/tokenizer.h"
 #include "infer/eval.h"

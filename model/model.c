@@ -1,7 +1,7 @@
 // model.c: see model.h. Loading a Hugging Face checkpoint, quantizing its
 // linear weights, and the quantized base file (docs/formats.md).
 #include "model.h"
-#include "tokenizer.h"
+#include "../common/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "json.h"
-#include "log.h"
+#include "../common/err.h"
+#include "../common/json.h"
+#include "../common/log.h"
 
 #define BASE_PREFIX 32  // magic[8] version u32 flags u32 image_len u64 reserved u64
 

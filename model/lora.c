@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "../common/err.h"
-#include "../datasets/dataset.h"
+#include "../common/rng.h"
 
 const char *const LORA_MODULE_NAMES[LORA_NMODULES] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                       "gate_proj", "up_proj", "down_proj"};
@@ -56,7 +56,7 @@ int lora_init(lora_adapter *a, const model_config *c, int rank, float alpha, int
             // kaiming_uniform_(a=sqrt(5)) on (R, in): gain sqrt(2/(1+5)), bound gain*sqrt(3/in) = 1/sqrt(in)
             float bound = 1.0f / sqrtf((float)p->in);
             for (int64_t i = 0; i < (int64_t)rank * p->in; i++)
-                p->A[i] = bound * (float)((double)(ds_rng_next(&s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+                p->A[i] = bound * (float)((double)(rng_next(&s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
         }
     return QL_OK;
 }

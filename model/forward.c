@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
+#include "../common/err.h"
 
 static void *balloc(fwd_state *s, size_t n, int *rc) {
     void *p = s->o->alloc(s->o, n);

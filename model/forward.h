@@ -4,7 +4,7 @@
 #define QL_FORWARD_H
 
 #include "../kernels/ops.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "model.h"
 
 typedef struct {

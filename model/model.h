@@ -11,9 +11,9 @@
 #include <stddef.h>
 
 #include "../kernels/ops.h"
-#include "config.h"
-#include "fileio.h"
-#include "safetensors.h"
+#include "../common/config.h"
+#include "../common/fileio.h"
+#include "../common/safetensors.h"
 
 // The seven linear weights of a block: X(field, Hugging Face name, rows, cols),
 // with C, F, H, Hkv, D in scope. Rows are outputs, cols inputs.
