@@ -669,7 +669,8 @@ static int encode_plain(const bpe *b, bpe_work *w, pcre2_match_data *md, const c
         for (size_t p = 0; p < np; p++) {
             size_t a = pc[2 * p], z = pc[2 * p + 1], at = a;
             while (at < z) {
-                int m = pcre2_match(b->split[r], (PCRE2_SPTR)s + a, z - a, at - a, 0, md, NULL);
+                // the text is valid UTF-8 already (utf8_lossy): no check per call, which would make this quadratic
+                int m = pcre2_match(b->split[r], (PCRE2_SPTR)s + a, z - a, at - a, PCRE2_NO_UTF_CHECK, md, NULL);
                 if (m < 0) break;
                 PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
                 size_t ms = a + ov[0], me = a + ov[1];

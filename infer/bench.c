@@ -390,14 +390,48 @@ static int bench_model(const char *name, model *m, ops *o, const bench_mode *b) 
     return bench_one(name, m, o, b->P, b->G, b->reps);
 }
 
+// Tokenizer speed: the whole file encoded as one text (special-token text
+// recognized, as the reference's encode does), then decoded; the best of reps.
+static int bench_tokenize(const char *path, const char *tok_path, int reps) {
+    tokenizer *t = NULL;
+    struct stat st;
+    int rc = stat(tok_path, &st) == 0 && S_ISDIR(st.st_mode) ? tok_load_dir(&t, tok_path) : tok_load_file(&t, tok_path);
+    char *text = NULL;
+    size_t len = 0;
+    if (!rc) rc = file_read_all(path, (size_t)1 << 30, &text, &len);
+    double best_e = 1e30, best_d = 1e30;
+    int n = 0;
+    for (int r = 0; r < reps && !rc; r++) {
+        int *ids = NULL;
+        char *back = NULL;
+        double t0 = time_now();
+        rc = tok_encode(t, text, len, TOK_SPECIAL, &ids, &n);
+        double t1 = time_now();
+        if (!rc) rc = tok_decode(t, ids, n, &back);
+        double t2 = time_now();
+        if (t1 - t0 < best_e) best_e = t1 - t0;
+        if (t2 - t1 < best_d) best_d = t2 - t1;
+        free(ids), free(back);
+    }
+    if (!rc)
+        printf("bench_tokenize tokenizer=%s kind=%s file=%s bytes=%zu tokens=%d reps=%d encode_MB/s=%.2f encode_tok/s=%.0f "
+               "decode_MB/s=%.2f\n",
+               tok_path, tok_kind_of(t) == TOK_BPE ? "bpe" : "spm", path, len, n, reps, len / best_e / 1e6, n / best_e,
+               len / best_d / 1e6);
+    free(text);
+    tok_free(t);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *which, *base, *backend, *base_dtype, *save, *batches, *targets, *tok_path;
     int P, G, threads, reps, verbose, train, rank, multi, adapter_load;
+    const char *tokenize_file;
     cli_opt opts[] = {
         {"--shape", OPT_STR, &which, "tinyllama-1.1b", "tinyllama-1.1b, llama2-7b, llama3.2-1b, llama3.1-8b or all (random weights)"},
         {"--base", OPT_STR, &base, "", "benchmark this model instead of a random one (its load time is reported)"},
         {"--save-base", OPT_STR, &save, "", "also write the random model to this base file, to time loading it (or serve it)"},
-        {"--tokenizer", OPT_STR, &tok_path, "", "--save-base: put this tokenizer.model or tokenizer.json in the file (its vocabulary must fit the shape's)"},
+        {"--tokenizer", OPT_STR, &tok_path, "", "--save-base: put this tokenizer.model or tokenizer.json in the file (its vocabulary must fit the shape's); --tokenize: the tokenizer"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights: nf4, f16 or f32 (random shapes: nf4 or f16)"},
         {"--prompt-tokens", OPT_INT, &P, "128", "prompt length (per sequence with --multi-adapter: try 16)"},
         {"--gen-tokens", OPT_INT, &G, "64", "tokens to decode"},
@@ -407,6 +441,7 @@ int cmd_bench(int argc, char **argv) {
         {"--train", OPT_FLAG, &train, NULL, "measure LoRA training steps instead (--prompt-tokens is the sequence)"},
         {"--multi-adapter", OPT_FLAG, &multi, NULL,
          "measure batched decoding instead: no adapter, a distinct adapter per sequence, one shared adapter"},
+        {"--tokenize", OPT_STR, &tokenize_file, "", "measure the tokenizer (--tokenizer: a directory or file) on this text file instead"},
         {"--adapter-load", OPT_FLAG, &adapter_load, NULL,
          "measure lora_load_peft of a random adapter written to a temporary directory instead"},
         {"--batches", OPT_STR, &batches, "1,4,8,16", "batch sizes (sequences) for --multi-adapter"},
@@ -421,6 +456,12 @@ int cmd_bench(int argc, char **argv) {
                        opts, (int)(sizeof opts / sizeof *opts), argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
+    if (tokenize_file[0]) {
+        int rc = tok_path[0] ? bench_tokenize(tokenize_file, tok_path, reps)
+                             : ql_err(QL_EINVAL, "--tokenize needs --tokenizer (a directory or a tokenizer file)");
+        if (rc) fprintf(stderr, "qlora bench: error: %s\n", ql_errmsg());
+        return rc ? (rc == QL_EINVAL ? 2 : 1) : 0;
+    }
     int bd = base_dtype_parse(base_dtype);
     if (bd < 0 || P < 1 || G < 1 || reps < 1) {
         fprintf(stderr, "qlora bench: error: bad --base-dtype, --prompt-tokens, --gen-tokens or --reps\n");
