@@ -67,3 +67,12 @@ int ds_template_recognize(ds_template *out, const char *jinja) {
     else return ql_err(QL_ENOENT, "the chat template is none of llama2, chatml, zephyr and llama3 (give --chat-template)");
     return QL_OK;
 }
+
+int ds_template_choose(ds_template *out, const char *option, const char *jinja) {
+    if (option && option[0]) return ds_template_parse(out, option);
+    *out = DS_TEMPLATE_LLAMA2;
+    if (!jinja) return QL_OK;
+    if (ds_template_recognize(out, jinja) == QL_OK) return QL_OK;
+    return ql_err(QL_EINVAL, "the model's chat template (tokenizer_config.json) is none of llama2, chatml, zephyr and "
+                             "llama3: give --chat-template");
+}

@@ -95,6 +95,10 @@ int ds_template_parse(ds_template *out /* out */, const char *name);
 // The template a Hugging Face tokenizer_config.json's Jinja "chat_template" is,
 // recognized by its turn markers: QL_OK, QL_ENOENT when jinja names none of ours.
 int ds_template_recognize(ds_template *out /* out */, const char *jinja);
+// The template a command uses: option when given ("llama2", ...); else the one the
+// model's chat_template Jinja is (QL_EINVAL asking for --chat-template when it is
+// none of ours); else, for a model with no chat template, llama2.
+int ds_template_choose(ds_template *out /* out */, const char *option, const char *jinja);
 
 // ---- rendering one record (what dataset_load does per line) ----
 

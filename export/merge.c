@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "../common/err.h"
+#include "../common/strbuf.h"
+#include "../common/tokenizer.h"
 #include "../common/fileio.h"
 #include "../common/json.h"
 #include "../common/log.h"
@@ -161,8 +163,20 @@ int export_merged(const model *m, const lora_adapter *a, const char *base_dir, d
         rc = js ? file_write_atomic(dst, js, strlen(js)) : ql_err(QL_ENOMEM, "out of memory");
         free(js);
     }
-    snprintf(dst, sizeof dst, "%s/tokenizer.model", tmp);
+    // the tokenizer file the base has (tokenizer.model or tokenizer.json); from a base file,
+    // a tokenizer_config.json with what it kept: the chat template and add_bos_token
+    snprintf(dst, sizeof dst, "%s/%s", tmp, tok_file_name(m->tokenizer_kind ? (tok_kind)m->tokenizer_kind : TOK_SPM));
     if (!rc) rc = file_write_atomic(dst, m->tokenizer, m->tokenizer_len);
+    if (!rc && !(stat(base_dir, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        strbuf tc = {0};
+        rc = sb_addf(&tc, "{\"add_bos_token\": %s", c->add_bos ? "true" : "false");
+        if (!rc && m->chat_template && !(rc = sb_add(&tc, ", \"chat_template\": ")))
+            rc = sb_json(&tc, m->chat_template, strlen(m->chat_template));
+        if (!rc) rc = sb_add(&tc, "}\n");
+        snprintf(dst, sizeof dst, "%s/tokenizer_config.json", tmp);
+        if (!rc) rc = file_write_atomic(dst, tc.s, tc.n);
+        sb_free(&tc);
+    }
     if (!rc && rename(tmp, out) != 0) rc = ql_err(QL_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
     if (rc) dir_discard(tmp);  // nothing half-written stays
     else log_info("wrote %s: %d safetensors file%s, %s", out, ns, ns > 1 ? "s" : "", dtype_name(type));

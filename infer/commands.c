@@ -157,8 +157,8 @@ int cmd_infer(int argc, char **argv) {
         {"--out", OPT_STR, &out, "", "--requests: write the results to this file (atomically); empty is stdout"},
         {"--batch", OPT_INT, &batch, "16", "--requests: sequences in one batch at most"},
         {"--chat-template", OPT_STR, &tmpl_name, "",
-         "llama2, chatml or zephyr: --prompt becomes a user turn in it; empty: the raw prompt (and llama2 for "
-         "--requests \"messages\")"},
+         "llama2, chatml, zephyr or llama3: --prompt becomes a user turn in it; empty: the raw prompt (and for "
+         "--requests \"messages\" the base's template, else llama2)"},
         {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
         {"--adapter-dir", OPT_STR, &store_dir, "", "a LoRA store: each subfolder is one adapter (fan-out mode)"},
         {"--adapters", OPT_STR, &store_list, "", "fan-out to these adapters: names in --adapter-dir or paths, name:scale; empty is all"},
@@ -210,6 +210,7 @@ int cmd_infer(int argc, char **argv) {
     }
     session s;
     int rc = session_open(&s, base, base_dtype, backend, threads);
+    if (!rc && requests[0] && !tmpl_name[0]) rc = ds_template_choose(&tmpl, "", s.m.chat_template);
     if (!rc && requests[0]) {
         requests_opts ro = {requests, out, store_dir, store_list, batch, ctx, tmpl, max_tokens, top_k, seed, !no_stop,
                             temperature, top_p};
@@ -279,7 +280,7 @@ int cmd_chat(int argc, char **argv) {
         {"--adapters", OPT_STR, &co.adapters, "", "load only these: names in --adapter-dir or paths, name:scale"},
         {"--adapter", OPT_STR, &co.adapter, "", "the adapter to start with (switch with /adapter NAME); empty is the base"},
         {"--system", OPT_STR, &co.system, "", "a system prompt"},
-        {"--chat-template", OPT_STR, &tmpl_name, "llama2", "llama2, chatml or zephyr (the one the adapters were trained with)"},
+        {"--chat-template", OPT_STR, &tmpl_name, "", "llama2, chatml, zephyr or llama3 (the one the adapters were trained with); empty: the base's, else llama2"},
         {"--max-tokens", OPT_INT, &co.max_tokens, "256", "tokens per answer at most"},
         {"--temperature", OPT_FLOAT, &co.temperature, "0.8", "sampling temperature; 0 is greedy"},
         {"--top-k", OPT_INT, &co.top_k, "40", "sample from the k most likely tokens; 0 is off"},
@@ -298,13 +299,14 @@ int cmd_chat(int argc, char **argv) {
                        opts, (int)(sizeof opts / sizeof *opts), argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
-    if (ds_template_parse(&co.tmpl, tmpl_name)) return fail("chat", QL_EINVAL);
+    if (tmpl_name[0] && ds_template_parse(&co.tmpl, tmpl_name)) return fail("chat", QL_EINVAL);
     if (co.max_tokens < 1 || co.ctx < 0 || co.temperature < 0 || co.top_k < 0 || co.top_p <= 0 || co.top_p > 1) {
         fprintf(stderr, "qlora chat: error: --max-tokens must be >= 1, --ctx, --temperature and --top-k >= 0, --top-p in (0, 1]\n");
         return 2;
     }
     session s;
     int rc = session_open(&s, base, base_dtype, backend, threads);
+    if (!rc) rc = ds_template_choose(&co.tmpl, tmpl_name, s.m.chat_template);
     if (!rc) rc = chat_run(&s.m, s.tok, s.o, &co, stdin, stdout);
     int code = rc ? fail("chat", rc) : 0;
     session_close(&s);

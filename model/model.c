@@ -130,6 +130,39 @@ static int quantize_into(const st_tensor *t, qweight *w) {
     return QL_OK;
 }
 
+// dir/tokenizer_config.json's "chat_template": a string, or a list of {"name",
+// "template"} of which "default" is taken. Absent is fine.
+static int read_chat_template(model *m, const char *dir) {
+    char path[4096], *js = NULL, *t = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    if (file_read_all(path, 64u << 20, &js, &len)) return QL_OK;
+    json_doc d;
+    int rc = json_parse(&d, js, len, path);
+    if (!rc) {
+        int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "chat_template") : -1;
+        if (v >= 0 && json_type(&d, v) == JSON_ARRAY)
+            for (int k = 0, it; (it = json_item(&d, v, k)) >= 0; k++) {
+                int nm = json_find(&d, it, "name");
+                if (nm >= 0 && json_eq(&d, nm, "default")) {
+                    v = json_find(&d, it, "template");
+                    break;
+                }
+            }
+        if (v >= 0 && json_type(&d, v) == JSON_STRING) rc = json_get_string(&d, v, "chat_template", &t, NULL);
+        json_free(&d);
+    }
+    free(js);
+    if (rc || !t) return rc;
+    if (m->nowned == m->capowned && !own(m, 0)) {
+        free(t);
+        return ql_err(QL_ENOMEM, "out of memory");
+    }
+    m->owned[m->nowned++] = t;
+    m->chat_template = t;
+    return QL_OK;
+}
+
 static int load_dir(model *m, const char *dir, dtype base_dtype) {
     model_config *c = &m->cfg;
     QL_CHECK(config_load_dir(c, dir));
@@ -150,6 +183,7 @@ static int load_dir(model *m, const char *dir, dtype base_dtype) {
     if (m->nowned == m->capowned && !own(m, 0)) { free(tok); return ql_err(QL_ENOMEM, "out of memory"); }
     m->owned[m->nowned++] = tok;
     m->tokenizer = tok, m->tokenizer_len = toklen;
+    QL_CHECK(read_chat_template(m, dir));
     QL_CHECK(st_set_open_dir(&m->st, dir));
     m->base_dtype = base_dtype;
     int C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, V = c->vocab_size;
@@ -308,7 +342,8 @@ int model_save_base(const model *m, const char *path) {
                 st_out t = o.t[j]; o.t[j] = o.t[j - 1]; o.t[j - 1] = t;
             }
         const char *meta[] = {"format", "qlora-base", "config", cfg, "base_dtype", base_dtype_name(m->base_dtype),
-                              "add_bos_token", m->cfg.add_bos ? "true" : "false", NULL};
+                              "add_bos_token", m->cfg.add_bos ? "true" : "false",
+                              m->chat_template ? "chat_template" : NULL, m->chat_template, NULL};
         uint8_t prefix[BASE_PREFIX] = {0};
         memcpy(prefix, QLORA_BASE_MAGIC, 8);
         prefix[8] = QLORA_BASE_VERSION;
@@ -389,6 +424,12 @@ static int load_base_file(model *m, const char *path) {
     if (!rc) {
         m->base_dtype = (dtype)base_dtype_parse(bd);
         m->cfg.add_bos = !ab || strcmp(ab, "false") != 0;
+        char *ct = st_metadata_get(&m->base, "chat_template");
+        if (ct) {
+            if (m->nowned == m->capowned && !own(m, 0)) rc = ql_err(QL_ENOMEM, "out of memory");
+            else m->owned[m->nowned++] = ct, m->chat_template = ct;
+            if (rc) free(ct);
+        }
     }
     free(fmt), free(cfg), free(bd), free(ab);
     if (rc) return rc;

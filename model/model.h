@@ -46,6 +46,7 @@ typedef struct {
     const void *tokenizer;   // the tokenizer file's bytes: tokenizer.model (SentencePiece) or
     size_t tokenizer_len;    // tokenizer.json (byte-level BPE), as tokenizer_kind says
     int tokenizer_kind;      // tok_kind (common/tokenizer.h); 0 when there is none
+    const char *chat_template;  // tokenizer_config.json's Jinja "chat_template", or NULL (kept in the base file)
 
     // storage
     st_set st;               // the HF checkpoint, mmapped (weights may point into it)

@@ -40,7 +40,7 @@ int cmd_serve(int argc, char **argv) {
         {"--api-key", OPT_STR, &api_key, "", "require Authorization: Bearer KEY (also QLORA_API_KEY); /health is open"},
         {"--served-model-name", OPT_STR, &served, "", "the base's id in \"model\"; empty: the base's folder name"},
         {"--chat-template", OPT_STR, &tmpl_name, "llama2",
-         "chat requests: llama2, chatml or zephyr, when neither the adapter's training_record.json nor the base names one"},
+         "chat requests: llama2, chatml, zephyr or llama3, when neither the adapter's training_record.json nor the base names one"},
         {"--allow-any-adapter-path", OPT_FLAG, &allow_any, NULL, "let /v1/load_lora_adapter load from outside --adapter-dir"},
         {"--max-body", OPT_INT, &max_body, "1048576", "request body limit in bytes; past it, 413"},
         {"--drain-timeout", OPT_INT, &drain, "10", "seconds to finish running requests on SIGINT/SIGTERM before cancelling them"},
@@ -75,8 +75,6 @@ int cmd_serve(int argc, char **argv) {
     if (served[0]) snprintf(name, sizeof name, "%s", served);
     else base_name(name, sizeof name, base);
     so.served_name = name;
-    struct stat st;
-    if (stat(base, &st) == 0 && S_ISDIR(st.st_mode)) so.base_has_tmpl = chat_template_of_base(base, &so.base_tmpl);
 
     // SIGINT and SIGTERM go to sigwait below, whatever thread they hit; a closed
     // client's socket must not kill the server
@@ -94,6 +92,10 @@ int cmd_serve(int argc, char **argv) {
         so.ctx = ctx ? ctx : s.m.cfg.max_pos < 2048 ? s.m.cfg.max_pos : 2048;
         if (so.ctx > s.m.cfg.max_pos)
             rc = ql_err(QL_EINVAL, "--ctx %d: the model's max_position_embeddings is %d", ctx, s.m.cfg.max_pos);
+    }
+    if (!rc && s.m.chat_template) {  // the base's own template (its tokenizer_config.json, kept in a base file too)
+        so.base_has_tmpl = ds_template_recognize(&so.base_tmpl, s.m.chat_template) == QL_OK;
+        if (!so.base_has_tmpl) log_warn("serve: the base's chat template is none of ours; chat requests use --chat-template");
     }
     if (!rc) rc = server_start(&sv, &s.m, s.tok, s.o, &so);
     if (rc) {

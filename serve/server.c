@@ -752,21 +752,3 @@ void server_stop(server *sv) {
     pthread_mutex_destroy(&sv->id_mu);
     free(sv);
 }
-
-int chat_template_of_base(const char *base_dir, ds_template *out) {
-    char p[4096], *buf = NULL, *t = NULL;
-    size_t len;
-    snprintf(p, sizeof p, "%s/tokenizer_config.json", base_dir);
-    if (file_read_all(p, 16u << 20, &buf, &len)) return 0;
-    json_doc d;
-    int found = 0;
-    if (!json_parse(&d, buf, len, p)) {
-        int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "chat_template") : -1;
-        if (v >= 0 && json_type(&d, v) == JSON_STRING && !json_get_string(&d, v, "chat_template", &t, NULL)) {
-            found = ds_template_recognize(out, t) == QL_OK;
-        }
-        json_free(&d);
-    }
-    free(t), free(buf);
-    return found;
-}

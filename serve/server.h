@@ -40,9 +40,4 @@ void server_quiesce(server *sv);
 // Cancels what still runs, closes every connection, frees everything.
 void server_stop(server *sv);
 
-// The chat template a Hugging Face tokenizer_config.json's "chat_template" is
-// written for, recognized by its turn markers; 0 when there is none or it is not
-// one of ours.
-int chat_template_of_base(const char *base_dir, ds_template *out /* out */);
-
 #endif

@@ -125,6 +125,23 @@ static void test_templates(void) {
     CHECK_OK(ds_template_parse(&t, "zephyr"));
     CHECK(t == DS_TEMPLATE_ZEPHYR);
     CHECK(ds_template_parse(&t, "vicuna") == QL_EINVAL && strstr(ql_errmsg(), "vicuna"));
+    CHECK_OK(ds_template_parse(&t, "llama3"));
+    CHECK(t == DS_TEMPLATE_LLAMA3 && !strcmp(ds_template_name(t), "llama3"));
+    // the template a command picks: the option, else the model's Jinja recognized, else llama2
+    const char *l3 = "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+                     "+ message['content'] | trim + '<|eot_id|>' }}{% endfor %}";
+    CHECK_OK(ds_template_choose(&t, "", NULL));
+    CHECK(t == DS_TEMPLATE_LLAMA2);
+    CHECK_OK(ds_template_choose(&t, "", l3));
+    CHECK(t == DS_TEMPLATE_LLAMA3);
+    CHECK_OK(ds_template_choose(&t, "", "{% for m in messages %}<|im_start|>{{ m['role'] }}{% endfor %}"));
+    CHECK(t == DS_TEMPLATE_CHATML);
+    CHECK_OK(ds_template_choose(&t, "zephyr", l3));
+    CHECK(t == DS_TEMPLATE_ZEPHYR);
+    CHECK(ds_template_choose(&t, "", "{{ bos_token }}{% for m in messages %}### {{ m['content'] }}{% endfor %}") == QL_EINVAL &&
+          strstr(ql_errmsg(), "--chat-template"));
+    const char *const *st = ds_template_stops(DS_TEMPLATE_LLAMA3);
+    CHECK(st[0] && !strcmp(st[0], "<|eot_id|>") && !st[1]);
 }
 
 static int load_str(dataset *d, const char *text, const dataset_options *o) {

@@ -61,7 +61,7 @@ typedef struct {
     {"--save-every", OPT_INT, &o.save_every, "0", "steps between checkpoints in --out; 0: none"},                  \
     {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the checkpoint in --out"},                              \
     {"--stop-after", OPT_INT, &o.stop_after, "0", "stop (with a checkpoint) after this many steps; 0: run to the end"}, \
-    {"--chat-template", OPT_STR, &o.chat_template, "llama2", "for messages and Alpaca: llama2, chatml or zephyr"}, \
+    {"--chat-template", OPT_STR, &o.chat_template, "", "for messages and Alpaca: llama2, chatml, zephyr or llama3; empty: the base's (tokenizer_config.json), else llama2"}, \
     {"--train-on-inputs", OPT_FLAG, &o.train_on_inputs, NULL, "train on prompt tokens too"},                       \
     {"--skip-invalid", OPT_FLAG, &o.skip_invalid, NULL, "skip and count bad JSONL lines instead of failing"},       \
     {"--grad-checkpoint", OPT_FLAG, &o.grad_ckpt, NULL, "recompute activations block by block (less memory)"},     \
@@ -311,7 +311,7 @@ int cmd_train(int argc, char **argv) {
     int sched, bd = base_dtype_parse(o.base_dtype);
     ds_template tmpl;
     if ((rc = lora_targets_parse(&targets, o.targets)) || (rc = sched_parse(&sched, o.schedule)) ||
-        (rc = ds_template_parse(&tmpl, o.chat_template))) {
+        (o.chat_template[0] && (rc = ds_template_parse(&tmpl, o.chat_template)))) {
         fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
         code = 2;
         goto done_args;
@@ -341,6 +341,7 @@ int cmd_train(int argc, char **argv) {
         if (!be) { rc = QL_EINVAL; goto done; }
         if ((rc = model_load(&m, o.base, (dtype)bd))) goto done;
         if ((rc = tok_load_bytes(&tok, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, o.base))) goto done;
+        if ((rc = ds_template_choose(&tmpl, o.chat_template, m.chat_template))) goto done;
         dataset_options dopt;
         dataset_options_default(&dopt);
         dopt.chat_template = tmpl, dopt.train_on_inputs = o.train_on_inputs, dopt.skip_invalid = o.skip_invalid;
