@@ -1,0 +1,199 @@
+// test_llama3_real.c: a Llama 3 base end to end. A random-weight model at a small
+// Llama 3 shape (vocabulary 128256, tied embeddings, grouped-query attention,
+// RoPE theta 500000 with llama3 scaling, three end-of-sequence ids) is written as a
+// Hugging Face directory with the real Llama 3 tokenizer.json and
+// tokenizer_config.json (its Jinja chat template), then goes through every
+// command: quantize, train (the template comes from the base: llama3), infer
+// (--prompt and --chat-template), chat, eval, tokenize, export (gguf-base, gguf,
+// merged, whose directory loads again), and serve-free batch requests. Each step
+// must succeed and leave what it promises. Skips (77) without ../shared/models.
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/json.h"
+#include "common/safetensors.h"
+#include "model/model.h"
+#include "testutil.h"
+
+static char tmp[256];
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    if (rc) fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
+    return rc;
+}
+
+static int contains(const char *path, const char *what) {
+    char *buf = NULL;
+    size_t n;
+    if (file_read_all(path, 1 << 26, &buf, &n)) return 0;
+    int found = strstr(buf, what) != NULL;
+    free(buf);
+    return found;
+}
+
+// The model: C 64, F 160, 2 layers, 4 heads of 16, 2 kv heads, vocabulary 128256.
+static int write_model(const char *dir, const char *tokdir) {
+    enum { C = 64, F = 160, L = 2, H = 4, KV = 2, D = 16, V = 128256 };
+    char p[512];
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    const char *cfg =
+        "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 160, "
+        "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16, "
+        "\"vocab_size\": 128256, \"max_position_embeddings\": 2048, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
+        "\"tie_word_embeddings\": true, \"bos_token_id\": 128000, \"eos_token_id\": [128001, 128008, 128009], "
+        "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, "
+        "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}}";
+    if (file_write_atomic(p, cfg, strlen(cfg))) return 1;
+    // weights N(0, 0.05^2), norms 1
+    uint64_t seed = 7;
+    st_out t[1 + 1 + L * 9];
+    float *bufs[1 + 1 + L * 9];
+    int n = 0;
+#define T2(nm, r, c)                                                                    \
+    do {                                                                                \
+        float *w = malloc(sizeof(float) * (size_t)(r) * (c));                           \
+        for (size_t i = 0; i < (size_t)(r) * (c); i++) w[i] = 0.05f * test_rand_normal(&seed); \
+        bufs[n] = w;                                                                    \
+        t[n] = (st_out){strdup(nm), DT_F32, 2, {(r), (c)}, w};                          \
+        n++;                                                                            \
+    } while (0)
+#define T1(nm, c)                                                      \
+    do {                                                               \
+        float *w = malloc(sizeof(float) * (c));                        \
+        for (int i = 0; i < (c); i++) w[i] = 1.0f;                     \
+        bufs[n] = w;                                                   \
+        t[n] = (st_out){strdup(nm), DT_F32, 1, {(c)}, w};              \
+        n++;                                                           \
+    } while (0)
+    char nm[128];
+    T2("model.embed_tokens.weight", V, C);
+    T1("model.norm.weight", C);
+    for (int l = 0; l < L; l++) {
+        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
+        T1(nm, C);
+        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l);
+        T1(nm, C);
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_proj.weight", l);
+        T2(nm, H * D, C);
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_proj.weight", l);
+        T2(nm, KV * D, C);
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.v_proj.weight", l);
+        T2(nm, KV * D, C);
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.o_proj.weight", l);
+        T2(nm, C, H * D);
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate_proj.weight", l);
+        T2(nm, F, C);
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.up_proj.weight", l);
+        T2(nm, F, C);
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.down_proj.weight", l);
+        T2(nm, C, F);
+    }
+#undef T1
+#undef T2
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    int rc = st_write(p, t, n, NULL, NULL, 0, -1);
+    for (int i = 0; i < n; i++) free((char *)t[i].name), free(bufs[i]);
+    if (rc) return fprintf(stderr, "%s\n", ql_errmsg()), 1;
+    return run("cp %s/tokenizer.json %s/tokenizer_config.json %s/", tokdir, tokdir, dir);
+}
+
+int main(void) {
+    const char *models = test_models_dir();
+    const char *tokdir = models ? test_path(models, "tokenizers/llama3") : NULL;
+    char probe[512];
+    snprintf(probe, sizeof probe, "%s/tokenizer.json", tokdir ? tokdir : "/nonexistent");
+    if (access(probe, R_OK) != 0) {
+        fprintf(stderr, "test_llama3_real: no %s, skipped\n", probe);
+        return TEST_SKIP;
+    }
+    snprintf(tmp, sizeof tmp, "/tmp/qlora_llama3_XXXXXX");
+    if (!mkdtemp(tmp)) return 1;
+    const char *q = QL_BINARY, *src = test_source_dir();
+    char dir[300], base[300], ad[300], data[300];
+    snprintf(dir, sizeof dir, "%s/l3", tmp);
+    snprintf(base, sizeof base, "%s/l3.qlb", tmp);
+    snprintf(ad, sizeof ad, "%s/store/support", tmp);
+    snprintf(data, sizeof data, "%s/datasets/samples/support.jsonl", src);  // messages: a chat template applies
+    CHECK(write_model(dir, tokdir) == 0);
+    // the directory as it is, and as a base file (the template and the tokenizer.json go with it)
+    CHECK(run("%s quantize --base %s --out %s 2>%s/q.log", q, dir, base, tmp) == 0);
+    model m;
+    CHECK_OK(model_load(&m, base, DT_NF4));
+    CHECK(m.tokenizer_kind == 2 && m.chat_template && strstr(m.chat_template, "<|start_header_id|>"));
+    CHECK(m.cfg.n_eos == 3 && m.cfg.eos_ids[2] == 128009 && m.cfg.bos_id == 128000 && m.cfg.tie_embeddings);
+    model_free(&m);
+    // train on messages: the template is the base's (llama3), recorded with the adapter
+    CHECK(run("%s train --base %s --data %s --out %s --max-steps 3 --batch-size 2 --seq-len 96 --rank 4 --alpha 8 "
+              "--lr 1e-2 --threads 2 --val-split 0 2>%s/train.log",
+              q, base, data, ad, tmp) == 0);
+    char p[512];
+    snprintf(p, sizeof p, "%s/training_record.json", ad);
+    CHECKF(contains(p, "\"chat_template\": \"llama3\""), "%s does not name llama3", p);
+    snprintf(p, sizeof p, "%s/train.log", tmp);
+    CHECKF(!contains(p, "loss=nan") && !contains(p, "error"), "training log: see %s", p);
+    // generation through the adapter, raw and as a llama3 user turn
+    CHECK(run("%s infer --base %s --adapter %s --prompt 'Where is the treasure?' --max-tokens 6 --temperature 0 "
+              "--threads 2 >%s/infer.txt 2>%s/infer.log",
+              q, base, ad, tmp, tmp) == 0);
+    CHECK(run("%s infer --base %s --adapter %s --prompt 'Where is the treasure?' --chat-template llama3 --max-tokens 6 "
+              "--temperature 0 --threads 2 >%s/infer_chat.txt 2>%s/infer_chat.log",
+              q, base, ad, tmp, tmp) == 0);
+    snprintf(p, sizeof p, "%s/infer_chat.log", tmp);
+    // BOS, <|start_header_id|> user <|end_header_id|> \n\n Where is the treasure ? <|eot_id|>, then
+    // <|start_header_id|> assistant <|end_header_id|> \n\n: 15 (the template written out, tokenized, agrees)
+    CHECKF(contains(p, "prompt 15 tokens"), "llama3 turn: see %s", p);
+    CHECK(run("printf '\"<|start_header_id|>user<|end_header_id|>\\\\n\\\\nWhere is the treasure?<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\\\\n\\\\n\"\\n' | %s tokenize --base %s --bos >%s/turn.txt",
+              q, base, tmp) == 0);
+    snprintf(p, sizeof p, "%s/turn.txt", tmp);
+    CHECKF(contains(p, "[128000, 128006, 882, 128007, 271, ") && contains(p, ", 128009, 128006, 78191, 128007, 271]"),
+           "the written-out turn: %s", p);
+    // chat: two turns, then /quit; the template comes from the base
+    CHECK(run("printf 'Hello\\nAnd again\\n/quit\\n' | %s chat --base %s --adapter-dir %s/store --adapter support "
+              "--max-tokens 4 --temperature 0 --threads 2 >%s/chat.txt 2>%s/chat.log",
+              q, base, tmp, tmp, tmp) == 0);
+    snprintf(p, sizeof p, "%s/chat.txt", tmp);
+    CHECKF(contains(p, "support> "), "chat: no answers in %s", p);
+    // batch requests with messages
+    snprintf(p, sizeof p, "%s/req.jsonl", tmp);
+    const char *req = "{\"id\": 1, \"messages\": [{\"role\": \"user\", \"content\": \"Hi <|eot_id|> there\"}], "
+                      "\"adapter\": \"support\", \"max_tokens\": 4, \"temperature\": 0}\n"
+                      "{\"id\": 2, \"prompt\": \"Hello\", \"max_tokens\": 4, \"temperature\": 0}\n";
+    CHECK_OK(file_write_atomic(p, req, strlen(req)));
+    CHECK(run("%s infer --base %s --adapter-dir %s/store --requests %s --threads 2 >%s/req.out 2>%s/req.log", q, base,
+              tmp, p, tmp, tmp) == 0);
+    snprintf(p, sizeof p, "%s/req.out", tmp);
+    CHECKF(contains(p, "\"id\": 1, \"adapter\": \"support\", \"text\"") && contains(p, "\"id\": 2"), "requests: %s", p);
+    // eval, tokenize
+    CHECK(run("%s eval --base %s --data %s/tests/fixtures/stories260K/eval.txt --threads 2 >%s/eval.txt 2>/dev/null", q,
+              base, src, tmp) == 0);
+    snprintf(p, sizeof p, "%s/eval.txt", tmp);
+    CHECKF(contains(p, "loss=") && !contains(p, "nan"), "eval: %s", p);
+    CHECK(run("printf '\"Hello world\"\\n' | %s tokenize --base %s --bos >%s/tok.txt", q, base, tmp) == 0);
+    snprintf(p, sizeof p, "%s/tok.txt", tmp);
+    CHECKF(contains(p, "[128000, 9906, 1917]"), "tokenize --base: %s", p);
+    // export: llama.cpp's base and LoRA, and a merged directory that loads again
+    CHECK(run("%s export --base %s --format gguf-base --out %s/l3.gguf 2>/dev/null", q, dir, tmp) == 0);
+    CHECK(run("%s export --base %s --adapter %s --format gguf --out %s/support.gguf 2>/dev/null", q, dir, ad, tmp) == 0);
+    CHECK(run("%s export --base %s --adapter %s --format merged --dtype f32 --out %s/merged 2>/dev/null", q, base, ad, tmp) == 0);
+    snprintf(p, sizeof p, "%s/merged", tmp);
+    CHECK_OK(model_load(&m, p, DT_F32));
+    CHECK(m.tokenizer_kind == 2 && m.chat_template && m.cfg.n_eos == 3);
+    model_free(&m);
+    if (!test_failures) run("rm -rf %s", tmp);
+    else fprintf(stderr, "test_llama3_real: files kept in %s\n", tmp);
+    return test_finish("test_llama3_real");
+}
