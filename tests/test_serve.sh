@@ -11,7 +11,8 @@
 #    served at the next request, and a request streaming on another adapter
 #    meanwhile is undisturbed; load/unload endpoints; a client that disconnects
 #    frees its slot;
-#  - --api-key: 401 without or with a wrong key, /health open;
+#  - --api-key: 401 without or with a wrong key, /health open; --max-loras evicts
+#    the least recently used idle adapter (and reloads it when named); lora_scale;
 #  - SIGTERM while a request runs: it finishes, the server exits 0.
 q=$1; src=$2
 command -v curl >/dev/null || { echo "SKIP: curl is not installed"; exit 77; }
@@ -236,13 +237,29 @@ serve_stop "$tmp/serve.log"
 wait $lpid
 grep -q '"finish_reason": "length"' "$tmp/last.json" || fail "the request in flight at SIGTERM did not finish: $(cat "$tmp/last.json")"
 
-# ---- --api-key ----
-QLORA_API_KEY=s3cret serve_start "$tmp/serve2.log" --base "$model" --adapter-dir "$tmp/store" --threads 2 || exit 1
+# ---- --api-key, --max-loras, lora_scale ----
+QLORA_API_KEY=s3cret serve_start "$tmp/serve2.log" --base "$model" --adapter-dir "$tmp/store" --threads 2 --max-loras 1 || exit 1
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] || fail "/health needs no key"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/models")" = 401 ] || fail "no key: not 401"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer wrong' "$url/v1/models")" = 401 ] || fail "wrong key: not 401"
 curl -s -H 'Authorization: Bearer wrong' "$url/v1/models" | grep -q '"type": "authentication_error"' || fail "401 body"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cret' "$url/v1/models")" = 200 ] || fail "right key: not 200"
+K=(-H 'Authorization: Bearer s3cret')
+# past --max-loras 1 the idle least recently used adapter is unloaded, and loaded again when named
+for a in pirate:2 support:3 pirate:2; do
+    out=$(post $C "{\"model\": \"${a%:*}\", \"prompt\": \"$P\", $g}" "${K[@]}")
+    [ "$(head -1 <<<"$out" | body_text)" = "$(ref ${a#*:})" ] || fail "--max-loras 1: ${a%:*}: $out"
+done
+mt=$(curl -s "${K[@]}" "$url/metrics")
+grep -q '^qlora_adapters_loaded 1$' <<<"$mt" || fail "--max-loras 1: $(grep adapters_loaded <<<"$mt")"
+[ "$(curl -s "${K[@]}" "$url/v1/models" | jq -c '[.data[] | select(.loaded) | .id]')" = '["tiny_gqa","pirate"]' ] \
+    || fail "--max-loras 1: loaded: $(curl -s "${K[@]}" "$url/v1/models" | jq -c '[.data[] | select(.loaded) | .id]')"
+grep -q "adapter support: unloaded (least recently used; --max-loras 1)" "$tmp/serve2.log" || fail "no eviction in the log"
+# lora_scale 0 gives the base's answer; 1 the adapter's
+out=$(post $C "{\"model\": \"pirate\", \"prompt\": \"$P\", $g, \"lora_scale\": 0}" "${K[@]}")
+[ "$(head -1 <<<"$out" | body_text)" = "$(ref 1)" ] || fail "lora_scale 0 is not the base: $out"
+out=$(post $C "{\"model\": \"pirate\", \"prompt\": \"$P\", $g, \"lora_scale\": 1}" "${K[@]}")
+[ "$(head -1 <<<"$out" | body_text)" = "$(ref 2)" ] || fail "lora_scale 1 is not the adapter: $out"
 serve_stop "$tmp/serve2.log"
 # bad options
 "$q" serve --base "$model" --port 70000 2>"$tmp/err" && fail "--port 70000 accepted"
