@@ -17,12 +17,13 @@
 #include "../infer/commands.h"
 #include "server.h"
 
-// The base's default id: its directory's (or file's) last name.
+// The base's default id: its directory's last name, or its base file's without ".qlb".
 static void base_name(char *out, size_t cap, const char *base) {
     size_t n = strlen(base);
     while (n > 1 && base[n - 1] == '/') n--;
     size_t i = n;
     while (i > 0 && base[i - 1] != '/') i--;
+    if (n - i > 4 && !strncmp(base + n - 4, ".qlb", 4)) n -= 4;
     snprintf(out, cap, "%.*s", (int)(n - i), base + i);
 }
 
@@ -38,7 +39,7 @@ int cmd_serve(int argc, char **argv) {
         {"--max-queue", OPT_INT, &max_queue, "256", "requests waiting for a slot; past it, 503"},
         {"--max-loras", OPT_INT, &max_loras, "64", "adapters in memory; past it the least recently used idle one is unloaded"},
         {"--api-key", OPT_STR, &api_key, "", "require Authorization: Bearer KEY (also QLORA_API_KEY); /health is open"},
-        {"--served-model-name", OPT_STR, &served, "", "the base's id in \"model\"; empty: the base's folder name"},
+        {"--served-model-name", OPT_STR, &served, "", "the base's id in \"model\"; empty: the base's folder name (or file name without .qlb)"},
         {"--chat-template", OPT_STR, &tmpl_name, "llama2",
          "chat requests: llama2, chatml, zephyr or llama3, when neither the adapter's training_record.json nor the base names one"},
         {"--allow-any-adapter-path", OPT_FLAG, &allow_any, NULL, "let /v1/load_lora_adapter load from outside --adapter-dir"},

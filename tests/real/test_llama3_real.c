@@ -7,6 +7,7 @@
 // (--prompt and --chat-template), chat, eval, tokenize, export (gguf-base, gguf,
 // merged, whose directory loads again), and serve-free batch requests. Each step
 // must succeed and leave what it promises. Skips (77) without ../shared/models.
+// QLORA_TEST_KEEP=1 keeps the model, base file and adapter in /tmp.
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,7 +194,7 @@ int main(void) {
     CHECK_OK(model_load(&m, p, DT_F32));
     CHECK(m.tokenizer_kind == 2 && m.chat_template && m.cfg.n_eos == 3);
     model_free(&m);
-    if (!test_failures) run("rm -rf %s", tmp);
+    if (!test_failures && !getenv("QLORA_TEST_KEEP")) run("rm -rf %s", tmp);
     else fprintf(stderr, "test_llama3_real: files kept in %s\n", tmp);
     return test_finish("test_llama3_real");
 }
