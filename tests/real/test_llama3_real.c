@@ -111,7 +111,116 @@ static int write_model(const char *dir, const char *tokdir) {
     return run("cp %s/tokenizer.json %s/tokenizer_config.json %s/", tokdir, tokdir, dir);
 }
 
-int main(void) {
+// With "interop": llama.cpp (QLORA_LLAMACPP: a build directory with bin/llama-tokenize and
+// bin/llama-completion) on what qlora export wrote for the same model. llama-tokenize on
+// our GGUF gives the reference's ids for every corpus text of well-formed UTF-8 without a
+// NUL (10,216 of 10,260; the texts go in one file, read with --no-escape, each after the separator
+// <|reserved_special_token_250|>, which both tokenizers split on before anything else);
+// llama-completion with our GGUF base, and with our GGUF LoRA, gives qlora infer's
+// greedy text. Skips (77) without QLORA_LLAMACPP.
+static int interop(const char *q, const char *dir, const char *ad) {
+    const char *lc = getenv("QLORA_LLAMACPP");
+    if (!lc || !lc[0]) {
+        fprintf(stderr, "test_llama3_interop: set QLORA_LLAMACPP to a llama.cpp build directory (tests/interop/README.md), skipped\n");
+        return TEST_SKIP;
+    }
+    CHECK(run("%s export --base %s --format gguf-base --dtype f32 --out %s/l3.gguf 2>/dev/null", q, dir, tmp) == 0);
+    CHECK(run("%s export --base %s --adapter %s --format gguf --dtype f32 --out %s/lora.gguf 2>/dev/null", q, dir, ad, tmp) == 0);
+    // the corpus in one file
+    const char *corpus = test_path(test_source_dir(), "tests/fixtures/llama3_tokenizer/corpus.jsonl");
+    char *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(file_read_all(corpus, (size_t)64 << 20, &buf, &len));
+    const char *sep = "<|reserved_special_token_250|>";
+    const int sep_id = 128255;
+    FILE *f;
+    char p[512];
+    snprintf(p, sizeof p, "%s/corpus.txt", tmp);
+    if (!buf || !(f = fopen(p, "wb"))) return test_finish("test_llama3_interop");
+    int *want = malloc(sizeof(int) * (1 << 22)), nw = 0, ncase = 0;
+    for (size_t a = 0; a < len;) {
+        size_t e = a;
+        while (e < len && buf[e] != '\n') e++;
+        json_doc d;
+        if (e > a && json_parse(&d, buf + a, e - a, "corpus.jsonl") == QL_OK) {
+            char *h = NULL;
+            json_get_string(&d, json_find(&d, 0, "hex"), "hex", &h, NULL);
+            int r = json_find(&d, 0, "replaced_hex");
+            size_t n = h ? strlen(h) / 2 : 0;
+            unsigned char *t = malloc(n + 1);
+            int nul = 0;
+            for (size_t i = 0; i < n; i++) {
+                unsigned v;
+                sscanf(h + 2 * i, "%2x", &v);
+                t[i] = (unsigned char)v, nul |= v == 0;
+            }
+            if (r < 0 && !nul) {  // well-formed, no NUL: into the file, its ids into want
+                fputs(sep, f);
+                fwrite(t, 1, n, f);
+                want[nw++] = sep_id;
+                int v = json_find(&d, 0, "ids");
+                for (int k = 0, it = v + 1; k < json_size(&d, v); k++, it = json_next(&d, it)) {
+                    long long x;
+                    json_get_int(&d, it, "ids", &x);
+                    want[nw++] = (int)x;
+                }
+                ncase++;
+            }
+            free(t), free(h);
+            json_free(&d);
+        }
+        a = e + 1;
+    }
+    fclose(f);
+    free(buf);
+    CHECK(run("%s/bin/llama-tokenize -m %s/l3.gguf -f %s --ids --no-bos --no-escape --log-disable >%s/ids.txt 2>%s/tok.log", lc, tmp,
+              p, tmp, tmp) == 0);
+    snprintf(p, sizeof p, "%s/ids.txt", tmp);
+    char *out = NULL;
+    size_t ol = 0;
+    CHECK_OK(file_read_all(p, (size_t)1 << 28, &out, &ol));
+    int ng = 0, first_bad = -1;
+    for (char *c = out; c && *c;) {
+        while (*c && (*c < '0' || *c > '9')) c++;
+        if (!*c) break;
+        int x = (int)strtol(c, &c, 10);
+        if (ng < nw && want[ng] != x && first_bad < 0) first_bad = ng;
+        ng++;
+    }
+    CHECKF(ng == nw && first_bad < 0, "llama-tokenize: %d ids, the reference %d; first difference at %d", ng, nw, first_bad);
+    if (first_bad >= 0) {
+        fprintf(stderr, "  reference:");
+        for (int k = first_bad - 8; k < first_bad + 8 && k < nw; k++) if (k >= 0) fprintf(stderr, " %d", want[k]);
+        fprintf(stderr, "\n");
+    }
+    fprintf(stderr, "test_llama3_interop: llama-tokenize on our GGUF: %d texts, %d ids, %s\n", ncase, ng,
+            ng == nw && first_bad < 0 ? "all equal to the reference's" : "DIFFERENT");
+    free(out), free(want);
+    // greedy text, base and LoRA
+    for (int lora = 0; lora < 2; lora++) {
+        CHECK(run("%s infer --base %s --base-dtype f32 %s%s --prompt 'Where is the treasure?' --max-tokens 16 "
+                  "--temperature 0 --ignore-eos --threads 2 >%s/q%d.txt 2>/dev/null",
+                  q, dir, lora ? "--adapter " : "", lora ? ad : "", tmp, lora) == 0);
+        char larg[400] = "";
+        if (lora) snprintf(larg, sizeof larg, "--lora %s/lora.gguf", tmp);
+        CHECK(run("%s/bin/llama-completion -m %s/l3.gguf %s -p 'Where is the treasure?' -n 16 --temp 0 --ignore-eos "
+                  "--no-display-prompt --no-warmup --no-repack -t 2 -s 1 --simple-io </dev/null >%s/l%d.txt 2>%s/l%d.log",
+                  lc, tmp, larg, tmp, lora, tmp, lora) == 0);
+        char qa[300], la[300];
+        snprintf(qa, sizeof qa, "%s/q%d.txt", tmp, lora), snprintf(la, sizeof la, "%s/l%d.txt", tmp, lora);
+        char *x = NULL, *y = NULL;
+        size_t xn = 0, yn = 0;
+        file_read_all(qa, 1 << 20, &x, &xn), file_read_all(la, 1 << 20, &y, &yn);
+        while (xn && (x[xn - 1] == '\n' || x[xn - 1] == ' ')) x[--xn] = 0;
+        while (yn && (y[yn - 1] == '\n' || y[yn - 1] == ' ')) y[--yn] = 0;
+        CHECKF(x && y && xn > 0 && xn == yn && !memcmp(x, y, xn), "%s: qlora '%s' vs llama.cpp '%s'", lora ? "LoRA" : "base",
+               x ? x : "", y ? y : "");
+        free(x), free(y);
+    }
+    return test_finish("test_llama3_interop");
+}
+
+int main(int argc, char **argv) {
     const char *models = test_models_dir();
     const char *tokdir = models ? test_path(models, "tokenizers/llama3") : NULL;
     char probe[512];
@@ -129,6 +238,13 @@ int main(void) {
     snprintf(ad, sizeof ad, "%s/store/support", tmp);
     snprintf(data, sizeof data, "%s/datasets/samples/support.jsonl", src);  // messages: a chat template applies
     CHECK(write_model(dir, tokdir) == 0);
+    if (argc > 1 && !strcmp(argv[1], "interop")) {
+        CHECK(run("%s train --base %s --data %s --out %s --max-steps 3 --batch-size 2 --seq-len 96 --rank 4 --alpha 8 "
+                  "--lr 1e-2 --threads 2 --val-split 0 2>/dev/null", q, dir, data, ad) == 0);
+        int rc = interop(q, dir, ad);
+        if (rc != TEST_SKIP && !getenv("QLORA_TEST_KEEP")) run("rm -rf %s", tmp);
+        return rc;
+    }
     // the directory as it is, and as a base file (the template and the tokenizer.json go with it)
     CHECK(run("%s quantize --base %s --out %s 2>%s/q.log", q, dir, base, tmp) == 0);
     model m;
