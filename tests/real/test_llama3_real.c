@@ -5,7 +5,8 @@
 // tokenizer_config.json (its Jinja chat template), then goes through every
 // command: quantize, train (the template comes from the base: llama3), infer
 // (--prompt and --chat-template), chat, eval, tokenize, export (gguf-base, gguf,
-// merged, whose directory loads again), and serve-free batch requests. Each step
+// merged, whose directory loads again), and batch requests; and its logits, F32 and NF4,
+// equal the PyTorch reference's (tests/reference/make_llama3_fixture.py). Each step
 // must succeed and leave what it promises. Skips (77) without ../shared/models.
 // QLORA_TEST_KEEP=1 keeps the model, base file and adapter in /tmp.
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include "common/err.h"
 #include "common/json.h"
 #include "common/safetensors.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "testutil.h"
 
@@ -220,6 +222,40 @@ static int interop(const char *q, const char *dir, const char *ad) {
     return test_finish("test_llama3_interop");
 }
 
+// The model's logits against the PyTorch reference (tests/reference/llama_ref.py, float64,
+// run on this very model: tests/fixtures/llama3_model/ref.safetensors), with the weights as
+// stored and with NF4 linears. Tolerance as test_model_ref.c's: atol 2e-4, rtol 1e-3 (fp32
+// over dims <= 160 and 2 layers stays far under it; a wrong RoPE scaling or mask moves
+// logits by > 1e-2).
+static void check_logits(const char *dir) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/tests/fixtures/llama3_model/ref.safetensors", test_source_dir());
+    st_file ref;
+    CHECK_OK(st_open(&ref, p));
+    if (test_failures) return;
+    const st_tensor *tk = st_find(&ref, "tokens"), *vi = st_find(&ref, "vocab_ids");
+    for (int nf4 = 0; nf4 < 2 && tk && vi; nf4++) {
+        const st_tensor *lg = st_find(&ref, nf4 ? "logits_nf4" : "logits");
+        model m;
+        CHECK_OK(model_load(&m, dir, nf4 ? DT_NF4 : DT_F32));
+        ops *o = ops_new("cpu", 2);
+        int T = (int)tk->shape[1], K = (int)vi->shape[0], V = m.cfg.vocab_size;
+        fwd_state f;
+        CHECK_OK(fwd_init(&f, &m, o, 64, 64));
+        float *all = malloc(sizeof(float) * (size_t)T * V), *sub = malloc(sizeof(float) * (size_t)T * K);
+        CHECK_OK(fwd_forward(&f, all, (const int *)tk->data, T, 0, 1));
+        for (int t = 0; t < T; t++)
+            for (int k = 0; k < K; k++) sub[(size_t)t * K + k] = all[(size_t)t * V + ((const int *)vi->data)[k]];
+        CHECK(lg && check_close(nf4 ? "llama3 logits (NF4)" : "llama3 logits (F32)", sub, (const float *)lg->data,
+                                (int64_t)T * K, 2e-4, 1e-3));
+        free(all), free(sub);
+        fwd_free(&f);
+        ops_delete(o);
+        model_free(&m);
+    }
+    st_close(&ref);
+}
+
 int main(int argc, char **argv) {
     const char *models = test_models_dir();
     const char *tokdir = models ? test_path(models, "tokenizers/llama3") : NULL;
@@ -245,6 +281,7 @@ int main(int argc, char **argv) {
         if (rc != TEST_SKIP && !getenv("QLORA_TEST_KEEP")) run("rm -rf %s", tmp);
         return rc;
     }
+    check_logits(dir);
     // the directory as it is, and as a base file (the template and the tokenizer.json go with it)
     CHECK(run("%s quantize --base %s --out %s 2>%s/q.log", q, dir, base, tmp) == 0);
     model m;
