@@ -339,6 +339,22 @@ int main(int argc, char **argv) {
     CHECK(run("printf '\"Hello world\"\\n' | %s tokenize --base %s --bos >%s/tok.txt", q, base, tmp) == 0);
     snprintf(p, sizeof p, "%s/tok.txt", tmp);
     CHECKF(contains(p, "[128000, 9906, 1917]"), "tokenize --base: %s", p);
+    // --pieces, --literal, --decode, and the tokenizer directory itself
+    CHECK(run("printf '\"Hello <|eot_id|>\"\\n' | %s tokenize --tokenizer %s --pieces >%s/tok2.txt", q, tokdir, tmp) == 0);
+    CHECK(run("printf '\"Hello <|eot_id|>\"\\n' | %s tokenize --tokenizer %s --literal >>%s/tok2.txt", q, tokdir, tmp) == 0);
+    CHECK(run("printf '[9906, 220, 128009]\\n[128000, 9906, 1917]\\n' | %s tokenize --base %s --decode >>%s/tok2.txt", q, base,
+              tmp) == 0);
+    snprintf(p, sizeof p, "%s/tok2.txt", tmp);
+    CHECKF(contains(p, "[\"Hello\", \"\xC4\xA0\", \"<|eot_id|>\"]"), "tokenize --pieces (a space is \"\xC4\xA0\" in byte-level): %s", p);
+    char *tk2 = NULL;
+    size_t tk2n = 0;
+    CHECK_OK(file_read_all(p, 1 << 20, &tk2, &tk2n));
+    const char *lit = tk2 ? strchr(tk2, '\n') : NULL;  // the second line: --literal
+    CHECKF(lit && !strncmp(lit + 1, "[9906, ", 7) && !strstr(lit + 1, "128009") && strchr(lit + 1, '\n') &&
+               strchr(lit + 1, '\n') - lit > 30,
+           "tokenize --literal: the special token's text must be ordinary tokens: %s", p);
+    free(tk2);
+    CHECKF(contains(p, "\"Hello <|eot_id|>\"") && contains(p, "\"<|begin_of_text|>Hello world\""), "tokenize --decode: %s", p);
     // export: llama.cpp's base and LoRA, and a merged directory that loads again
     CHECK(run("%s export --base %s --format gguf-base --out %s/l3.gguf 2>/dev/null", q, dir, tmp) == 0);
     CHECK(run("%s export --base %s --adapter %s --format gguf --out %s/support.gguf 2>/dev/null", q, dir, ad, tmp) == 0);
