@@ -163,6 +163,35 @@ static int read_chat_template(model *m, const char *dir) {
     return QL_OK;
 }
 
+// config.json without bos_token_id: tokenizer_config.json's "bos_token" (a string or
+// {"content"}), looked up in the tokenizer. Absent is fine (no BOS).
+static int bos_from_tokenizer_config(model *m, const char *dir) {
+    char path[4096], *js = NULL, *name = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    if (file_read_all(path, 64u << 20, &js, &len)) return QL_OK;
+    json_doc d;
+    int rc = json_parse(&d, js, len, path);
+    if (!rc) {
+        int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "bos_token") : -1;
+        if (v >= 0 && json_type(&d, v) == JSON_OBJECT) v = json_find(&d, v, "content");
+        if (v >= 0 && json_type(&d, v) == JSON_STRING) rc = json_get_string(&d, v, "bos_token", &name, NULL);
+        json_free(&d);
+    }
+    free(js);
+    tokenizer *t = NULL;
+    if (!rc && name) rc = tok_load_bytes(&t, (tok_kind)m->tokenizer_kind, m->tokenizer, m->tokenizer_len, dir);
+    if (!rc && name) {
+        int id = tok_piece_to_id(t, name);
+        if (id < 0 || id >= m->cfg.vocab_size)
+            rc = ql_err(QL_EFORMAT, "%s: bos_token \"%.60s\" is not a token of the tokenizer", path, name);
+        else m->cfg.bos_id = id;
+    }
+    tok_free(t);
+    free(name);
+    return rc;
+}
+
 static int load_dir(model *m, const char *dir, dtype base_dtype) {
     model_config *c = &m->cfg;
     QL_CHECK(config_load_dir(c, dir));
@@ -184,6 +213,7 @@ static int load_dir(model *m, const char *dir, dtype base_dtype) {
     m->owned[m->nowned++] = tok;
     m->tokenizer = tok, m->tokenizer_len = toklen;
     QL_CHECK(read_chat_template(m, dir));
+    if (c->bos_id < 0) QL_CHECK(bos_from_tokenizer_config(m, dir));
     QL_CHECK(st_set_open_dir(&m->st, dir));
     m->base_dtype = base_dtype;
     int C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, V = c->vocab_size;

@@ -47,6 +47,7 @@ static int contains(const char *path, const char *what) {
 }
 
 // The model: C 64, F 160, 2 layers, 4 heads of 16, 2 kv heads, vocabulary 128256.
+// Its config.json names no bos_token_id: BOS comes from tokenizer_config.json's bos_token.
 static int write_model(const char *dir, const char *tokdir) {
     enum { C = 64, F = 160, L = 2, H = 4, KV = 2, D = 16, V = 128256 };
     char p[512];
@@ -56,7 +57,7 @@ static int write_model(const char *dir, const char *tokdir) {
         "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 160, "
         "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16, "
         "\"vocab_size\": 128256, \"max_position_embeddings\": 2048, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
-        "\"tie_word_embeddings\": true, \"bos_token_id\": 128000, \"eos_token_id\": [128001, 128008, 128009], "
+        "\"tie_word_embeddings\": true, \"eos_token_id\": [128001, 128008, 128009], "
         "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, "
         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}}";
     if (file_write_atomic(p, cfg, strlen(cfg))) return 1;
