@@ -52,6 +52,8 @@ struct bpe {
     pcre2_code *split[BPE_MAX_SPLITS];
     char *split_src[BPE_MAX_SPLITS];  // the patterns as written
     int add_prefix_space;
+    int post_bos;              // the post-processor's leading special token (TemplateProcessing), or -1
+    int post_template;         // 1 when the post-processor is (or holds) a TemplateProcessing
     char name[256];
 };
 
@@ -300,6 +302,50 @@ static int parse_pretok(bpe *b, const json_doc *d, int v, const char *field) {
                   field, n > 40 ? 40 : n, d->js + d->tok[t].start);
 }
 
+// post_processor: ByteLevel (nothing to add), TemplateProcessing (its "single" template:
+// a SpecialToken before the sequence is the BOS it adds), or a Sequence of those.
+static int parse_post(bpe *b, const json_doc *d, int v, const char *field) {
+    int t = json_find(d, v, "type");
+    if (t < 0) return BAD("%s: %s: expected an object with a \"type\"", b->name, field);
+    char f[128];
+    if (json_eq(d, t, "ByteLevel")) return QL_OK;
+    if (json_eq(d, t, "Sequence")) {
+        int arr = json_find(d, v, "processors");
+        if (arr < 0 || json_type(d, arr) != JSON_ARRAY) return BAD("%s: %s.processors: expected a list", b->name, field);
+        for (int k = 0; k < json_size(d, arr); k++) {
+            snprintf(f, sizeof f, "%s.processors[%d]", field, k);
+            QL_CHECK(parse_post(b, d, json_item(d, arr, k), f));
+        }
+        return QL_OK;
+    }
+    if (json_eq(d, t, "TemplateProcessing")) {
+        b->post_template = 1;
+        int single = json_find(d, v, "single");
+        if (single < 0 || json_type(d, single) != JSON_ARRAY || json_size(d, single) < 1)
+            return BAD("%s: %s.single: expected a non-empty list", b->name, field);
+        int first = json_item(d, single, 0), st = json_find(d, first, "SpecialToken");
+        if (st < 0) return QL_OK;  // the sequence first: no BOS
+        int id = json_find(d, st, "id");
+        char *name = NULL;
+        snprintf(f, sizeof f, "%s.single[0].SpecialToken.id", field);
+        if (id < 0) return BAD("%s: %s: missing", b->name, f);
+        QL_CHECK(json_get_string(d, id, f, &name, NULL));
+        // the special_tokens table names its ids; one id is a BOS
+        int sp = json_find(d, v, "special_tokens"), e = sp >= 0 ? json_find(d, sp, name) : -1;
+        int ids = e >= 0 ? json_find(d, e, "ids") : -1;
+        long long x = -1;
+        int rc = ids >= 0 && json_size(d, ids) == 1 ? json_get_int(d, json_item(d, ids, 0), f, &x)
+                                                    : BAD("%s: %s.special_tokens[\"%.60s\"].ids: expected one id", b->name, field, name);
+        free(name);
+        QL_CHECK(rc);
+        b->post_bos = (int)x;
+        return QL_OK;
+    }
+    int n = d->tok[t].end - d->tok[t].start;
+    return ql_err(QL_EUNSUP, "%s: %s: post-processor \"%.*s\" is not supported (ByteLevel, TemplateProcessing, Sequence are)",
+                  b->name, field, n > 40 ? 40 : n, d->js + d->tok[t].start);
+}
+
 static int cmp_added_len(const void *x, const void *y, void *ctx) {
     const bpe *b = ctx;
     return b->added[*(const int *)y].len - b->added[*(const int *)x].len;
@@ -317,6 +363,9 @@ static int load_doc(bpe *b, const json_doc *d) {
     }
     v = json_find(d, 0, "pre_tokenizer");
     if (v >= 0 && !json_is_null(d, v)) QL_CHECK(parse_pretok(b, d, v, "pre_tokenizer"));
+    v = json_find(d, 0, "post_processor");
+    b->post_bos = -1;
+    if (v >= 0 && !json_is_null(d, v)) QL_CHECK(parse_post(b, d, v, "post_processor"));
     v = json_find(d, 0, "decoder");
     if (v < 0 || json_is_null(d, v)) return ql_err(QL_EUNSUP, "%s: decoder: missing (a ByteLevel decoder is needed)", nm);
     QL_CHECK(need_type(d, v, "decoder", "ByteLevel", nm));
@@ -522,6 +571,8 @@ int bpe_token_id(const bpe *b, const char *text) { return map_get(&b->by_piece, 
 const char *bpe_piece(const bpe *b, int id) { return id >= 0 && id < b->n_ids ? b->piece[id] : NULL; }
 
 int bpe_n_merges(const bpe *b) { return b->n_merges; }
+
+int bpe_post_bos(const bpe *b) { return b->post_template ? b->post_bos : -2; }
 
 const char *bpe_split_pattern(const bpe *b, int k) { return k >= 0 && k < b->n_splits ? b->split_src[k] : NULL; }
 

@@ -36,6 +36,10 @@ const char *bpe_piece(const bpe *b, int id);
 // 1 when id is an added token (marked special).
 int bpe_is_added(const bpe *b, int id);
 int bpe_is_special(const bpe *b, int id);
+// What the post-processor adds before a sequence: the BOS id of a TemplateProcessing
+// ("single": [SpecialToken, Sequence]), -1 when its template adds none, -2 when there
+// is no template (ByteLevel alone, or none): then the model's config decides.
+int bpe_post_bos(const bpe *b);
 // The merges in rank order: merge r joins the pieces of ids *left and *right.
 int bpe_n_merges(const bpe *b);
 // The k-th Split regex of the pre-tokenizer as written, or NULL past the last.

@@ -92,7 +92,8 @@ void tok_free(tokenizer *t) {
 
 tok_kind tok_kind_of(const tokenizer *t) { return t->kind; }
 int tok_vocab_size(const tokenizer *t) { return t->b ? bpe_vocab_size(t->b) : spm_vocab_size(t->s); }
-int tok_bos_id(const tokenizer *t) { return t->b ? -1 : spm_bos_id(t->s); }
+int tok_bos_id(const tokenizer *t) { return t->b ? (bpe_post_bos(t->b) >= 0 ? bpe_post_bos(t->b) : -1) : spm_bos_id(t->s); }
+int tok_adds_bos(const tokenizer *t) { return t->b ? bpe_post_bos(t->b) >= 0 : -1; }
 int tok_eos_id(const tokenizer *t) { return t->b ? -1 : spm_eos_id(t->s); }
 int tok_unk_id(const tokenizer *t) { return t->b ? -1 : spm_unk_id(t->s); }
 int tok_pad_id(const tokenizer *t) { return t->b ? -1 : spm_pad_id(t->s); }

@@ -41,6 +41,11 @@ int tok_bos_id(const tokenizer *t);
 int tok_eos_id(const tokenizer *t);
 int tok_unk_id(const tokenizer *t);
 int tok_pad_id(const tokenizer *t);
+// Whether encoding for the model adds BOS by the tokenizer's own rule: for a BPE
+// tokenizer.json, 1 when its post-processor's template puts a special token first, else 0
+// (as the reference adds nothing then); -1 for SentencePiece, which has no such rule
+// (tokenizer_config.json's add_bos_token decides, default on).
+int tok_adds_bos(const tokenizer *t);
 
 int tok_encode(const tokenizer *t, const char *text, size_t len, int flags, int **ids_out /* out */, int *n_out /* out */);
 // ids -> text (malloc'd, NUL-terminated).

@@ -202,9 +202,14 @@ static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dat
         for (int i = 0; i < nm; i++) has_assistant |= m[i].role == DS_ROLE_ASSISTANT;
         if (!has_assistant && !b->open) return ql_err(QL_EFORMAT, "messages: no assistant turn (nothing to train)");
         if (opt->chat_template == DS_TEMPLATE_LLAMA2) return render_llama2(b, m, nm, bos, eos);
+        // Llama 3's template writes bos_token itself ({% set content = bos_token + content %}),
+        // so its BOS does not depend on add_bos (the tokenizer's post-processor)
+        if (opt->chat_template == DS_TEMPLATE_LLAMA3) {
+            QL_CHECK(push_id(b, bos, 0));
+            return render_llama3(b, m, nm);
+        }
         if (opt->add_bos) QL_CHECK(push_id(b, bos, 0));
         if (opt->chat_template == DS_TEMPLATE_CHATML) return render_chatml(b, m, nm, eos);
-        if (opt->chat_template == DS_TEMPLATE_LLAMA3) return render_llama3(b, m, nm);
         return render_zephyr(b, m, nm, eos);
     }
     default: return ql_err(QL_EINVAL, "ds_render: unknown format %d", (int)f);
@@ -218,7 +223,8 @@ static int render_all(int **ids, uint8_t **mask, int *n, ds_format f, const ds_m
     int bos = opt->bos_id >= 0 ? opt->bos_id : tok_bos_id(tok);
     int eos = opt->eos_id >= 0 ? opt->eos_id : tok_eos_id(tok);
     if (eos < 0) return ql_err(QL_EINVAL, "dataset: the tokenizer has no EOS id and none was given");
-    if (bos < 0 && (opt->add_bos || opt->chat_template == DS_TEMPLATE_LLAMA2))
+    int chat = f == DS_FORMAT_CHAT || f == DS_FORMAT_ALPACA;
+    if (bos < 0 && (opt->add_bos || (chat && (opt->chat_template == DS_TEMPLATE_LLAMA2 || opt->chat_template == DS_TEMPLATE_LLAMA3))))
         return ql_err(QL_EINVAL, "dataset: the tokenizer has no BOS id and none was given");
     seqbuf b = {.tok = tok, .train_all = opt->train_on_inputs, .open = open};
     int rc = render(&b, f, m, nm, opt, bos, eos);

@@ -163,28 +163,36 @@ static int read_chat_template(model *m, const char *dir) {
     return QL_OK;
 }
 
-// config.json without bos_token_id: tokenizer_config.json's "bos_token" (a string or
-// {"content"}), looked up in the tokenizer. Absent is fine (no BOS).
-static int bos_from_tokenizer_config(model *m, const char *dir) {
+// A BPE tokenizer's BOS rules (SentencePiece models keep config.json's and
+// tokenizer_config.json's): add_bos is what the tokenizer.json's post-processor does,
+// unless tokenizer_config.json says add_bos_token; without bos_token_id in config.json,
+// BOS is the post-processor's, else tokenizer_config.json's "bos_token" (a string or
+// {"content"}) looked up in the tokenizer.
+static int bpe_bos_rules(model *m, const char *dir) {
     char path[4096], *js = NULL, *name = NULL;
     size_t len;
+    int has_add_bos = 0, rc = QL_OK;
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    if (file_read_all(path, 64u << 20, &js, &len)) return QL_OK;
-    json_doc d;
-    int rc = json_parse(&d, js, len, path);
-    if (!rc) {
-        int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "bos_token") : -1;
-        if (v >= 0 && json_type(&d, v) == JSON_OBJECT) v = json_find(&d, v, "content");
-        if (v >= 0 && json_type(&d, v) == JSON_STRING) rc = json_get_string(&d, v, "bos_token", &name, NULL);
-        json_free(&d);
+    if (file_read_all(path, 64u << 20, &js, &len) == QL_OK) {
+        json_doc d;
+        rc = json_parse(&d, js, len, path);
+        if (!rc) {
+            int obj = json_type(&d, 0) == JSON_OBJECT;
+            int a = obj ? json_find(&d, 0, "add_bos_token") : -1, v = obj ? json_find(&d, 0, "bos_token") : -1;
+            has_add_bos = a >= 0 && !json_is_null(&d, a);
+            if (v >= 0 && json_type(&d, v) == JSON_OBJECT) v = json_find(&d, v, "content");
+            if (v >= 0 && json_type(&d, v) == JSON_STRING) rc = json_get_string(&d, v, "bos_token", &name, NULL);
+            json_free(&d);
+        }
+        free(js);
     }
-    free(js);
     tokenizer *t = NULL;
-    if (!rc && name) rc = tok_load_bytes(&t, (tok_kind)m->tokenizer_kind, m->tokenizer, m->tokenizer_len, dir);
-    if (!rc && name) {
-        int id = tok_piece_to_id(t, name);
-        if (id < 0 || id >= m->cfg.vocab_size)
-            rc = ql_err(QL_EFORMAT, "%s: bos_token \"%.60s\" is not a token of the tokenizer", path, name);
+    if (!rc) rc = tok_load_bytes(&t, (tok_kind)m->tokenizer_kind, m->tokenizer, m->tokenizer_len, dir);
+    if (!rc && !has_add_bos) m->cfg.add_bos = tok_adds_bos(t) == 1;
+    if (!rc && m->cfg.bos_id < 0) {
+        int id = tok_bos_id(t) >= 0 ? tok_bos_id(t) : name ? tok_piece_to_id(t, name) : -1;
+        if (name && id < 0) rc = ql_err(QL_EFORMAT, "%s: bos_token \"%.60s\" is not a token of the tokenizer", path, name);
+        else if (id >= m->cfg.vocab_size) rc = ql_err(QL_EFORMAT, "%s: the BOS id %d is past vocab_size %d", dir, id, m->cfg.vocab_size);
         else m->cfg.bos_id = id;
     }
     tok_free(t);
@@ -213,7 +221,7 @@ static int load_dir(model *m, const char *dir, dtype base_dtype) {
     m->owned[m->nowned++] = tok;
     m->tokenizer = tok, m->tokenizer_len = toklen;
     QL_CHECK(read_chat_template(m, dir));
-    if (c->bos_id < 0) QL_CHECK(bos_from_tokenizer_config(m, dir));
+    if (m->tokenizer_kind == TOK_BPE) QL_CHECK(bpe_bos_rules(m, dir));
     QL_CHECK(st_set_open_dir(&m->st, dir));
     m->base_dtype = base_dtype;
     int C = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, V = c->vocab_size;

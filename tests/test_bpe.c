@@ -199,6 +199,29 @@ int main(void) {
         bpe_free(b);
         free(js);
     }
+    // the post-processor: a TemplateProcessing's leading special token is the BOS it adds
+    {
+        char rest[1024];
+        const char *tp = "\"post_processor\": {\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, "
+                         "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<|end|>\", "
+                         "\"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": "
+                         "{\"<|end|>\": {\"id\": \"<|end|>\", \"ids\": [300], \"tokens\": [\"<|end|>\"]}}}]}, ";
+        const char *no_bos = "\"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": "
+                             "{\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": {}}, ";
+        const char *bad = "\"post_processor\": {\"type\": \"RobertaProcessing\"}, ";
+        const char *posts[] = {tp, no_bos, "\"post_processor\": {\"type\": \"ByteLevel\"}, ", bad};
+        const int want[] = {300, -1, -2, 0};
+        for (int k = 0; k < 4; k++) {
+            snprintf(rest, sizeof rest, "%s%s", posts[k], pretok);
+            char *js = doc(extra, merges, 0, "false", rest);
+            bpe *pb = NULL;
+            int rc = bpe_load_mem(&pb, js, strlen(js), "t.json");
+            if (k < 3) CHECKF(rc == QL_OK && bpe_post_bos(pb) == want[k], "post_processor %d: %d", k, pb ? bpe_post_bos(pb) : rc);
+            else CHECKF(rc != QL_OK && strstr(ql_errmsg(), "post-processor \"RobertaProcessing\" is not supported"), "%s", ql_errmsg());
+            bpe_free(pb);
+            free(js);
+        }
+    }
     // bad input: each refused with the field named
     {
         char *js = doc(extra, merges, 0, "false", pretok);
