@@ -4,7 +4,7 @@
 // Hugging Face directory with the real Llama 3 tokenizer.json and
 // tokenizer_config.json (its Jinja chat template), then goes through every
 // command: quantize, train (the template comes from the base: llama3), infer
-// (--prompt and --chat-template), chat, eval, tokenize, export (gguf-base, gguf,
+// (--prompt and --chat-template), chat, serve (a chat request), eval, tokenize, export (gguf-base, gguf,
 // merged, whose directory loads again), and batch requests; and its logits, F32 and NF4,
 // equal the PyTorch reference's (tests/reference/make_llama3_fixture.py). Each step
 // must succeed and leave what it promises. Skips (77) without ../shared/models.
@@ -335,6 +335,39 @@ int main(int argc, char **argv) {
               tmp, p, tmp, tmp) == 0);
     snprintf(p, sizeof p, "%s/req.out", tmp);
     CHECKF(contains(p, "\"id\": 1, \"adapter\": \"support\", \"text\"") && contains(p, "\"id\": 2"), "requests: %s", p);
+    // serve: a chat request on the adapter renders with the base's llama3 template and equals infer's
+    // answer to the same turn (the adapter's training_record.json names llama3 too)
+    CHECK(run("%s infer --base %s --adapter %s --prompt 'Where is the treasure?' --chat-template llama3 --max-tokens 6 "
+              "--temperature 0 --threads 2 >%s/want.txt 2>/dev/null", q, base, ad, tmp) == 0);
+    CHECK(run("cd %s && (%s serve --base %s --adapter-dir store --port 0 --threads 2 2>serve.log & echo $! >serve.pid) && "
+              "for i in $(seq 100); do grep -q 'listening on' serve.log && break; sleep 0.1; done && "
+              "port=$(sed -n 's/.*listening on http:\\/\\/127.0.0.1:\\([0-9]*\\).*/\\1/p' serve.log) && "
+              "curl -s http://127.0.0.1:$port/v1/chat/completions -d '{\"model\": \"support\", \"messages\": "
+              "[{\"role\": \"user\", \"content\": \"Where is the treasure?\"}], \"max_tokens\": 6, \"temperature\": 0}' "
+              ">serve.json; kill -TERM $(cat serve.pid); wait", tmp, q, base) == 0);
+    {
+        char *want = NULL, *got = NULL;
+        size_t wn = 0, gn = 0;
+        snprintf(p, sizeof p, "%s/want.txt", tmp);
+        file_read_all(p, 1 << 20, &want, &wn);
+        snprintf(p, sizeof p, "%s/serve.json", tmp);
+        file_read_all(p, 1 << 20, &got, &gn);
+        while (wn && want[wn - 1] == '\n') want[--wn] = 0;
+        json_doc d;
+        char *content = NULL;
+        if (got && json_parse(&d, got, gn, "serve.json") == QL_OK) {
+            int ch = json_find(&d, 0, "choices"), c0 = json_item(&d, ch, 0), msg = json_find(&d, c0, "message");
+            json_get_string(&d, json_find(&d, msg, "content"), "content", &content, NULL);
+            int u = json_find(&d, 0, "usage"), pt = json_find(&d, u, "prompt_tokens");
+            long long n = 0;
+            json_get_int(&d, pt, "prompt_tokens", &n);
+            CHECKF(n == 15, "serve: prompt_tokens %lld (the llama3 turn is 15)", n);
+            json_free(&d);
+        }
+        CHECKF(content && want && !strcmp(content, want), "serve: '%s' vs infer '%s' (%s)", content ? content : "(none)",
+               want ? want : "", got ? got : "no response");
+        free(content), free(want), free(got);
+    }
     // eval, tokenize
     CHECK(run("%s eval --base %s --data %s/tests/fixtures/stories260K/eval.txt --threads 2 >%s/eval.txt 2>/dev/null", q,
               base, src, tmp) == 0);
