@@ -57,10 +57,12 @@ static int admit(scheduler *s) {
             choice_done(s, c);
         }
     }
-    while (s->head) {
+    int rc = QL_OK;
+    while (s->head && !rc) {
         srv_job *j = s->head;
         if (!j->cancelled && engine_free_slots(&s->e) == 0) break;
-        while (j->next_start < j->n_ch && (j->cancelled || engine_free_slots(&s->e) > 0)) {
+        j->refs++;  // held while admitting: a choice that ends here may drop the job's last other reference
+        while (!rc && j->next_start < j->n_ch && (j->cancelled || engine_free_slots(&s->e) > 0)) {
             srv_choice *c = &j->ch[j->next_start++];
             c->started = 1;
             if (j->cancelled) {
@@ -69,16 +71,26 @@ static int admit(scheduler *s) {
                 continue;
             }
             c->r.on_text = on_text, c->r.on_text_ctx = c;
-            QL_CHECK(engine_start(&s->e, &c->r));
-            if (c->r.active) s->running[c->r.slot] = c;
-            else choice_done(s, c);  // finished at once (max_tokens 0)
+            if ((rc = engine_start(&s->e, &c->r))) {
+                c->r.finish = "error";
+                snprintf(c->r.err, sizeof c->r.err, "%s", ql_errmsg());
+                choice_done(s, c);
+            } else if (c->r.active) {
+                s->running[c->r.slot] = c;
+            } else {
+                choice_done(s, c);  // finished at once (max_tokens 0)
+            }
         }
-        if (j->next_start < j->n_ch) break;
-        s->head = j->next;
-        if (!s->head) s->tail = NULL;
-        s->queued--;
+        int whole = j->next_start == j->n_ch;
+        if (whole) {
+            s->head = j->next;
+            if (!s->head) s->tail = NULL;
+            s->queued--;
+        }
+        unref(s, j);
+        if (!whole) break;
     }
-    return QL_OK;
+    return rc;
 }
 
 static int waiting(const scheduler *s) {  // sequences not admitted yet (mu held)

@@ -222,13 +222,30 @@ out=$(post $C "{\"model\": \"pirate2\", \"prompt\": \"$P\", $g}")
 want 200 "removed successfully" /v1/unload_lora_adapter '{"lora_name": "pirate2"}'
 want 404 "no adapter called 'pirate2' is loaded" /v1/unload_lora_adapter '{"lora_name": "pirate2"}'
 want 404 "model_not_found" $C '{"model": "pirate2", "prompt": "x"}'
-# a client that disconnects mid-stream frees its slot
-curl -sN --max-time 0.5 "$url$C" -d "{\"model\": \"pirate\", \"prompt\": \"$P\", \"max_tokens\": 100000, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true}" \
-    >/dev/null 2>&1
-curl -s --max-time 0.5 "$url$C" -d "{\"model\": \"pirate\", \"prompt\": \"$P\", \"max_tokens\": 100000, \"temperature\": 0, \"ignore_eos\": true}" \
-    >/dev/null 2>&1
+# clients that disconnect: a long job (a fan-out of 3 adapters x 64 choices of 200 tokens: 192
+# sequences for 4 slots, seconds of work) runs, streamed and not; two more requests queue
+# behind. Every client leaves early. While they are connected the server is busy (4 running,
+# some waiting); once they leave it must free the slots and the queue, and keep serving.
+busy='"max_tokens": 200, "temperature": 0, "ignore_eos": true, "n": 64, "adapters": ["base", "pirate", "support"]'
+curl -sN --max-time 2 "$url$C" -d "{\"model\": \"tiny_gqa\", \"prompt\": \"$P\", $busy, \"stream\": true}" >"$tmp/cut.sse" 2>/dev/null &
+sleep 0.2  # the streamed one first in the queue: it runs, the rest wait behind it
+curl -s --max-time 2 "$url$C" -d "{\"model\": \"tiny_gqa\", \"prompt\": \"$P\", $busy}" >/dev/null 2>&1 &
+sleep 0.2
+curl -s --max-time 1 "$url$C" -d "{\"model\": \"support\", \"prompt\": \"$P\", $g}" >/dev/null 2>&1 &
+curl -sN --max-time 1 "$url/v1/chat/completions" -d "{\"model\": \"support\", \"messages\": $M, $g, \"stream\": true}" >/dev/null 2>&1 &
+sleep 0.4
+mt=$(curl -s "$url/metrics")
+grep -q '^qlora_requests_running 4$' <<<"$mt" && grep -q '^qlora_requests_waiting [1-9]' <<<"$mt" \
+    || fail "the long jobs did not keep the server busy: $(grep -E '^qlora_requests_(running|waiting)' <<<"$mt" | tr '\n' ' ')"
+wait_curls
 sleep 0.5
-curl -s "$url/metrics" | grep -q '^qlora_requests_running 0' || fail "disconnected clients still hold slots: $(curl -s "$url/metrics" | grep running)"
+mt=$(curl -s "$url/metrics")
+grep -q '^qlora_requests_running 0$' <<<"$mt" && grep -q '^qlora_requests_waiting 0$' <<<"$mt" \
+    || fail "clients that left still hold slots or the queue: $(grep -E '^qlora_requests_(running|waiting)' <<<"$mt" | tr '\n' ' ')"
+grep -q '^qlora_requests_total{endpoint="/v1/completions",status="499"} [1-9]' <<<"$mt" || fail "no 499 counted for a client that left"
+grep -q '^data: {' "$tmp/cut.sse" || fail "the cut stream had not started"
+out=$(post $C "{\"model\": \"pirate\", \"prompt\": \"$P\", $g}")
+[ "$(head -1 <<<"$out" | body_text)" = "$(ref 2)" ] || fail "after clients left: $out"
 # SIGTERM with a request in flight: it finishes, exit 0
 curl -s "$url$C" -d "{\"model\": \"pirate\", \"prompt\": \"$P\", \"max_tokens\": 40, \"temperature\": 0, \"ignore_eos\": true}" >"$tmp/last.json" &
 lpid=$!
