@@ -196,23 +196,29 @@ out=$(curl -s -w '\n%{http_code}' "$url$C" --data-binary @"$tmp/big")
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/nothing")" = 404 ] || fail "unknown endpoint is not 404"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/completions")" = 405 ] || fail "GET /v1/completions is not 405"
 
-# ---- hot-loading while a request streams on another adapter ----
-curl -sN "$url/v1/completions" -d "{\"model\": \"support\", \"prompt\": \"$P\", \"max_tokens\": 60, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true}" >"$tmp/long.sse" &
-lpid=$!
+# ---- hot-loading: qlora train writes an adapter while the server runs; the request naming
+# it arrives while a long job runs on another adapter (64 sequences of 200 tokens on 4 slots),
+# and is served; the job's answers are not disturbed ----
 "$q" train --base "$model" --data "$src/datasets/samples/victorian.jsonl" --out "$tmp/store/victorian" --max-steps 8 \
     --batch-size 2 --seq-len 160 --rank 4 --alpha 8 --lr 1e-2 --threads 1 2>"$tmp/train_victorian.log" || fail "training victorian"
+curl -s "$url$C" -d "{\"model\": \"support\", \"prompt\": \"$P\", \"max_tokens\": 200, \"temperature\": 0, \"ignore_eos\": true, \"n\": 64}" \
+    >"$tmp/busy.json" &
+for i in $(seq 100); do curl -s "$url/metrics" | grep -q '^qlora_requests_running [1-9]' && break; sleep 0.01; done
+running=$(curl -s "$url/metrics" | sed -n 's/^qlora_requests_running //p')
+[ "${running:-0}" -ge 1 ] || fail "the long job was not running when the new adapter was asked for"
 out=$(post $C "{\"model\": \"victorian\", \"prompt\": \"$P\", $g}")
 [ "$(status <<<"$out")" = 200 ] || fail "the adapter trained while serving: $out"
+grep -q "adapter victorian: loaded from" "$tmp/serve.log" || fail "no load of victorian in the log"
 "$q" infer --base "$model" --adapter "$tmp/store/victorian" --prompt "$P" --max-tokens 12 --temperature 0 --threads 1 >"$tmp/vic.txt" 2>/dev/null
 if ! head -1 <<<"$out" | body_text | grep -q '\\'; then
     [ "$(head -1 <<<"$out" | body_text)" = "$(cat "$tmp/vic.txt")" ] || fail "hot-loaded: '$(head -1 <<<"$out" | body_text)' vs '$(cat "$tmp/vic.txt")'"
 fi
-wait $lpid
-"$q" infer --base "$model" --adapter "$tmp/store/support" --prompt "$P" --max-tokens 60 --temperature 0 --ignore-eos --threads 1 \
-    >"$tmp/long.txt" 2>/dev/null
-if ! sse_text <"$tmp/long.sse" | grep -q '\\'; then
-    [ "$(sse_text <"$tmp/long.sse")" = "$(cat "$tmp/long.txt")" ] || fail "the stream during hot-loading changed: '$(sse_text <"$tmp/long.sse")' vs '$(cat "$tmp/long.txt")'"
-fi
+wait_curls
+echo "{\"prompt\": \"$P\", \"adapter\": \"support\", \"max_tokens\": 200, \"temperature\": 0}" >"$tmp/long.jsonl"
+"$q" infer --base "$model" --adapter-dir "$tmp/store" --requests "$tmp/long.jsonl" --ignore-eos --threads 1 >"$tmp/long.out" 2>/dev/null
+[ "$(jq '[.choices[].text] | unique | length' "$tmp/busy.json")" = 1 ] && [ "$(jq '.choices | length' "$tmp/busy.json")" = 64 ] \
+    && [ "$(jq -c '.choices[0].text' "$tmp/busy.json")" = "$(jq -c '.text' "$tmp/long.out")" ] \
+    || fail "the job running during the hot-load changed: $(jq -c '[.choices[].text] | unique | .[0:2]' "$tmp/busy.json") vs $(jq -c .text "$tmp/long.out")"
 # load and unload (vLLM's endpoints)
 want 200 "added successfully" /v1/load_lora_adapter "{\"lora_name\": \"pirate2\", \"lora_path\": \"$tmp/store/pirate\"}"
 want 400 "not inside --adapter-dir" /v1/load_lora_adapter "{\"lora_name\": \"x\", \"lora_path\": \"$tmp/outside\"}"
@@ -246,13 +252,16 @@ grep -q '^qlora_requests_total{endpoint="/v1/completions",status="499"} [1-9]' <
 grep -q '^data: {' "$tmp/cut.sse" || fail "the cut stream had not started"
 out=$(post $C "{\"model\": \"pirate\", \"prompt\": \"$P\", $g}")
 [ "$(head -1 <<<"$out" | body_text)" = "$(ref 2)" ] || fail "after clients left: $out"
-# SIGTERM with a request in flight: it finishes, exit 0
-curl -s "$url$C" -d "{\"model\": \"pirate\", \"prompt\": \"$P\", \"max_tokens\": 40, \"temperature\": 0, \"ignore_eos\": true}" >"$tmp/last.json" &
+# SIGTERM with a request in flight (16 sequences of 120 tokens on 4 slots): it finishes, exit 0
+curl -s "$url$C" -d "{\"model\": \"tiny_gqa\", \"prompt\": \"$P\", \"max_tokens\": 120, \"temperature\": 0, \"ignore_eos\": true, \"n\": 8, \"adapters\": [\"base\", \"pirate\"]}" >"$tmp/last.json" &
 lpid=$!
-sleep 0.2
+for i in $(seq 100); do curl -s "$url/metrics" | grep -q '^qlora_requests_running [1-9]' && break; sleep 0.01; done
 serve_stop "$tmp/serve.log"
 wait $lpid
-grep -q '"finish_reason": "length"' "$tmp/last.json" || fail "the request in flight at SIGTERM did not finish: $(cat "$tmp/last.json")"
+grep -q 'SIGTERM: no new connections; [1-9][0-9]* requests still running or queued' "$tmp/serve.log" \
+    || fail "the request was not in flight at SIGTERM: $(grep SIGTERM "$tmp/serve.log")"
+[ "$(jq '[.choices[] | select(.finish_reason == "length")] | length' "$tmp/last.json" 2>/dev/null)" = 16 ] \
+    || fail "the request in flight at SIGTERM did not finish: $(head -c 300 "$tmp/last.json")"
 
 # ---- --api-key, --max-loras, lora_scale ----
 QLORA_API_KEY=s3cret serve_start "$tmp/serve2.log" --base "$model" --adapter-dir "$tmp/store" --threads 2 --max-loras 1 || exit 1
