@@ -260,6 +260,22 @@ bad:
     return ql_err(QL_EFORMAT, "%s: field '%s': invalid escape sequence in string", d->what, name);
 }
 
+int json_get_ranged(const json_doc *d, int obj, const char *name, int is_int, int null_absent, double lo, double hi,
+                    double *out) {
+    int v = json_find(d, obj, name);
+    if (v < 0 || (null_absent && json_is_null(d, v))) return QL_OK;
+    double x;
+    if (is_int) {
+        long long k = 0;
+        QL_CHECK(json_get_int(d, v, name, &k));
+        x = (double)k;
+    } else QL_CHECK(json_get_double(d, v, name, &x));
+    if (!(x >= lo && x <= hi))
+        return ql_err(QL_EFORMAT, "%s: field '%s': expected a value in [%g, %g], found %g", d->what, name, lo, hi, x);
+    *out = x;
+    return QL_OK;
+}
+
 int json_bad_member(const json_doc *d, int *two_values) {
     for (int i = 0; i < d->ntok; i++) {
         if (d->tok[i].type != JSMN_OBJECT) continue;

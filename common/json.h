@@ -42,6 +42,10 @@ int json_eq(const json_doc *d, int i, const char *s);  // string token equals s 
 int json_get_int(const json_doc *d, int i, const char *name, long long *out);
 int json_get_double(const json_doc *d, int i, const char *name, double *out);
 int json_get_bool(const json_doc *d, int i, const char *name, int *out);
+// Member name of object obj as a number in [lo, hi] (an integer when is_int), into *out;
+// absent (or null, when null_absent) leaves *out alone. QL_EFORMAT naming the field otherwise.
+int json_get_ranged(const json_doc *d, int obj, const char *name, int is_int, int null_absent, double lo, double hi,
+                    double *out);
 // Unescaped UTF-8 string, malloc'd, NUL-terminated; *len_out (optional) excludes the NUL.
 int json_get_string(const json_doc *d, int i, const char *name, char **out, size_t *len_out);
 

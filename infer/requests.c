@@ -40,21 +40,6 @@ static void line_free(req_line *q) {
 static const char *const fields[] = {"id",          "prompt", "messages", "adapter", "scale", "max_tokens",
                                      "temperature", "top_p",  "top_k",    "seed",    "stop"};
 
-// A number field in [lo, hi] (integer when is_int); absent leaves *out alone.
-static int get_num(const json_doc *d, const char *name, int is_int, double lo, double hi, double *out) {
-    int v = json_find(d, 0, name);
-    if (v < 0) return QL_OK;
-    double x;
-    if (is_int) {
-        long long k;
-        QL_CHECK(json_get_int(d, v, name, &k));
-        x = (double)k;
-    } else QL_CHECK(json_get_double(d, v, name, &x));
-    if (!(x >= lo && x <= hi))
-        return ql_err(QL_EFORMAT, "%s: field '%s': expected a value in [%g, %g], found %g", d->what, name, lo, hi, x);
-    *out = x;
-    return QL_OK;
-}
 
 static int get_stops(const json_doc *d, req_line *q) {
     int v = json_find(d, 0, "stop");
@@ -122,12 +107,12 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
                         what, q->adapter);
     }
     double x = q->max_tokens, temp = q->temperature, tp = q->top_p, tk = q->top_k, sd = (double)q->seed, sc = -1;
-    if (!rc) rc = get_num(&d, "max_tokens", 1, 0, 1 << 20, &x);
-    if (!rc) rc = get_num(&d, "temperature", 0, 0, 100, &temp);
-    if (!rc) rc = get_num(&d, "top_p", 0, 1e-9, 1, &tp);
-    if (!rc) rc = get_num(&d, "top_k", 1, 0, 1 << 30, &tk);
-    if (!rc) rc = get_num(&d, "seed", 1, 0, 9e15, &sd);
-    if (!rc) rc = get_num(&d, "scale", 0, 0, 100, &sc);
+    if (!rc) rc = json_get_ranged(&d, 0, "max_tokens", 1, 0, 0, 1 << 20, &x);
+    if (!rc) rc = json_get_ranged(&d, 0, "temperature", 0, 0, 0, 100, &temp);
+    if (!rc) rc = json_get_ranged(&d, 0, "top_p", 0, 0, 1e-9, 1, &tp);
+    if (!rc) rc = json_get_ranged(&d, 0, "top_k", 1, 0, 0, 1 << 30, &tk);
+    if (!rc) rc = json_get_ranged(&d, 0, "seed", 1, 0, 0, 9e15, &sd);
+    if (!rc) rc = json_get_ranged(&d, 0, "scale", 0, 0, 0, 100, &sc);
     q->max_tokens = (int)x, q->temperature = (float)temp, q->top_p = (float)tp, q->top_k = (int)tk;
     q->seed = (long long)sd, q->scale = (float)sc;
     if (!rc) rc = get_stops(&d, q);

@@ -30,21 +30,6 @@ static int fail(char *param, size_t cap, const char *field, int rc) {
     return rc;
 }
 
-// A number field in [lo, hi] (an integer when is_int); absent or null leaves *out.
-static int get_num(const json_doc *d, const char *name, int is_int, double lo, double hi, double *out) {
-    int v = json_find(d, 0, name);
-    if (v < 0 || json_is_null(d, v)) return QL_OK;
-    double x;
-    if (is_int) {
-        long long k;
-        QL_CHECK(json_get_int(d, v, name, &k));
-        x = (double)k;
-    } else QL_CHECK(json_get_double(d, v, name, &x));
-    if (!(x >= lo && x <= hi))
-        return ql_err(QL_EFORMAT, "%s: field '%s': expected a value in [%g, %g], found %g", WHAT, name, lo, hi, x);
-    *out = x;
-    return QL_OK;
-}
 
 static int get_flag(const json_doc *d, const char *name, int *out) {
     int v = json_find(d, 0, name);
@@ -126,7 +111,7 @@ static int check_neutral(const json_doc *d) {
     static const char *const zero[] = {"presence_penalty", "frequency_penalty", NULL};
     for (int i = 0; zero[i]; i++) {
         double x = 0;
-        QL_CHECK(get_num(d, zero[i], 0, -2, 2, &x));
+        QL_CHECK(json_get_ranged(d, 0, zero[i], 0, 1, -2, 2, &x));
         if (x != 0)
             return ql_err(QL_EFORMAT, "%s: field '%s': only 0 is supported, found %g", WHAT, zero[i], x);
     }
@@ -140,7 +125,7 @@ static int check_neutral(const json_doc *d) {
         if (!neutral) return ql_err(QL_EFORMAT, "%s: field '%s': not supported (only false or null)", WHAT, off[i]);
     }
     double best_of = 1;
-    QL_CHECK(get_num(d, "best_of", 1, 1, 1, &best_of));
+    QL_CHECK(json_get_ranged(d, 0, "best_of", 1, 1, 1, 1, &best_of));
     int v = json_find(d, 0, "suffix");
     if (v >= 0 && !json_is_null(d, v)) return ql_err(QL_EFORMAT, "%s: field 'suffix': not supported", WHAT);
     v = json_find(d, 0, "top_logprobs");
@@ -188,14 +173,14 @@ static int parse_doc(oai_request *r, const json_doc *d, char *param, size_t cap)
     if (v < 0) return fail(param, cap, "model", ql_err(QL_EFORMAT, "%s: field 'model' is missing (the base or an adapter)", WHAT));
     if ((rc = json_get_string(d, v, "model", &r->model, NULL))) return fail(param, cap, "model", rc);
     double mt = -1, temp = 1, tp = 1, tk = 0, sd = -1, n = 1, ls = 1;
-    if (!rc) rc = get_num(d, "max_tokens", 1, 0, 1 << 24, &mt);
-    if (!rc && r->kind == OAI_CHAT) rc = get_num(d, "max_completion_tokens", 1, 0, 1 << 24, &mt);
-    if (!rc) rc = get_num(d, "temperature", 0, 0, 2, &temp);
-    if (!rc) rc = get_num(d, "top_p", 0, 1e-9, 1, &tp);
-    if (!rc) rc = get_num(d, "top_k", 1, -1, 1 << 30, &tk);
-    if (!rc) rc = get_num(d, "seed", 1, 0, 9e15, &sd);
-    if (!rc) rc = get_num(d, "n", 1, 1, OAI_MAX_N, &n);
-    if (!rc) rc = get_num(d, "lora_scale", 0, 0, 100, &ls);
+    if (!rc) rc = json_get_ranged(d, 0, "max_tokens", 1, 1, 0, 1 << 24, &mt);
+    if (!rc && r->kind == OAI_CHAT) rc = json_get_ranged(d, 0, "max_completion_tokens", 1, 1, 0, 1 << 24, &mt);
+    if (!rc) rc = json_get_ranged(d, 0, "temperature", 0, 1, 0, 2, &temp);
+    if (!rc) rc = json_get_ranged(d, 0, "top_p", 0, 1, 1e-9, 1, &tp);
+    if (!rc) rc = json_get_ranged(d, 0, "top_k", 1, 1, -1, 1 << 30, &tk);
+    if (!rc) rc = json_get_ranged(d, 0, "seed", 1, 1, 0, 9e15, &sd);
+    if (!rc) rc = json_get_ranged(d, 0, "n", 1, 1, 1, OAI_MAX_N, &n);
+    if (!rc) rc = json_get_ranged(d, 0, "lora_scale", 0, 1, 0, 100, &ls);
     if (!rc) rc = get_flag(d, "stream", &r->stream);
     if (!rc) rc = get_flag(d, "ignore_eos", &r->ignore_eos);
     if (rc) return fail(param, cap, field_of(ql_errmsg(), fb, sizeof fb), rc);

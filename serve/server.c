@@ -195,6 +195,12 @@ static enum MHD_Result models(server *sv, struct MHD_Connection *c) {
 // The status for an error from reg_acquire: 404 for a name that is not there.
 static int acquire_status(int rc) { return rc == QL_ENOENT ? 404 : rc == QL_ENOMEM ? 500 : 400; }
 
+// A chat's template on target t: the adapter's own, else the base's, else --chat-template.
+static ds_template target_template(const server *sv, const srv_target *t) {
+    if (t->ad && t->ad->has_template) return t->ad->tmpl;
+    return sv->o.base_has_tmpl ? sv->o.base_tmpl : sv->o.fallback_tmpl;
+}
+
 // Builds the job for a parsed request; on failure *status and the message say why.
 static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pcap) {
     oai_request *q = &j->req;
@@ -253,11 +259,8 @@ static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pc
                 else memcpy(t->prompt, j->t[0].prompt, sizeof(int) * (size_t)t->n_prompt);
             }
         } else {
-            ds_template tm = t->ad && t->ad->has_template ? t->ad->tmpl
-                             : sv->o.base_has_tmpl        ? sv->o.base_tmpl
-                                                          : sv->o.fallback_tmpl;
             dataset_options dopt;
-            prompt_options(&dopt, sv->m, tm);
+            prompt_options(&dopt, sv->m, target_template(sv, t));
             rc = ds_render_prompt(&t->prompt, &t->n_prompt, q->msgs, q->n_msgs, sv->tok, &dopt);
             if (rc == QL_EFORMAT) snprintf(param, pcap, "messages");
         }
@@ -296,10 +299,7 @@ static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pc
         int k = 0;
         for (; k < ENGINE_USER_STOPS && q->stop[k]; k++) c->r.stop[k] = q->stop[k];
         if (q->kind == OAI_CHAT) {
-            ds_template tm = t->ad && t->ad->has_template ? t->ad->tmpl
-                             : sv->o.base_has_tmpl        ? sv->o.base_tmpl
-                                                          : sv->o.fallback_tmpl;
-            for (const char *const *ts = ds_template_stops(tm); *ts && k < ENGINE_MAX_STOPS; ts++) c->r.stop[k++] = *ts;
+            for (const char *const *ts = ds_template_stops(target_template(sv, t)); *ts && k < ENGINE_MAX_STOPS; ts++) c->r.stop[k++] = *ts;
         }
         sampler_init(&c->r.smp, q->temperature, q->top_k, q->top_p, seed + (uint64_t)(i % q->n));
     }
