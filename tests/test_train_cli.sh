@@ -57,7 +57,7 @@ grep -q 'bad.jsonl:1:' "$tmp/bad.log" || fail "bad JSONL message lacks file:line
 grep -q "unknown module 'nope'" "$tmp/t.log" || fail "bad --targets message: $(cat "$tmp/t.log")"
 printf '{"rank": [1]}\n' >"$tmp/badr.json"
 "$q" train --recipe "$tmp/badr.json" --base "$model" --data "$data" --out "$tmp/x" 2>"$tmp/br.log"; [ $? -eq 2 ] || fail "bad recipe did not exit 2"
-grep -q "badr.json: option 'rank'" "$tmp/br.log" || fail "bad recipe message: $(cat "$tmp/br.log")"
+grep -q "badr.json: key 'rank': expected an integer" "$tmp/br.log" || fail "bad recipe message: $(cat "$tmp/br.log")"
 "$q" train "${common[@]}" --out "$tmp/full" --resume --rank 8 2>"$tmp/rr.log" && fail "resume with other options accepted"
 grep -q "other options or data" "$tmp/rr.log" || fail "resume mismatch message: $(cat "$tmp/rr.log")"
 

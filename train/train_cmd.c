@@ -19,8 +19,10 @@
 #include "../datasets/dataset.h"
 #include "curve.h"
 #include "../model/lora.h"
+#include "checkpoint.h"
 #include "optim.h"
 #include "peft.h"
+#include "recipe.h"
 #include "trainer.h"
 
 typedef struct {
@@ -71,60 +73,6 @@ typedef struct {
     {"--verbose", OPT_FLAG, &o.verbose, NULL, "log more"},
 
 static const char *SUMMARY = "Train a LoRA adapter on a frozen NF4 base from JSONL; write a PEFT adapter directory.";
-
-// Recipe values become "--key value" arguments placed before the command line's.
-static int recipe_args(const char *path, char ***argv_out, int *argc_out, char **text_out) {
-    char *js;
-    size_t len;
-    QL_CHECK(file_read_all(path, 1u << 20, &js, &len));
-    json_doc d;
-    int rc = json_parse(&d, js, len, path);
-    if (rc) { free(js); return rc; }
-    if (json_type(&d, 0) != JSON_OBJECT) rc = ql_err(QL_EFORMAT, "%s: a recipe is a JSON object of option: value", path);
-    int n = json_size(&d, 0);
-    char **av = calloc(2 * (size_t)n + 1, sizeof(char *));
-    int ac = 0;
-    for (int k = 0; k < n && !rc; k++) {
-        int val, key = json_member(&d, 0, k, &val);
-        char *name = NULL;
-        if ((rc = json_get_string(&d, key, "option", &name, NULL))) break;
-        if (name[0] == '_' || !strcmp(name, "comment")) { free(name); continue; }  // notes in the recipe
-        size_t nl = strlen(name);
-        char *opt = malloc(nl + 3);
-        snprintf(opt, nl + 3, "--%s", name);
-        free(name);
-        int ty = json_type(&d, val);
-        if (ty == JSON_STRING) {
-            char *s;
-            if ((rc = json_get_string(&d, val, opt + 2, &s, NULL))) { free(opt); break; }
-            av[ac++] = opt, av[ac++] = s;
-        } else if (ty == JSON_PRIMITIVE && !json_is_null(&d, val)) {
-            int b;
-            if (json_get_bool(&d, val, opt + 2, &b) == QL_OK) {
-                if (b) av[ac++] = opt;
-                else free(opt);
-            } else {
-                int w = d.tok[val].end - d.tok[val].start;
-                char *s = malloc((size_t)w + 1);
-                memcpy(s, d.js + d.tok[val].start, (size_t)w);
-                s[w] = 0;
-                av[ac++] = opt, av[ac++] = s;
-            }
-        } else {
-            rc = ql_err(QL_EFORMAT, "%s: option '%s': expected a string, number or boolean", path, opt + 2);
-            free(opt);
-        }
-    }
-    json_free(&d);
-    if (rc) {
-        for (int i = 0; i < ac; i++) free(av[i]);
-        free(av);
-        free(js);
-        return rc;
-    }
-    *argv_out = av, *argc_out = ac, *text_out = js;
-    return QL_OK;
-}
 
 static uint64_t fnv1a(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -182,92 +130,37 @@ static double val_loss(trainer *t, const ds_packed *v, int B, int *tok, int *tgt
     return n ? nll / (double)n : NAN;
 }
 
-// ---- checkpoints: fp32 masters, AdamW moments, the loss history, the step ----
+// ---- checkpoints (checkpoint.h): the trainer's state, the losses, the step ----
 
-// The checkpoint holds, per targeted module and A/B, the weights "w" and AdamW's
-// moments "m", "v"; the trainer keeps them as flat arrays in that order.
-static void ckpt_name(char *buf, size_t len, int i, int which, const char *kind) {
-    snprintf(buf, len, "layers.%d.%s.%s.%s", i / LORA_NMODULES, LORA_MODULE_NAMES[i % LORA_NMODULES], which ? "B" : "A",
-             kind);
-}
-
-static int ckpt_save(const char *path, trainer *tr, int step, const float *losses, const char *fingerprint) {
-    const lora_adapter *a = tr->a;
-    size_t np = (size_t)tr->n_params;
-    float *flat = malloc(sizeof(float) * 3 * (np ? np : 1));
-    int n = 0;
-    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) n += a->w[i].A ? 6 : 0;
-    st_out *t = calloc((size_t)n + 1, sizeof(st_out));
-    char (*names)[96] = calloc((size_t)n + 1, sizeof *names);
-    if (!t || !names || !flat) { free(t); free(names); free(flat); return ql_err(QL_ENOMEM, "out of memory"); }
-    trainer_get_state(tr, flat, flat + np, flat + 2 * np);
-    int k = 0;
-    size_t off = 0;
-    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) {
-        if (!a->w[i].A) continue;
-        for (int which = 0; which < 2; which++) {
-            size_t cnt = which ? (size_t)a->w[i].out * a->rank : (size_t)a->rank * a->w[i].in;
-            const char *kind[3] = {"w", "m", "v"};
-            for (int j = 0; j < 3; j++, k++) {
-                ckpt_name(names[k], sizeof names[k], i, which, kind[j]);
-                t[k] = (st_out){.name = names[k], .type = DT_F32, .ndim = 1, .shape = {(int64_t)cnt},
-                                .data = flat + (size_t)j * np + off};
-            }
-            off += cnt;
-        }
-    }
-    static const float none = 0;
-    t[k++] = (st_out){.name = "losses", .type = DT_F32, .ndim = 1, .shape = {step > 0 ? step : 1},
-                      .data = step > 0 ? losses : &none};
-    char sstep[32];
-    snprintf(sstep, sizeof sstep, "%d", step);
-    const char *meta[] = {"format", "qlora-checkpoint", "step", sstep, "fingerprint", fingerprint, NULL};
-    int rc = st_write(path, t, k, meta, NULL, 0, -1);
-    free(t);
-    free(names);
+static int save_checkpoint(const char *path, trainer *tr, int step, float *losses, int nval, int *vstep, float *vloss,
+                           const char *fingerprint) {
+    size_t np = (size_t)tr->n_params ? (size_t)tr->n_params : 1;
+    float *flat = malloc(sizeof(float) * 3 * np);
+    if (!flat) return ql_err(QL_ENOMEM, "%s: out of memory", path);
+    ckpt_state s = {.step = step, .losses = losses, .val_count = nval, .val_step = vstep, .val_loss = vloss,
+                    .n_params = tr->n_params, .w = flat, .m = flat + np, .v = flat + 2 * np};
+    trainer_get_state(tr, s.w, s.m, s.v);
+    int rc = ckpt_write(path, tr->a, &s, fingerprint);
     free(flat);
     return rc;
 }
 
-static int ckpt_load(const char *path, trainer *tr, int *step, float *losses, const char *fingerprint) {
-    const lora_adapter *a = tr->a;
-    size_t np = (size_t)tr->n_params;
-    st_file f;
-    QL_CHECK(st_open(&f, path));
-    int rc = QL_OK;
-    float *flat = malloc(sizeof(float) * 3 * (np ? np : 1));
-    if (!flat) rc = ql_err(QL_ENOMEM, "out of memory");
-    char *fmt = st_metadata_get(&f, "format"), *ss = st_metadata_get(&f, "step"), *fp = st_metadata_get(&f, "fingerprint");
-    if (!rc && (!fmt || strcmp(fmt, "qlora-checkpoint") || !ss || !fp))
-        rc = ql_err(QL_EFORMAT, "%s: not a qlora checkpoint", path);
-    else if (!rc && strcmp(fp, fingerprint))
-        rc = ql_err(QL_EINVAL, "%s: the checkpoint was made with other options or data; resuming needs the same "
-                    "(checkpoint: %s; now: %s)", path, fp, fingerprint);
-    if (!rc) *step = atoi(ss);
-    size_t off = 0;
-    for (int i = 0; i < a->n_layers * LORA_NMODULES && !rc; i++) {
-        if (!a->w[i].A) continue;
-        for (int which = 0; which < 2 && !rc; which++) {
-            size_t cnt = which ? (size_t)a->w[i].out * a->rank : (size_t)a->rank * a->w[i].in;
-            const char *kind[3] = {"w", "m", "v"};
-            for (int j = 0; j < 3 && !rc; j++) {
-                char n[96];
-                ckpt_name(n, sizeof n, i, which, kind[j]);
-                const st_tensor *t = st_find(&f, n);
-                if (!t || t->type != DT_F32 || (size_t)t->numel != cnt)
-                    rc = ql_err(QL_EFORMAT, "%s: tensor '%s' missing or of the wrong size", path, n);
-                else memcpy(flat + (size_t)j * np + off, t->data, t->nbytes);
-            }
-            off += cnt;
-        }
+// Restores the trainer and the loss history (losses: steps floats; vstep, vloss:
+// steps+3) from a checkpoint validated against this run (at most steps steps).
+static int load_checkpoint(const char *path, trainer *tr, int steps, const char *fingerprint, int *step /* out */,
+                           float *losses, int *nval /* out */, int *vstep, float *vloss) {
+    ckpt_state s;
+    QL_CHECK(ckpt_read(&s, path, tr->a, steps, fingerprint));
+    QL_ASSERT(s.n_params == tr->n_params && s.step <= steps && s.val_count <= steps + 1);
+    *step = s.step, *nval = s.val_count;
+    if (s.step) memcpy(losses, s.losses, sizeof(float) * (size_t)s.step);
+    if (s.val_count) {
+        memcpy(vstep, s.val_step, sizeof(int) * (size_t)s.val_count);
+        memcpy(vloss, s.val_loss, sizeof(float) * (size_t)s.val_count);
     }
-    const st_tensor *l = rc ? NULL : st_find(&f, "losses");
-    if (!rc && (!l || l->type != DT_F32 || l->numel < *step)) rc = ql_err(QL_EFORMAT, "%s: loss history missing", path);
-    if (!rc && *step > 0) memcpy(losses, l->data, sizeof(float) * (size_t)*step);
-    if (!rc) trainer_set_state(tr, flat, flat + np, flat + 2 * np);
-    free(fmt), free(ss), free(fp), free(flat);
-    st_close(&f);
-    return rc;
+    trainer_set_state(tr, s.w, s.m, s.v);
+    ckpt_state_free(&s);
+    return QL_OK;
 }
 
 static int mkdirs(const char *dir) {
@@ -296,13 +189,13 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(argv[i], "--recipe")) recipe = argv[i + 1];
     char **rav = NULL, *rtext = NULL;
     int rac = 0;
-    if (recipe && recipe_args(recipe, &rav, &rac, &rtext)) {
+    if (recipe && recipe_args(recipe, opts, nopt, &rav, &rac, &rtext)) {
         fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
         return 2;
     }
     char **all = malloc(sizeof(char *) * (size_t)(rac + argc + 1));
     if (rac) memcpy(all, rav, sizeof(char *) * (size_t)rac);
-    memcpy(all + rac, argv, sizeof(char *) * (size_t)argc);
+    if (argc) memcpy(all + rac, argv, sizeof(char *) * (size_t)argc);
     int pr = cli_parse("train", SUMMARY, opts, nopt, rac + argc, all);
     int code = 0, rc = QL_OK;
     if (pr) { code = pr > 0 ? 0 : 2; goto done_args; }
@@ -383,10 +276,10 @@ int cmd_train(int argc, char **argv) {
         int step0 = 0;
         if (o.resume) {
             if (access(ckpt, R_OK) != 0) { free(rows); rc = ql_err(QL_EIO, "%s: --resume, but there is no checkpoint", ckpt); goto done; }
-            if ((rc = ckpt_load(ckpt, &t, &step0, losses, fingerprint))) { free(rows); goto done; }
+            if ((rc = load_checkpoint(ckpt, &t, steps, fingerprint, &step0, losses, &nval, vstep, vloss))) { free(rows); goto done; }
             log_info("resumed from %s at step %d", ckpt, step0);
         }
-        if (vp_rows.R && step0 == 0) {  // where training starts from
+        if (vp_rows.R && step0 == 0 && nval == 0) {  // where training starts from
             double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
             vloss[nval] = (float)vl, vstep[nval++] = 0;
             fprintf(stderr, "step=0 val_loss=%.6f\n", vl);
@@ -437,7 +330,7 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
             }
             if ((o.save_every && ((step + 1) % o.save_every == 0 || last)) || (stop < steps && step + 1 == stop))
-                rc = ckpt_save(ckpt, &t, step + 1, losses, fingerprint);
+                rc = save_checkpoint(ckpt, &t, step + 1, losses, nval, vstep, vloss, fingerprint);
         }
         free(rows);
         if (tty) fputc('\n', stderr);
@@ -492,8 +385,7 @@ int cmd_train(int argc, char **argv) {
         model_free(&m);
     }
 done_args:
-    for (int i = 0; i < rac; i++) free(rav[i]);
-    free(rav);
+    recipe_args_free(rav, rac);
     free(rtext);
     free(all);
     return code;
