@@ -69,11 +69,11 @@ static int parse_entry(st_file *f, json_doc *d, int key, int val, const uint8_t 
     return QL_OK;
 }
 
-int st_open_mem(st_file *f, const void *mem, size_t len, const char *name) {
+// The image at mem into f (f->path and f->map already set, or zero).
+static int open_image(st_file *f, const void *mem, size_t len) {
     int rc = QL_OK;
     json_doc d = {0};
     char *hdr = NULL;
-    if (!f->path) f->path = strdup(name ? name : "safetensors");
     f->base = mem;
     f->len = len;
     if (len < 8) { rc = ql_err(QL_EFORMAT, "%s: file is %zu bytes, too short for a safetensors header", f->path, len); goto out; }
@@ -148,6 +148,17 @@ int st_open_mem(st_file *f, const void *mem, size_t len, const char *name) {
                     f->path, (long long)(expect - data), (unsigned long long)data_len);
         goto out;
     }
+    // The format does not align tensors (a 3-byte u8 tensor shifts the next one):
+    // an f32 read through a misaligned pointer is undefined behaviour, so such a
+    // tensor is copied once into memory aligned for its dtype.
+    for (int k = 0; k < f->n && rc == QL_OK; k++) {
+        st_tensor *t = &f->t[k];
+        if (t->nbytes == 0 || (uintptr_t)t->data % dtype_size(t->type) == 0) continue;
+        t->copy = malloc(t->nbytes);
+        if (!t->copy) { rc = ql_err(QL_ENOMEM, "%s: out of memory", f->path); break; }
+        memcpy(t->copy, t->data, t->nbytes);
+        t->data = t->copy;
+    }
 out:
     json_free(&d);
     free(hdr);
@@ -155,18 +166,23 @@ out:
     return rc;
 }
 
+int st_open_mem(st_file *f, const void *mem, size_t len, const char *name) {
+    memset(f, 0, sizeof *f);  // f may hold anything: nothing in it is ours yet
+    f->path = strdup(name ? name : "safetensors");
+    if (!f->path) return ql_err(QL_ENOMEM, "out of memory");
+    return open_image(f, mem, len);
+}
+
 int st_open(st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     QL_CHECK(fmap_open(&f->map, path));
     f->path = strdup(path);
-    fmap m = f->map;
-    int rc = st_open_mem(f, m.data, m.len, path);
-    if (rc == QL_OK) f->map = m;
-    return rc;
+    if (!f->path) { fmap_close(&f->map); return ql_err(QL_ENOMEM, "out of memory"); }
+    return open_image(f, f->map.data, f->map.len);
 }
 
 void st_close(st_file *f) {
-    for (int k = 0; k < f->n; k++) free(f->t[k].name);
+    for (int k = 0; k < f->n; k++) free(f->t[k].name), free(f->t[k].copy);
     free(f->t);
     free(f->metadata);
     free(f->path);

@@ -22,8 +22,9 @@ typedef struct {
     int ndim;
     int64_t shape[ST_MAX_DIMS];
     int64_t numel;
-    const void *data;  // into the mapping
+    const void *data;  // into the mapping, or into copy
     size_t nbytes;
+    void *copy;        // owned: an aligned copy when the file's bytes are not aligned for the dtype
 } st_tensor;
 
 typedef struct {
