@@ -78,13 +78,18 @@ static int render_fit(convo *c, const tokenizer *tok, const dataset_options *dop
 }
 
 int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *in, FILE *out) {
-    adapter_store st = {0};
-    int rc = co->adapter_dir[0] || co->adapters[0] ? store_open(&st, &m->cfg, co->adapter_dir, co->adapters) : QL_OK;
+    adapter_store st;
+    int rc = store_open(&st, &m->cfg, co->adapter_dir, co->adapters, co->follow_symlinks);
     if (rc) return rc;
     const store_entry *e0 = NULL;
-    if (co->adapter[0] && strcmp(co->adapter, "base") && !(e0 = store_find(&st, co->adapter))) {
-        store_free(&st);
-        return ql_err(QL_EINVAL, "--adapter %s: not a loaded adapter of the store (see /adapters)", co->adapter);
+    if (co->adapter[0] && strcmp(co->adapter, "base")) {
+        if (store_check_name(co->adapter, strlen(co->adapter))) rc = ql_err(QL_EINVAL, "--adapter: %s", ql_errmsg());
+        else if (!(e0 = store_find(&st, co->adapter)))
+            rc = ql_err(QL_EINVAL, "--adapter %s: not a loaded adapter of the store (see /adapters)", co->adapter);
+        if (rc) {
+            store_free(&st);
+            return rc;
+        }
     }
     int cur = e0 ? e0->serial : 0;  // the adapter answering (by serial: entries move as adapters come and go)
     int T = co->ctx > 0 ? co->ctx : m->cfg.max_pos < 2048 ? m->cfg.max_pos : 2048;
@@ -142,8 +147,10 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
                 convo_drop(&c, c.first, c.n - c.first);
                 fprintf(out, "(conversation cleared)\n");
             } else if (!strcmp(line, "/adapter") && arg && *arg) {
-                const store_entry *e = strcmp(arg, "base") && strcmp(arg, "none") ? store_find(&st, arg) : NULL;
-                if (e || !strcmp(arg, "base") || !strcmp(arg, "none")) {
+                int base = !strcmp(arg, "base") || !strcmp(arg, "none");
+                const store_entry *e = base ? NULL : store_find(&st, arg);
+                if (!base && store_check_name(arg, strlen(arg))) fprintf(out, "(%s)\n", ql_errmsg());
+                else if (e || base) {
                     cur = e ? e->serial : 0;
                     fprintf(out, "(answering with %s)\n", e ? e->name : "base");
                 } else fprintf(out, "(no loaded adapter '%s'; /adapters lists them)\n", arg);

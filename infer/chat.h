@@ -2,7 +2,8 @@
 // the adapters of a LoRA store one command away:
 //   /adapter NAME   answer with that adapter from now on (base: none)
 //   /adapters       list the store, marking the one in use
-//   /load NAME|PATH[:scale]   hot-load one more adapter (a folder of the store, or a path)
+//   /load NAME|PATH[:scale]   hot-load one more adapter (a folder of the store with
+//                   --adapter-dir, else a path)
 //   /unload NAME    drop one (the base and the others are untouched)
 //   /reset          forget the conversation (the system prompt stays)
 //   /quit           leave (so does end of input)
@@ -26,6 +27,7 @@ typedef struct {
     const char *system;                  // a system prompt, or ""
     ds_template tmpl;
     int max_tokens, top_k, seed, ctx;
+    int follow_symlinks;                 // links in the store may point out of it
     float temperature, top_p;
 } chat_opts;
 

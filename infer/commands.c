@@ -147,7 +147,7 @@ static int fanout(session *s, const adapter_store *st, const int *ids, int nids,
 int cmd_infer(int argc, char **argv) {
     const char *base, *prompt, *base_dtype, *backend, *adapter_dir, *store_dir, *store_list, *format, *requests,
         *out, *tmpl_name;
-    int max_tokens, top_k, seed, threads, ctx, verbose, no_stop, with_base, batch;
+    int max_tokens, top_k, seed, threads, ctx, verbose, no_stop, with_base, batch, follow;
     float temperature, top_p;
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
@@ -161,7 +161,9 @@ int cmd_infer(int argc, char **argv) {
          "--requests \"messages\" the base's template, else llama2)"},
         {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
         {"--adapter-dir", OPT_STR, &store_dir, "", "a LoRA store: each subfolder is one adapter (fan-out mode)"},
-        {"--adapters", OPT_STR, &store_list, "", "fan-out to these adapters: names in --adapter-dir or paths, name:scale; empty is all"},
+        {"--adapters", OPT_STR, &store_list, "",
+         "fan-out to these adapters: names of folders in --adapter-dir (without it: paths), name:scale; empty is all"},
+        {"--follow-symlinks", OPT_FLAG, &follow, NULL, "use links in --adapter-dir that point out of it"},
         {"--with-base", OPT_FLAG, &with_base, NULL, "fan-out: add the base model's answer"},
         {"--format", OPT_STR, &format, "text", "fan-out output: text (labelled blocks) or json"},
         {"--max-tokens", OPT_INT, &max_tokens, "128", "tokens to generate at most"},
@@ -213,7 +215,7 @@ int cmd_infer(int argc, char **argv) {
     if (!rc && requests[0] && !tmpl_name[0]) rc = ds_template_choose(&tmpl, "", s.m.chat_template);
     if (!rc && requests[0]) {
         requests_opts ro = {requests, out, store_dir, store_list, batch, ctx, tmpl, max_tokens, top_k, seed, !no_stop,
-                            temperature, top_p};
+                            temperature, top_p, follow};
         int failed = 0;
         rc = requests_run(&s.m, s.tok, s.o, &ro, &failed);
         if (!rc && failed) rc = ql_err(QL_EFORMAT, "%d requests failed (their results say why)", failed);
@@ -237,7 +239,7 @@ int cmd_infer(int argc, char **argv) {
         if (nids >= T) rc = ql_err(QL_EINVAL, "the prompt has %d tokens; the context holds %d (--ctx, max_position_embeddings %d)", nids, T, s.m.cfg.max_pos);
         else if (fan) {
             adapter_store st;
-            rc = store_open(&st, &s.m.cfg, store_dir, store_list);
+            rc = store_open(&st, &s.m.cfg, store_dir, store_list, follow);
             fanout_opts fo = {max_tokens, top_k, seed, !no_stop, with_base, !strcmp(format, "json"), temperature, top_p};
             if (!rc) rc = fanout(&s, &st, ids, nids, T, prompt, &fo);
             store_free(&st);
@@ -277,7 +279,8 @@ int cmd_chat(int argc, char **argv) {
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
         {"--adapter-dir", OPT_STR, &co.adapter_dir, "", "a LoRA store: each subfolder is one adapter"},
-        {"--adapters", OPT_STR, &co.adapters, "", "load only these: names in --adapter-dir or paths, name:scale"},
+        {"--adapters", OPT_STR, &co.adapters, "", "load only these: names of folders in --adapter-dir (without it: paths), name:scale"},
+        {"--follow-symlinks", OPT_FLAG, &co.follow_symlinks, NULL, "use links in --adapter-dir that point out of it"},
         {"--adapter", OPT_STR, &co.adapter, "", "the adapter to start with (switch with /adapter NAME); empty is the base"},
         {"--system", OPT_STR, &co.system, "", "a system prompt"},
         {"--chat-template", OPT_STR, &tmpl_name, "", "llama2, chatml, zephyr or llama3 (the one the adapters were trained with); empty: the base's, else llama2"},

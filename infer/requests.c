@@ -100,11 +100,11 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
     }
     v = rc ? -1 : json_find(&d, 0, "adapter");
     if (v >= 0 && !json_is_null(&d, v)) {
-        rc = json_get_string(&d, v, "adapter", &q->adapter, NULL);
-        if (!rc && !q->adapter[0]) free(q->adapter), q->adapter = NULL;
-        if (!rc && q->adapter && (strpbrk(q->adapter, "/,:") || q->adapter[0] == '.'))
-            rc = ql_err(QL_EFORMAT, "%s: field 'adapter': expected the name of a folder in --adapter-dir, found '%s'",
-                        what, q->adapter);
+        size_t an = 0;
+        rc = json_get_string(&d, v, "adapter", &q->adapter, &an);
+        if (!rc && !q->adapter[0] && an == 0) free(q->adapter), q->adapter = NULL;
+        if (!rc && q->adapter && store_check_name(q->adapter, an))
+            rc = ql_err(QL_EFORMAT, "%s: field 'adapter': %s", what, ql_errmsg());
     }
     double x = q->max_tokens, temp = q->temperature, tp = q->top_p, tk = q->top_k, sd = (double)q->seed, sc = -1;
     if (!rc) rc = json_get_ranged(&d, 0, "max_tokens", 1, 0, 0, 1 << 20, &x);
@@ -150,7 +150,7 @@ static const store_entry *entry(const adapter_store *st, const char *name) {
 // Loads --adapters, or else the adapters the lines name, from --adapter-dir.
 static int open_store(adapter_store *st, const model *m, const requests_opts *ro, const req_line *q, int n) {
     memset(st, 0, sizeof *st);
-    if (ro->adapters[0]) return store_open(st, &m->cfg, ro->adapter_dir, ro->adapters);
+    if (ro->adapters[0]) return store_open(st, &m->cfg, ro->adapter_dir, ro->adapters, ro->follow_symlinks);
     if (!ro->adapter_dir[0]) return QL_OK;
     size_t cap = 1;
     for (int i = 0; i < n; i++) cap += q[i].adapter ? strlen(q[i].adapter) + 1 : 0;
@@ -162,7 +162,7 @@ static int open_store(adapter_store *st, const model *m, const requests_opts *ro
         for (int j = 0; j < i && !seen; j++) seen = !q[j].err[0] && q[j].adapter && !strcmp(q[j].adapter, q[i].adapter);
         if (!seen) strcat(strcat(list, list[0] ? "," : ""), q[i].adapter);
     }
-    int rc = list[0] ? store_open(st, &m->cfg, ro->adapter_dir, list) : QL_OK;
+    int rc = list[0] ? store_open(st, &m->cfg, ro->adapter_dir, list, ro->follow_symlinks) : QL_OK;
     free(list);
     return rc;
 }

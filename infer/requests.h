@@ -28,6 +28,7 @@ typedef struct {
     // defaults for fields a line leaves out
     int max_tokens, top_k, seed, stop_at_eos;
     float temperature, top_p;
+    int follow_symlinks;       // links in the store may point out of it (--follow-symlinks)
 } requests_opts;
 
 // Runs every request and writes the results. Returns an error for a file that

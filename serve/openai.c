@@ -8,6 +8,7 @@
 
 #include "../common/err.h"
 #include "../common/json.h"
+#include "../infer/store.h"
 
 #define WHAT "request body"
 
@@ -37,19 +38,7 @@ static int get_flag(const json_doc *d, const char *name, int *out) {
     return json_get_bool(d, v, name, out);
 }
 
-int oai_check_name(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0) return ql_err(QL_EINVAL, "an empty name");
-    if (n >= OAI_NAME_MAX) return ql_err(QL_EINVAL, "a name of %zu bytes (at most %d)", n, OAI_NAME_MAX - 1);
-    if (!strcmp(name, ".") || !strcmp(name, ".."))
-        return ql_err(QL_EINVAL, "'%s' is not a folder name", name);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c == '/' || c == '\\') return ql_err(QL_EINVAL, "'%s': a name is one folder, without '/' or '\\'", name);
-        if (c < 0x20 || c == 0x7f) return ql_err(QL_EINVAL, "a name with a control character (byte %u)", c);
-    }
-    return QL_OK;
-}
+int oai_check_name(const char *name) { return store_check_name(name, strlen(name)); }
 
 static int get_stops(const json_doc *d, oai_request *r) {
     int v = json_find(d, 0, "stop");

@@ -55,8 +55,8 @@ void oai_request_free(oai_request *r);
 // param and code may be NULL (JSON null).
 int oai_error_json(strbuf *b, const char *message, const char *type, const char *param, const char *code);
 
-// Adapter and model names: a single folder name (no '/', '\\', no "." or "..", no
-// control bytes, under OAI_NAME_MAX bytes). QL_EINVAL with the reason otherwise.
+// Adapter and model names: infer/store.h's store_check_name (one folder of the
+// store; OAI_NAME_MAX is STORE_NAME_MAX). QL_EINVAL with the reason otherwise.
 int oai_check_name(const char *name);
 
 #endif

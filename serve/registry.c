@@ -14,11 +14,13 @@
 #include "../model/forward.h"
 #include "../common/json.h"
 #include "../common/log.h"
+#include "../infer/store.h"
 #include "../train/peft.h"
 
-int reg_init(registry *g, const model_config *c, const char *dir, int max_loras, int allow_any_path) {
+int reg_init(registry *g, const model_config *c, const char *dir, int max_loras, int allow_any_path,
+             int follow_symlinks) {
     memset(g, 0, sizeof *g);
-    g->cfg = c, g->max_loras = max_loras, g->allow_any_path = allow_any_path;
+    g->cfg = c, g->max_loras = max_loras, g->allow_any_path = allow_any_path, g->follow_symlinks = follow_symlinks;
     if (dir[0]) {
         g->dir = realpath(dir, NULL);
         struct stat st;
@@ -68,7 +70,8 @@ static void read_template(reg_adapter *a) {
     char p[PATH_MAX], *buf = NULL, *name = NULL;
     size_t len;
     snprintf(p, sizeof p, "%s/%s", a->path, PEFT_RECORD_NAME);
-    if (file_read_all(p, 1 << 20, &buf, &len)) return;
+    struct stat st;  // a FIFO would block the open
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode) || file_read_all(p, 1 << 20, &buf, &len)) return;
     json_doc d;
     if (!json_parse(&d, buf, len, p)) {
         int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "chat_template") : -1;
@@ -135,19 +138,16 @@ static void evict(registry *g) {
     }
 }
 
-// name's folder in the store, resolved and checked to be inside it.
+// name's folder in the store, resolved and checked to be inside it (infer/store.h).
 static int store_path(registry *g, const char *name, char *out, size_t cap) {
-    if (oai_check_name(name)) return ql_err(QL_EINVAL, "adapter name: %s", ql_errmsg());
+    if (store_check_name(name, strlen(name))) return QL_EINVAL;
     if (!g->dir) return ql_err(QL_ENOENT, "no adapter called '%s' (the server has no --adapter-dir)", name);
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/%s", g->dir, name);
-    char *real = realpath(p, NULL);
-    if (!real) return ql_err(QL_ENOENT, "no adapter called '%s' (no folder %s in the store)", name, name);
-    size_t n = strlen(g->dir);
-    int inside = !strncmp(real, g->dir, n) && real[n] == '/';
-    if (inside) snprintf(out, cap, "%s", real);
+    char *real = NULL;
+    int rc = store_resolve(&real, g->dir, name, g->follow_symlinks);
+    if (rc == QL_ENOENT) return ql_err(rc, "no adapter called '%s' (%s)", name, ql_errmsg());
+    if (rc) return ql_err(rc, "adapter '%s': %s", name, ql_errmsg());
+    snprintf(out, cap, "%s", real);
     free(real);
-    if (!inside) return ql_err(QL_EINVAL, "adapter '%s': its folder points out of the store (a symbolic link)", name);
     struct stat st;
     char cfg[PATH_MAX];
     snprintf(cfg, sizeof cfg, "%s/%s", out, PEFT_CONFIG_NAME);
@@ -179,7 +179,7 @@ static reg_adapter *insert(registry *g, reg_adapter *a, int pinned) {
 
 int reg_acquire(registry *g, const char *name, reg_adapter **out) {
     *out = NULL;
-    if (oai_check_name(name)) return ql_err(QL_EINVAL, "adapter name: %s", ql_errmsg());
+    QL_CHECK(store_check_name(name, strlen(name)));
     char path[PATH_MAX] = "";
     int pinned = 0;
     pthread_mutex_lock(&g->mu);
@@ -217,15 +217,37 @@ void reg_release(registry *g, reg_adapter *a) {
     pthread_mutex_unlock(&g->mu);
 }
 
+// 1 when path's parent folder resolves to the store or inside it: path is then an
+// entry of the store (its last component may be a link out of it).
+static int in_store_lexically(const char *root, const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return 0;
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/') copy[--n] = '\0';
+    char *slash = strrchr(copy, '/');
+    const char *parent = !slash ? "." : slash == copy ? "/" : (*slash = '\0', copy);
+    char *rp = realpath(parent, NULL);
+    int in = rp && (!strcmp(rp, root) || store_path_inside(root, rp));
+    free(rp), free(copy);
+    return in;
+}
+
 int reg_load(registry *g, const char *name, const char *path) {
-    if (oai_check_name(name)) return ql_err(QL_EINVAL, "lora_name: %s", ql_errmsg());
+    if (store_check_name(name, strlen(name))) return ql_err(QL_EINVAL, "lora_name: %s", ql_errmsg());
     char *real = realpath(path, NULL);
     if (!real) return ql_err(QL_ENOENT, "lora_path %s: %s", path, strerror(errno));
-    size_t n = g->dir ? strlen(g->dir) : 0;
     int rc = QL_OK;
-    if (!g->allow_any_path && !(g->dir && !strncmp(real, g->dir, n) && real[n] == '/'))
+    if (g->allow_any_path) {
+        // anywhere, as the option says
+    } else if (g->dir && store_path_inside(g->dir, real)) {
+        rc = store_check_inside(g->dir, real, path, g->follow_symlinks);  // its files may still link out
+    } else if (g->dir && in_store_lexically(g->dir, path)) {
+        rc = store_check_inside(g->dir, real, path, g->follow_symlinks);  // a link in the store to outside
+    } else {
         rc = ql_err(QL_EINVAL, "lora_path %s: not inside --adapter-dir %s (start the server with "
                     "--allow-any-adapter-path to load from anywhere)", path, g->dir ? g->dir : "(none)");
+    }
+    if (rc && rc != QL_ENOMEM && strncmp(ql_errmsg(), "lora_path", 9)) rc = ql_err(rc, "lora_path: %s", ql_errmsg());
     reg_adapter *a = NULL;
     if (!rc) rc = load_entry(g, name, real, &a);
     free(real);
@@ -238,7 +260,7 @@ int reg_load(registry *g, const char *name, const char *path) {
 }
 
 int reg_unload(registry *g, const char *name) {
-    if (oai_check_name(name)) return ql_err(QL_EINVAL, "lora_name: %s", ql_errmsg());
+    if (store_check_name(name, strlen(name))) return ql_err(QL_EINVAL, "lora_name: %s", ql_errmsg());
     pthread_mutex_lock(&g->mu);
     reg_adapter **p = find(g, name);
     int found = *p != NULL;
@@ -311,7 +333,7 @@ static int model_json(strbuf *b, const char *id, const char *parent, long long c
 }
 
 int reg_model_json(registry *g, strbuf *b, const char *name, const char *parent, long long created) {
-    if (oai_check_name(name)) return ql_err(QL_EINVAL, "model name: %s", ql_errmsg());
+    QL_CHECK(store_check_name(name, strlen(name)));
     pthread_mutex_lock(&g->mu);
     reg_adapter *a = *find(g, name);
     int loaded = a != NULL, rank = a ? a->a.rank : 0;
@@ -333,7 +355,8 @@ int reg_list_json(registry *g, strbuf *b, const char *parent, long long created)
     int n = 0, cap = 0, rc = QL_OK;
     DIR *d = g->dir ? opendir(g->dir) : NULL;
     for (struct dirent *de; d && !rc && (de = readdir(d));) {
-        if (de->d_name[0] == '.' || oai_check_name(de->d_name)) continue;
+        // hidden folders (adapters being written) and names no request could give
+        if (de->d_name[0] == '.' || store_check_name(de->d_name, strlen(de->d_name))) continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
             char **nn = realloc(names, sizeof *nn * (size_t)cap);

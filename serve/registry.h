@@ -41,14 +41,17 @@ typedef struct {
     pthread_mutex_t mu;
     const model_config *cfg;
     char *dir;                  // the store, resolved (realpath); NULL when there is none
-    int max_loras, allow_any_path;
+    int max_loras, allow_any_path, follow_symlinks;
     reg_adapter *live;          // in the name table
     reg_adapter *retired;       // out of it: freed by reg_collect when refs reach 0
     long long loads, evictions;
 } registry;
 
 // dir may be "" (no store: adapters come only from /v1/load_lora_adapter).
-int reg_init(registry *g, const model_config *c, const char *dir, int max_loras, int allow_any_path);
+// follow_symlinks (--follow-symlinks): a link in the store may point out of it;
+// allow_any_path (--allow-any-adapter-path): /v1/load_lora_adapter's lora_path may be anywhere.
+int reg_init(registry *g, const model_config *c, const char *dir, int max_loras, int allow_any_path,
+             int follow_symlinks);
 void reg_free(registry *g);
 
 // The adapter called name, with a reference, loading it from the store when it is
@@ -58,7 +61,8 @@ void reg_free(registry *g);
 int reg_acquire(registry *g, const char *name, reg_adapter **out /* out */);
 void reg_release(registry *g, reg_adapter *a);
 // /v1/load_lora_adapter: loads path as name (pinned). path must resolve inside the
-// store unless allow_any_path. A name already loaded is replaced.
+// store unless allow_any_path; a link in the store out of it needs follow_symlinks.
+// A name already loaded is replaced.
 int reg_load(registry *g, const char *name, const char *path);
 // /v1/unload_lora_adapter: retires name (requests running on it finish first).
 // QL_ENOENT when it is not loaded.

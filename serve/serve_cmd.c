@@ -29,7 +29,7 @@ static void base_name(char *out, size_t cap, const char *base) {
 
 int cmd_serve(int argc, char **argv) {
     const char *base, *adapter_dir, *host, *api_key, *served, *tmpl_name, *base_dtype, *backend;
-    int port, max_batch, max_queue, max_loras, threads, ctx, verbose, allow_any, max_body, drain;
+    int port, max_batch, max_queue, max_loras, threads, ctx, verbose, allow_any, follow, max_body, drain;
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
         {"--adapter-dir", OPT_STR, &adapter_dir, "", "the LoRA store: each subfolder is an adapter, loaded on first use"},
@@ -43,6 +43,7 @@ int cmd_serve(int argc, char **argv) {
         {"--chat-template", OPT_STR, &tmpl_name, "llama2",
          "chat requests: llama2, chatml, zephyr or llama3, when neither the adapter's training_record.json nor the base names one"},
         {"--allow-any-adapter-path", OPT_FLAG, &allow_any, NULL, "let /v1/load_lora_adapter load from outside --adapter-dir"},
+        {"--follow-symlinks", OPT_FLAG, &follow, NULL, "use links in --adapter-dir that point out of it"},
         {"--max-body", OPT_INT, &max_body, "1048576", "request body limit in bytes; past it, 413"},
         {"--drain-timeout", OPT_INT, &drain, "10", "seconds to finish running requests on SIGINT/SIGTERM before cancelling them"},
         {"--ctx", OPT_INT, &ctx, "0", "context per sequence; 0 is max_position_embeddings, at most 2048"},
@@ -66,7 +67,8 @@ int cmd_serve(int argc, char **argv) {
     }
     server_opts so = {.host = host, .port = port, .adapter_dir = adapter_dir, .api_key = api_key,
                       .max_batch = max_batch, .max_queue = max_queue, .max_loras = max_loras, .threads = threads,
-                      .allow_any_path = allow_any, .max_body = (size_t)max_body};
+                      .allow_any_path = allow_any, .follow_symlinks = follow,
+                      .max_body = (size_t)max_body};
     if (!so.api_key[0] && getenv("QLORA_API_KEY")) so.api_key = getenv("QLORA_API_KEY");
     if (ds_template_parse(&so.fallback_tmpl, tmpl_name)) {
         fprintf(stderr, "qlora serve: error: --chat-template: %s\n", ql_errmsg());

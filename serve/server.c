@@ -672,7 +672,7 @@ int server_start(server **out, model *m, const tokenizer *tok, ops *o, const ser
     pthread_mutex_init(&sv->id_mu, NULL);
     metrics_init(&sv->mx);
     int T = so->ctx, S = so->max_batch;
-    int rc = reg_init(&sv->g, &m->cfg, so->adapter_dir, so->max_loras, so->allow_any_path);
+    int rc = reg_init(&sv->g, &m->cfg, so->adapter_dir, so->max_loras, so->allow_any_path, so->follow_symlinks);
     if (rc) {
         metrics_free(&sv->mx);
         free(sv);

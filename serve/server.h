@@ -21,6 +21,7 @@ typedef struct {
     const char *served_name;   // the base's id in "model"
     const char *api_key;       // "": no key
     int max_batch, max_queue, max_loras, ctx, threads, allow_any_path;
+    int follow_symlinks;       // links in the store may point out of it
     size_t max_body;           // bytes
     ds_template fallback_tmpl; // chat: when neither the adapter nor the base names one
     int base_has_tmpl;         // the base's tokenizer_config.json names one

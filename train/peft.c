@@ -20,6 +20,8 @@
 #define PEFT_PREFIX "base_model.model.model.layers."
 #define PEFT_NAME_MAX 128
 #define PEFT_CONFIG_LIMIT (1u << 20)  // adapter_config.json is a few hundred bytes
+#define PEFT_RANK_MAX 4096            // r: far past any LoRA in use (PEFT's largest examples are 256)
+#define PEFT_ALPHA_MAX 1e6
 
 static char *path_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
@@ -227,10 +229,36 @@ static void prefault(void *p, size_t bytes) {
 
 // t (F16, BF16 or F32, 2-D) into dst as fp32: the CPU backend's exact SIMD
 // conversion (nf4_dequantize_rows takes every weight type), through a qweight view.
-static void to_f32(float *dst, const st_tensor *t) {
+// Returns the index of the first NaN or Inf in dst, or -1 when every value is finite.
+static int64_t to_f32(float *dst, const st_tensor *t) {
     prefault(dst, sizeof(float) * (size_t)t->numel);
     qweight w = {.type = t->type, .rows = t->shape[0], .cols = t->shape[1], .data = t->data};
     nf4_dequantize_rows(dst, &w, 0, w.rows);
+    // the exponent bits all set is NaN or Inf, in every source type once widened;
+    // one OR per block keeps the scan as fast as a copy
+    const uint32_t *b = (const uint32_t *)dst;
+    for (int64_t i = 0; i < t->numel; i += 1024) {
+        int64_t e = i + 1024 < t->numel ? i + 1024 : t->numel;
+        uint32_t bad = 0;
+        for (int64_t j = i; j < e; j++) bad |= (b[j] & 0x7f800000u) == 0x7f800000u;
+        if (bad)
+            for (int64_t j = i; j < e; j++)
+                if ((b[j] & 0x7f800000u) == 0x7f800000u) return j;
+    }
+    return -1;
+}
+
+// A file the reader is about to open must be a regular one: a FIFO or a device
+// named adapter_config.json would block the open or never end.
+static int regular_file(const char *path, const char *dir, const char *name) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return ql_err(QL_EIO, "%s: missing %s (not a PEFT adapter directory)", dir, name);
+    if (!S_ISREG(st.st_mode))
+        return ql_err(QL_EFORMAT, "%s: not a regular file (a %s)", path,
+                      S_ISDIR(st.st_mode) ? "directory" : S_ISFIFO(st.st_mode) ? "FIFO" : S_ISSOCK(st.st_mode) ? "socket"
+                      : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "device" : "special file");
+    return QL_OK;
 }
 
 // Reads adapter_config.json into a's scalars; *listed gets the modules named
@@ -261,12 +289,19 @@ static int read_config(lora_adapter *a, unsigned *listed, const char *path) {
     long long r;
     if ((v = json_find(&d, 0, "r")) < 0) { rc = ql_err(QL_EFORMAT, "%s: missing field 'r'", path); goto done; }
     if ((rc = json_get_int(&d, v, "r", &r))) goto done;
-    if (r < 1 || r > 4096) { rc = ql_err(QL_EFORMAT, "%s: field 'r': expected 1..4096, found %lld", path, r); goto done; }
+    if (r < 1 || r > PEFT_RANK_MAX) {
+        rc = ql_err(QL_EFORMAT, "%s: field 'r': expected 1..%d, found %lld", path, PEFT_RANK_MAX, r);
+        goto done;
+    }
     a->rank = (int)r;
     double x;
     if ((v = json_find(&d, 0, "lora_alpha")) < 0) { rc = ql_err(QL_EFORMAT, "%s: missing field 'lora_alpha'", path); goto done; }
     if ((rc = json_get_double(&d, v, "lora_alpha", &x))) goto done;
-    if (!(x > 0) || !isfinite(x)) { rc = ql_err(QL_EFORMAT, "%s: field 'lora_alpha': expected a positive number, found %g", path, x); goto done; }
+    // PEFT's alphas are small multiples of r; past 1e6 the scaling is a corrupt file, not a choice
+    if (!(x > 0 && x <= PEFT_ALPHA_MAX)) {
+        rc = ql_err(QL_EFORMAT, "%s: field 'lora_alpha': expected a number in (0, %g], found %g", path, PEFT_ALPHA_MAX, x);
+        goto done;
+    }
     a->alpha = (float)x;
     if ((v = json_find(&d, 0, "lora_dropout")) >= 0 && !json_is_null(&d, v)) {
         if ((rc = json_get_double(&d, v, "lora_dropout", &x))) goto done;
@@ -426,10 +461,21 @@ static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed,
             if (p->A) n_pairs++, a->targets |= 1u << k;
         }
     if (!rc && !n_pairs) rc = ql_err(QL_EFORMAT, "%s: no LoRA tensors", path);
+    int64_t *bad = rc ? NULL : malloc(sizeof *bad * (size_t)f.n);
+    if (!rc && !bad) rc = ql_err(QL_ENOMEM, "out of memory");
     if (!rc) {
 #pragma omp parallel for schedule(dynamic, 1) if (f.n > 1)
-        for (int i = 0; i < f.n; i++) to_f32(dsts[i], &f.t[i]);
+        for (int i = 0; i < f.n; i++) bad[i] = to_f32(dsts[i], &f.t[i]);
+        for (int i = 0; i < f.n && !rc; i++)  // the first in file order, whatever thread found it
+            if (bad[i] >= 0) {
+                const st_tensor *t = &f.t[i];
+                float x = dsts[i][bad[i]];
+                rc = ql_err(QL_EFORMAT, "%s: tensor '%s': value %s at [%lld, %lld] (every value must be finite)",
+                            path, t->name, isnan(x) ? "NaN" : x > 0 ? "+Inf" : "-Inf",
+                            (long long)(bad[i] / t->shape[1]), (long long)(bad[i] % t->shape[1]));
+            }
     }
+    free(bad);
     free(dsts);
     st_close(&f);
     return rc;
@@ -440,7 +486,8 @@ int lora_peft_shapes(model_config *c, const char *dir) {
     char *wpath = path_join(dir, PEFT_WEIGHTS_NAME);
     if (!wpath) return ql_err(QL_ENOMEM, "out of memory");
     st_file f;
-    int rc = st_open(&f, wpath);
+    int rc = regular_file(wpath, dir, PEFT_WEIGHTS_NAME);
+    if (!rc) rc = st_open(&f, wpath);
     free(wpath);
     if (rc) return rc;
     int in[LORA_NMODULES] = {0}, out[LORA_NMODULES] = {0};
@@ -471,7 +518,8 @@ int lora_peft_config(lora_adapter *a, unsigned *listed, const char *dir) {
     *listed = 0;
     char *cpath = path_join(dir, PEFT_CONFIG_NAME);
     if (!cpath) return ql_err(QL_ENOMEM, "out of memory");
-    int rc = read_config(a, listed, cpath);
+    int rc = regular_file(cpath, dir, PEFT_CONFIG_NAME);
+    if (!rc) rc = read_config(a, listed, cpath);
     free(cpath);
     if (rc) lora_free(a);
     return rc;
@@ -486,8 +534,7 @@ int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) {
     int rc = QL_OK;
     unsigned listed = 0;
     if (!cpath || !wpath) rc = ql_err(QL_ENOMEM, "out of memory");
-    if (!rc && stat(cpath, &st) != 0)
-        rc = ql_err(QL_EIO, "%s: missing %s (not a PEFT adapter directory)", dir, PEFT_CONFIG_NAME);
+    if (!rc) rc = regular_file(cpath, dir, PEFT_CONFIG_NAME);
     if (!rc) rc = read_config(a, &listed, cpath);
     if (!rc) {
         a->n_layers = c->n_layers;
@@ -498,6 +545,7 @@ int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) {
         for (int i = 0; !rc && i < c->n_layers * LORA_NMODULES; i++)
             lora_module_shape(c, i % LORA_NMODULES, &a->w[i].in, &a->w[i].out);
     }
+    if (!rc) rc = regular_file(wpath, dir, PEFT_WEIGHTS_NAME);
     if (!rc) rc = read_tensors(a, c, listed, wpath);
     free(cpath), free(wpath);
     if (rc) lora_free(a);
