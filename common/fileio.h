@@ -14,9 +14,16 @@ typedef struct {
 int fmap_open(fmap *m, const char *path);
 void fmap_close(fmap *m);
 
-// An output file written atomically: bytes go to "<path>.tmp.<pid>", and
+// Temporary names. Everything written aside before a rename is a hidden sibling
+// of its final name, "<dir>/.<name>.tmp-<pid>-<random>", created with O_EXCL
+// (never a predictable path another process could plant): a store listing skips
+// dot-names, so nobody sees it as an output. What a killed process left behind is
+// removed by the next afile_open/adir_open of the same final name (fileio_clean_stale).
+
+// An output file written atomically: bytes go to a temp sibling (above), and
 // afile_commit fsyncs it, renames it over path and fsyncs the directory.
 // afile_abort (or a failed commit) removes the temp file: nothing is lost.
+// Errors name the final path and the system's reason ("No space left on device").
 typedef struct {
     char *path, *tmp;
     int fd;
@@ -35,5 +42,40 @@ int file_write_atomic(const char *path, const void *data, size_t n);
 // rename, after a failure): best effort, a warning for what stays; the error
 // message of the failure (ql_errmsg) is left alone.
 void dir_discard(const char *dir);
+
+// A directory written atomically: files go into d->tmp (a hidden temp sibling of
+// path, mode 0755), and adir_commit swaps it in with one rename: into place when
+// path does not exist, else exchanged with the existing directory
+// (renameat2 RENAME_EXCHANGE), whose old files are then removed. A reader sees
+// the old directory or the new one, never a mix. adir_abort removes d->tmp.
+typedef struct {
+    char *path, *tmp;
+} adir;
+
+int adir_open(adir *d, const char *path);
+int adir_commit(adir *d);
+void adir_abort(adir *d);
+
+// Removes the temp siblings of path (above) whose process is gone.
+void fileio_clean_stale(const char *path);
+
+// An exclusive lock on writing path (a file or a directory), held until
+// out_unlock or the process ends: flock on the hidden file "<dir>/.<name>.lock",
+// which records the holder's pid and which out_unlock removes (a killed holder
+// leaves it, unlocked, for the next writer). A second writer gets QL_EINVAL with
+// a message that names path and the other process's pid.
+typedef struct {
+    int fd;
+    char *path;
+} out_lock_t;
+int out_lock(out_lock_t *l /* out */, const char *path);
+void out_unlock(out_lock_t *l);  // no-op on an unlocked l (fd -1)
+
+// Test hook for crash-safety tests: when the environment holds
+// QLORA_CRASH_AT=<event>:<n>, the n-th call with that event kills the process
+// (SIGKILL, as kill -9 would). QLORA_CRASH_LOG=1 prints every call to stderr
+// ("crash_point <event> <n>") so that a test can count them. Without either
+// variable it costs one getenv per process.
+void crash_point(const char *event);
 
 #endif

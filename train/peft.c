@@ -1,6 +1,7 @@
 // peft.c: see peft.h. The layout and why it conforms: docs/formats.md.
 #include "peft.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -120,11 +121,10 @@ int lora_save_peft(const lora_adapter *a, const char *dir, const char *extra_rec
     return lora_save_peft_as(a, dir, extra_record_json, DT_F16);
 }
 
-int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_record_json, dtype type) {
+int lora_write_peft_files(const lora_adapter *a, const char *dir, const char *extra_record_json, dtype type) {
     QL_ASSERT(a && a->w && dir);
     if (type != DT_F16 && type != DT_BF16 && type != DT_F32)
         return ql_err(QL_EINVAL, "%s: adapters are written in F16, BF16 or F32", dir);
-    QL_CHECK(mkdir_p(dir));
     int nt = 0;
     size_t elems = 0;
     for (int l = 0; l < a->n_layers; l++)
@@ -179,6 +179,65 @@ int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_
     }
     free(t), free(names), free(h), free(cfg), free(wpath), free(cpath);
     return rc;
+}
+
+// The files an adapter directory may hold: what qlora writes, and a README
+// (Hugging Face's hub adds one). Anything else makes it not an adapter directory.
+static const char *const ADAPTER_FILES[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME, PEFT_RECORD_NAME, "loss.svg",
+                                            "checkpoint.safetensors", "README.md", NULL};
+
+int lora_peft_dir_kind(const char *dir, int *kind) {
+    struct stat st;
+    *kind = PEFT_DIR_ABSENT;
+    if (lstat(dir, &st) != 0) {
+        if (errno == ENOENT) return QL_OK;
+        return ql_err(QL_EIO, "%s: %s", dir, strerror(errno));
+    }
+    if (S_ISLNK(st.st_mode)) return ql_err(QL_EINVAL, "%s: is a symbolic link; give the directory it points to", dir);
+    if (!S_ISDIR(st.st_mode)) return ql_err(QL_EINVAL, "%s: exists and is not a directory", dir);
+    DIR *d = opendir(dir);
+    if (!d) return ql_err(QL_EIO, "%s: cannot list: %s", dir, strerror(errno));
+    int n = 0, rc = QL_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) && !rc) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        int known = 0;
+        for (int i = 0; ADAPTER_FILES[i]; i++) known |= !strcmp(de->d_name, ADAPTER_FILES[i]);
+        char *p = path_join(dir, de->d_name);
+        if (!p) rc = ql_err(QL_ENOMEM, "out of memory");
+        else if (!known || lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
+            rc = ql_err(QL_EINVAL, "%s: not an adapter directory (it holds %s, which qlora does not write); not replaced",
+                        dir, de->d_name);
+        free(p);
+        n++;
+    }
+    closedir(d);
+    if (rc || n == 0) return rc;  // an empty directory: nothing to lose
+    lora_adapter a = {0};
+    unsigned listed;
+    rc = lora_peft_config(&a, &listed, dir);
+    lora_free(&a);
+    if (rc) return ql_err(QL_EINVAL, "%s: not an adapter directory, not replaced (%s)", dir, ql_errmsg());
+    *kind = PEFT_DIR_ADAPTER;
+    return QL_OK;
+}
+
+int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_record_json, dtype type) {
+    QL_ASSERT(a && a->w && dir);
+    int kind;
+    QL_CHECK(lora_peft_dir_kind(dir, &kind));
+    char *parent = strdup(dir);
+    if (!parent) return ql_err(QL_ENOMEM, "out of memory");
+    char *slash = strrchr(parent, '/');
+    int rc = QL_OK;
+    if (slash && slash != parent) *slash = 0, rc = mkdir_p(parent);
+    free(parent);
+    adir d;
+    if (!rc) rc = adir_open(&d, dir);
+    if (rc) return rc;
+    rc = lora_write_peft_files(a, d.tmp, extra_record_json, type);
+    if (rc) { adir_abort(&d); return rc; }
+    return adir_commit(&d);
 }
 
 // ---- reading ----

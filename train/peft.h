@@ -16,13 +16,27 @@
 #define PEFT_WEIGHTS_NAME "adapter_model.safetensors"
 #define PEFT_RECORD_NAME "training_record.json"
 
-// Writes a's directory: creates dir (and its parents) when missing; every file
-// is written atomically (temp, fsync, rename). A and B are rounded to F16
-// (round-to-nearest-even). extra_record_json: NULL, or a JSON document written
-// as training_record.json.
+// Writes a's directory atomically: the whole directory is built aside (a hidden
+// temp sibling) and swapped in with one rename (fileio.h adir), so a reader sees
+// the old adapter or the new one, never a mix. dir's parents are created when
+// missing; an existing dir must be an adapter directory (lora_peft_dir_kind),
+// else nothing is written. A and B are rounded to F16 (round-to-nearest-even).
+// extra_record_json: NULL, or a JSON document written as training_record.json.
 int lora_save_peft(const lora_adapter *a, const char *dir, const char *extra_record_json);
 // The same in type: DT_F16 (what training writes), DT_BF16 or DT_F32.
 int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_record_json, dtype type);
+// The adapter's files (config, weights, the record when not NULL) into the
+// existing directory dir, each atomically: for a caller that builds a directory
+// aside with more files in it (qlora train adds its checkpoint and loss.svg).
+int lora_write_peft_files(const lora_adapter *a, const char *dir, const char *extra_record_json, dtype type);
+
+// What is at dir, before writing an adapter there: PEFT_DIR_ABSENT (nothing, or
+// an empty directory) or PEFT_DIR_ADAPTER (a directory of only adapter files,
+// adapter_config.json a LoRA config). Anything else (a file, a symbolic link, a
+// directory with other files or an adapter_config.json that is not a LoRA one)
+// is QL_EINVAL with a message that says why it is not replaced.
+enum { PEFT_DIR_ABSENT, PEFT_DIR_ADAPTER };
+int lora_peft_dir_kind(const char *dir, int *kind /* out */);
 
 // Reads and validates dir against the model config c into a (fp32 A and B,
 // scaling from r, lora_alpha and use_rslora). Accepts F16, BF16 and F32

@@ -1,6 +1,8 @@
 // train_cmd.c: qlora train: base model + JSONL -> a PEFT adapter directory.
 #include "train_cmd.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "../common/cli.h"
 #include "../common/err.h"
+#include "../common/fileio.h"
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../common/rng.h"
@@ -28,7 +31,7 @@
 typedef struct {
     const char *base, *data, *out, *recipe, *targets, *schedule, *val_data, *base_dtype, *backend, *chat_template;
     int rank, epochs, max_steps, stop_after, batch, accum, seq_len, seed, warmup, save_every, eval_every, log_every, threads;
-    int rslora, resume, train_on_inputs, skip_invalid, grad_ckpt, verbose;
+    int rslora, resume, overwrite, train_on_inputs, skip_invalid, grad_ckpt, verbose;
     float alpha, dropout, lr, val_split, wd, beta1, beta2, eps, max_grad_norm;
 } train_opts;
 
@@ -62,6 +65,7 @@ typedef struct {
     {"--log-every", OPT_INT, &o.log_every, "1", "steps between metric lines when stderr is not a terminal"},      \
     {"--save-every", OPT_INT, &o.save_every, "0", "steps between checkpoints in --out; 0: none"},                  \
     {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the checkpoint in --out"},                              \
+    {"--overwrite", OPT_FLAG, &o.overwrite, NULL, "replace the adapter already in --out (never another kind of directory)"}, \
     {"--stop-after", OPT_INT, &o.stop_after, "0", "stop (with a checkpoint) after this many steps; 0: run to the end"}, \
     {"--chat-template", OPT_STR, &o.chat_template, "", "for messages and Alpaca: llama2, chatml, zephyr or llama3; empty: the base's (tokenizer_config.json), else llama2"}, \
     {"--train-on-inputs", OPT_FLAG, &o.train_on_inputs, NULL, "train on prompt tokens too"},                       \
@@ -81,6 +85,55 @@ static uint64_t fnv1a(const char *path) {
     int c;
     while ((c = fgetc(f)) != EOF) h = (h ^ (unsigned char)c) * 0x100000001B3ULL;
     fclose(f);
+    return h;
+}
+
+// The base's identity for the resume fingerprint, cheap even for gigabytes: the
+// size and 4 KiB at 257 evenly spaced offsets of each file (a directory: of its
+// regular files, in name order). Two bases that differ in any tensor differ in
+// nearly every sample (each 4 KiB holds thousands of weights).
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001B3ULL;
+    return h;
+}
+
+static uint64_t file_identity(uint64_t h, const char *path) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        return hash_bytes(h, path, 0);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    h = hash_bytes(h, &size, sizeof size);
+    char buf[4096];
+    for (int k = 0; k <= 256; k++) {
+        uint64_t off = size > sizeof buf ? (size - sizeof buf) / 256 * (uint64_t)k : 0;
+        ssize_t r = pread(fd, buf, sizeof buf, (off_t)off);
+        if (r > 0) h = hash_bytes(h, buf, (size_t)r);
+        if (size <= sizeof buf) break;
+    }
+    close(fd);
+    return h;
+}
+
+static uint64_t base_identity(const char *path) {
+    uint64_t h = 0xCBF29CE484222325ULL;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return file_identity(h, path);
+    struct dirent **names;
+    int n = scandir(path, &names, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        char p[8192];
+        snprintf(p, sizeof p, "%s/%s", path, names[i]->d_name);
+        if (names[i]->d_name[0] != '.' && stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+            h = hash_bytes(h, names[i]->d_name, strlen(names[i]->d_name) + 1);
+            h = file_identity(h, p);
+        }
+        free(names[i]);
+    }
+    if (n >= 0) free(names);
     return h;
 }
 
@@ -163,20 +216,105 @@ static int load_checkpoint(const char *path, trainer *tr, int steps, const char 
     return QL_OK;
 }
 
-static int mkdirs(const char *dir) {
+// The parent directories of path (not path itself).
+static int mkdir_parents(const char *path) {
     char p[4096];
-    snprintf(p, sizeof p, "%s", dir);
+    if (strlen(path) >= sizeof p) return ql_err(QL_EINVAL, "%s: the path is too long", path);
+    snprintf(p, sizeof p, "%s", path);
+    char *last = strrchr(p, '/');
+    if (!last || last == p) return QL_OK;
+    *last = 0;
     for (char *s = p + 1; *s; s++)
         if (*s == '/') {
             *s = 0;
             mkdir(p, 0755);
             *s = '/';
         }
-    if (mkdir(p, 0755) != 0) {
-        struct stat st;
-        if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) return ql_err(QL_EIO, "%s: cannot create the directory", dir);
-    }
+    struct stat st;
+    if (mkdir(p, 0755) != 0 && (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)))
+        return ql_err(QL_EIO, "%s: cannot create the directory", p);
     return QL_OK;
+}
+
+// What --out may be: new, or an adapter directory when resuming or told to
+// overwrite; never another kind of directory or a file (lora_peft_dir_kind).
+static int check_out(const train_opts *o) {
+    int kind;
+    QL_CHECK(lora_peft_dir_kind(o->out, &kind));
+    if (o->resume) {
+        char ckpt[4200];
+        snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o->out);
+        if (kind != PEFT_DIR_ADAPTER || access(ckpt, R_OK) != 0)
+            return ql_err(QL_EINVAL, "%s: --resume, but there is no checkpoint", ckpt);
+    } else if (kind == PEFT_DIR_ADAPTER && !o->overwrite)
+        return ql_err(QL_EINVAL, "--out %s already holds an adapter; give --overwrite to replace it (or --resume to "
+                      "continue its checkpoint)", o->out);
+    return QL_OK;
+}
+
+// What one version of the output directory holds besides the adapter.
+typedef struct {
+    const train_opts *o;
+    const char *recipe, *rtext, *fingerprint;
+    const dataset *ds, *vs;
+    ds_template tmpl;
+    int steps;
+    const float *losses;
+    const int *vstep;
+    const float *vloss;
+    int nval;
+} run_out;
+
+// training_record.json after step steps of r->steps, malloc'd.
+static char *record_json(const run_out *r, int step) {
+    const train_opts *o = r->o;
+    char *rec = malloc(8192 + (r->rtext ? strlen(r->rtext) : 0));
+    char *qdata = json_quote(o->data), *qbase = json_quote(o->base), *qfp = json_quote(r->fingerprint),
+         *qrec = json_quote(r->recipe ? r->recipe : "");
+    if (!rec || !qdata || !qbase || !qfp || !qrec) {
+        free(rec), free(qdata), free(qbase), free(qfp), free(qrec);
+        return NULL;
+    }
+    double vfinal = r->nval ? r->vloss[r->nval - 1] : NAN;
+    char vtext[32] = "null";
+    if (isfinite(vfinal)) snprintf(vtext, sizeof vtext, "%.6f", vfinal);
+    // the template the adapter learned its turns in (qlora serve renders chat requests with it)
+    int chat = r->ds->format == DS_FORMAT_CHAT || r->ds->format == DS_FORMAT_ALPACA;
+    sprintf(rec,
+            "{\n  \"recipe\": %s,\n  \"recipe_values\": %s,\n  \"options\": %s,\n  \"base\": %s,\n"
+            "  \"dataset\": {\"path\": %s, \"fnv1a64\": \"%016llx\", \"format\": \"%s\", \"samples\": %d, "
+            "\"val_samples\": %d, \"trained_tokens\": %ld, \"truncated\": %ld, \"skipped\": %ld},\n"
+            "  \"chat_template\": %s%s%s,\n"
+            "  \"final\": {\"steps\": %d, \"planned_steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s}\n}\n",
+            r->recipe ? qrec : "null", r->rtext ? r->rtext : "null", qfp, qbase, qdata, (unsigned long long)fnv1a(o->data),
+            ds_format_name(r->ds->format), r->ds->n_samples, r->vs->n_samples, r->ds->stats.trained_tokens,
+            r->ds->stats.truncated, r->ds->stats.skipped, chat ? "\"" : "", chat ? ds_template_name(r->tmpl) : "null",
+            chat ? "\"" : "", step, r->steps, step ? r->losses[step - 1] : 0.0, vtext);
+    free(qdata), free(qbase), free(qfp), free(qrec);
+    return rec;
+}
+
+// One version of --out after step steps: the adapter, training_record.json,
+// loss.svg and (with_ckpt) the checkpoint, built in a hidden temp directory and
+// swapped in with one rename (fileio.h adir): after a crash at any point, --out is
+// the previous version or this one, each complete.
+static int write_out(const run_out *r, trainer *t, int step, int with_ckpt) {
+    char path[4300];
+    char *rec = record_json(r, step);
+    if (!rec) return ql_err(QL_ENOMEM, "out of memory");
+    adir d;
+    int rc = adir_open(&d, r->o->out);
+    if (rc) { free(rec); return rc; }
+    trainer_pull(t);
+    rc = lora_write_peft_files(t->a, d.tmp, rec, DT_F16);
+    free(rec);
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", d.tmp);
+    if (!rc && with_ckpt)
+        rc = save_checkpoint(path, t, step, (float *)r->losses, r->nval, (int *)r->vstep, (float *)r->vloss, r->fingerprint);
+    snprintf(path, sizeof path, "%s/loss.svg", d.tmp);
+    if (!rc) rc = curve_write_svg(path, r->losses, step, r->vstep, r->vloss, r->nval, "qlora train: loss");
+    if (rc) { adir_abort(&d); return rc; }
+    return adir_commit(&d);
 }
 
 int cmd_train(int argc, char **argv) {
@@ -189,6 +327,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(argv[i], "--recipe")) recipe = argv[i + 1];
     char **rav = NULL, *rtext = NULL;
     int rac = 0;
+    out_lock_t lock = {.fd = -1};
     if (recipe && recipe_args(recipe, opts, nopt, &rav, &rac, &rtext)) {
         fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
         return 2;
@@ -216,6 +355,13 @@ int cmd_train(int argc, char **argv) {
         code = 2;
         goto done_args;
     }
+    // --out: held by this process for the run (a second writer gets a clear error), and
+    // checked before the model is loaded
+    if ((rc = mkdir_parents(o.out)) || (rc = out_lock(&lock, o.out)) || (rc = check_out(&o))) {
+        fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
+        code = rc == QL_EINVAL ? 2 : 1;
+        goto done_args;
+    }
     {
         model m = {0};
         tokenizer *tok = NULL;
@@ -226,9 +372,8 @@ int cmd_train(int argc, char **argv) {
         trainer t = {0};
         float *losses = NULL, *vloss = NULL;
         int *vstep = NULL, nval = 0, *buf = NULL, *perm = NULL;
-        char ckpt[4200], svg[4200], fingerprint[1024];
+        char ckpt[4200], fingerprint[1024];
         snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out);
-        snprintf(svg, sizeof svg, "%s/loss.svg", o.out);
 
         be = ops_new(o.backend, o.threads);
         if (!be) { rc = QL_EINVAL; goto done; }
@@ -258,13 +403,18 @@ int cmd_train(int argc, char **argv) {
         if ((rc = lora_init(&a, &m.cfg, o.rank, o.alpha, o.rslora, o.dropout, targets, (uint64_t)o.seed))) goto done;
         a.base_model = strdup(o.base);
         if ((rc = trainer_init(&t, &m, be, &a, o.batch, o.seq_len, o.grad_ckpt))) goto done;
-        if ((rc = mkdirs(o.out))) goto done;
+        // everything a resumed run must share with the one it continues: the data (and how
+        // it is read: template, prompt tokens, skipped lines), the options that shape the
+        // steps, and the base itself (not only its dtype)
         snprintf(fingerprint, sizeof fingerprint,
                  "data=%016llx rank=%d alpha=%g rslora=%d dropout=%g targets=%u lr=%g steps=%d batch=%d accum=%d "
-                 "seq=%d seed=%d warmup=%d sched=%d wd=%g b1=%g b2=%g eps=%g clip=%g val=%g base=%s",
+                 "seq=%d seed=%d warmup=%d sched=%d wd=%g b1=%g b2=%g eps=%g clip=%g val=%g base=%s "
+                 "template=%s inputs=%d skip=%d val_data=%016llx base_id=%016llx",
                  (unsigned long long)fnv1a(o.data), o.rank, o.alpha, o.rslora, o.dropout, targets, o.lr, steps,
                  o.batch, o.accum, o.seq_len, o.seed, o.warmup, sched, o.wd, o.beta1, o.beta2, o.eps,
-                 o.max_grad_norm, o.val_split, base_dtype_name(m.base_dtype));
+                 o.max_grad_norm, o.val_split, base_dtype_name(m.base_dtype), ds_template_name(tmpl),
+                 o.train_on_inputs, o.skip_invalid, (unsigned long long)(o.val_data[0] ? fnv1a(o.val_data) : 0),
+                 (unsigned long long)base_identity(o.base));
         losses = calloc((size_t)steps + 1, sizeof(float));
         vloss = calloc((size_t)steps + 3, sizeof(float));
         vstep = calloc((size_t)steps + 3, sizeof(int));
@@ -275,10 +425,11 @@ int cmd_train(int argc, char **argv) {
         if (!losses || !vloss || !vstep || !buf || !perm || !rows) { free(rows); rc = ql_err(QL_ENOMEM, "out of memory"); goto done; }
         int step0 = 0;
         if (o.resume) {
-            if (access(ckpt, R_OK) != 0) { free(rows); rc = ql_err(QL_EIO, "%s: --resume, but there is no checkpoint", ckpt); goto done; }
             if ((rc = load_checkpoint(ckpt, &t, steps, fingerprint, &step0, losses, &nval, vstep, vloss))) { free(rows); goto done; }
             log_info("resumed from %s at step %d", ckpt, step0);
         }
+        run_out ro = {.o = &o, .recipe = recipe, .rtext = rtext, .fingerprint = fingerprint, .ds = &ds, .vs = &vs,
+                      .tmpl = tmpl, .steps = steps, .losses = losses, .vstep = vstep, .vloss = vloss};
         if (vp_rows.R && step0 == 0 && nval == 0) {  // where training starts from
             double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
             vloss[nval] = (float)vl, vstep[nval++] = 0;
@@ -307,6 +458,7 @@ int cmd_train(int argc, char **argv) {
                 uint64_t key = (uint64_t)o.seed * 0x9E3779B97F4A7C15ULL + (uint64_t)step * 1000003u + (uint64_t)mb;
                 rc = trainer_step(&t, tok_b, tok_b + N, tok_b + 2 * N, tok_b + 3 * N, 1.0f / (float)ntr, key, &nll, &k);
                 loss += nll / (double)ntr;
+                crash_point("step");  // a kill in the middle of a step (test hook)
             }
             if (rc) break;
             float lr = lr_at(&oc, step);
@@ -329,47 +481,25 @@ int cmd_train(int argc, char **argv) {
                 if (tty) fputc('\n', stderr);
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
             }
-            if ((o.save_every && ((step + 1) % o.save_every == 0 || last)) || (stop < steps && step + 1 == stop))
-                rc = save_checkpoint(ckpt, &t, step + 1, losses, nval, vstep, vloss, fingerprint);
+            ro.nval = nval;
+            // a checkpoint goes out with the adapter of its step (the final one below)
+            if (!last && ((o.save_every && (step + 1) % o.save_every == 0) || (stop < steps && step + 1 == stop)))
+                rc = write_out(&ro, &t, step + 1, 1);
         }
         free(rows);
         if (tty) fputc('\n', stderr);
         if (rc) goto done;
         if (stop < steps) {
-            log_info("stopped after step %d of %d; %s holds the checkpoint (continue with --resume)", stop, steps, ckpt);
+            log_info("stopped after step %d of %d; %s holds the checkpoint and the adapter of that step (continue with "
+                     "--resume)", stop, steps, o.out);
             goto done;
         }
-        // the adapter directory, the record and the picture
-        {
-            char *rec = malloc(8192 + (rtext ? strlen(rtext) : 0));
-            char *qdata = json_quote(o.data), *qbase = json_quote(o.base), *qfp = json_quote(fingerprint),
-                 *qrec = json_quote(recipe ? recipe : "");
-            double vfinal = nval ? vloss[nval - 1] : NAN;
-            // the template the adapter learned its turns in (qlora serve renders chat requests with it)
-            int chat = ds.format == DS_FORMAT_CHAT || ds.format == DS_FORMAT_ALPACA;
-            sprintf(rec,
-                    "{\n  \"recipe\": %s,\n  \"recipe_values\": %s,\n  \"options\": %s,\n  \"base\": %s,\n"
-                    "  \"dataset\": {\"path\": %s, \"fnv1a64\": \"%016llx\", \"format\": \"%s\", \"samples\": %d, "
-                    "\"val_samples\": %d, \"trained_tokens\": %ld, \"truncated\": %ld, \"skipped\": %ld},\n"
-                    "  \"chat_template\": %s%s%s,\n"
-                    "  \"final\": {\"steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s}\n}\n",
-                    recipe ? qrec : "null", rtext ? rtext : "null", qfp, qbase, qdata, (unsigned long long)fnv1a(o.data),
-                    ds_format_name(ds.format), ds.n_samples, vs.n_samples, ds.stats.trained_tokens, ds.stats.truncated,
-                    ds.stats.skipped, chat ? "\"" : "", chat ? ds_template_name(tmpl) : "null", chat ? "\"" : "", steps,
-                    steps ? losses[steps - 1] : 0.0, "null");
-            if (isfinite(vfinal)) {
-                char *p = strstr(rec, "\"val_loss\": null");
-                if (p) sprintf(p, "\"val_loss\": %.6f}\n}\n", vfinal);
-            }
-            free(qdata), free(qbase), free(qfp), free(qrec);
-            trainer_pull(&t);
-            rc = lora_save_peft(&a, o.out, rec);
-            free(rec);
-        }
-        if (!rc) rc = curve_write_svg(svg, losses, steps, vstep, vloss, nval, "qlora train: loss");
+        ro.nval = nval;
+        rc = write_out(&ro, &t, steps, o.save_every > 0);
         if (!rc)
-            log_info("wrote %s (adapter_config.json, adapter_model.safetensors, training_record.json, loss.svg); "
-                     "final train loss %.4f%s", o.out, steps ? losses[steps - 1] : 0.0f, nval ? "" : "");
+            log_info("wrote %s (adapter_config.json, adapter_model.safetensors, training_record.json, loss.svg%s); "
+                     "final train loss %.4f", o.out, o.save_every > 0 ? ", checkpoint.safetensors" : "",
+                     steps ? losses[steps - 1] : 0.0f);
     done:
         if (rc) {
             fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
@@ -385,6 +515,7 @@ int cmd_train(int argc, char **argv) {
         model_free(&m);
     }
 done_args:
+    out_unlock(&lock);
     recipe_args_free(rav, rac);
     free(rtext);
     free(all);
