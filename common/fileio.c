@@ -255,7 +255,7 @@ static int unsupported(int e) { return e == EINVAL || e == ENOSYS || e == ENOTSU
 
 // Puts directory tmp at path in one rename; an existing directory at path is
 // exchanged with it and left at *old (then tmp's name) for removal.
-static int swap_in(const char *tmp, const char *path, int *old) {
+static int swap_in(const char *tmp, const char *path, int no_replace, int *old) {
     struct stat st;
     *old = 0;
     if (lstat(path, &st) != 0) {
@@ -264,6 +264,7 @@ static int swap_in(const char *tmp, const char *path, int *old) {
         if (unsupported(errno) && rename(tmp, path) == 0) return QL_OK;
         return ql_err(QL_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
     }
+    if (no_replace) return ql_err(QL_EINVAL, "%s: already exists (made while this was written); not replaced", path);
     if (!S_ISDIR(st.st_mode)) return ql_err(QL_EIO, "%s: exists and is not a directory; not replaced", path);
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) == 0) { *old = 1; return QL_OK; }
     if (!unsupported(errno)) return ql_err(QL_EIO, "%s: cannot swap in %s: %s", path, tmp, strerror(errno));
@@ -286,7 +287,7 @@ int adir_commit(adir *d) {
     if (!parent) { adir_abort(d); return ql_err(QL_ENOMEM, "%s: out of memory", d->path); }
     fsync_dir(d->tmp);
     crash_point("swap");
-    int old, rc = swap_in(d->tmp, d->path, &old);
+    int old, rc = swap_in(d->tmp, d->path, d->no_replace, &old);
     if (!rc) {
         crash_point("swapped");
         fsync_dir(parent);

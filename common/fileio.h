@@ -50,6 +50,7 @@ void dir_discard(const char *dir);
 // the old directory or the new one, never a mix. adir_abort removes d->tmp.
 typedef struct {
     char *path, *tmp;
+    int no_replace;  // set after adir_open: an existing path fails the commit (EEXIST) instead
 } adir;
 
 int adir_open(adir *d, const char *path);

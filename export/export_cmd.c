@@ -26,7 +26,7 @@ static int fail(int rc) {
 // The adapter in our canonical PEFT form (the layout and config `qlora train`
 // writes, in dt), from any PEFT writer's F32/F16/BF16, rsLoRA or not. Checked
 // against --base when given, else against the shapes its own tensors imply.
-// Built beside out and renamed into place; out must not exist.
+// Built beside out (fileio.h adir) and renamed into place; out must not exist.
 static int export_peft(const char *adapter, const char *base, dtype dt, const char *out) {
     model_config c;
     struct stat sb;
@@ -41,15 +41,18 @@ static int export_peft(const char *adapter, const char *base, dtype dt, const ch
     }
     lora_adapter a = {0};
     if (!rc) rc = lora_load_peft(&a, &c, adapter);
-    char *rec = NULL, tmp[4200], rpath[8400];
+    char *rec = NULL, rpath[8400];
     size_t rlen;
     snprintf(rpath, sizeof rpath, "%s/%s", adapter, PEFT_RECORD_NAME);
     if (!rc && stat(rpath, &sb) == 0) rc = file_read_all(rpath, (size_t)64 << 20, &rec, &rlen);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
-    if (!rc) rc = lora_save_peft_as(&a, tmp, rec, dt);
-    if (!rc && rename(tmp, out) != 0) rc = ql_err(QL_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
-    if (rc) dir_discard(tmp);  // nothing half-written stays
-    else
+    adir od = {0};
+    if (!rc && !(rc = adir_open(&od, out))) {
+        od.no_replace = 1;
+        rc = lora_write_peft_files(&a, od.tmp, rec, dt);
+        if (rc) adir_abort(&od);  // nothing half-written stays
+        else rc = adir_commit(&od);
+    }
+    if (!rc)
         log_info("wrote %s: r %d, alpha %g%s, %s; checked against %s", out, a.rank, (double)a.alpha,
                  a.use_rslora ? " (rsLoRA)" : "", dtype_name(dt), base[0] ? base : "its own shapes");
     free(rec);
@@ -58,9 +61,33 @@ static int export_peft(const char *adapter, const char *base, dtype dt, const ch
     return rc;
 }
 
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+// A file --out (gguf, gguf-base): new, or with --overwrite an existing regular
+// file that is not an input (the base file, or a file in the base's or the
+// adapter's directory).
+static int check_file_out(const char *out, int overwrite, const char *base, const char *adapter) {
+    struct stat st;
+    if (lstat(out, &st) != 0) return QL_OK;
+    char *d = strdup(out);
+    if (!d) return ql_err(QL_ENOMEM, "out of memory");
+    char *slash = strrchr(d, '/');
+    const char *parent = slash ? (slash == d ? "/" : (*slash = 0, d)) : ".";
+    int input = same_file(out, base) || (base[0] && same_file(parent, base)) || (adapter[0] && same_file(parent, adapter));
+    free(d);
+    if (!S_ISREG(st.st_mode)) return ql_err(QL_EINVAL, "--out %s exists and is not a regular file; not replaced", out);
+    if (input) return ql_err(QL_EINVAL, "--out %s is an input of this export (the base or a file beside it, or in the "
+                             "adapter); not replaced, even with --overwrite", out);
+    if (!overwrite) return ql_err(QL_EINVAL, "--out %s already exists; give --overwrite to replace it", out);
+    return QL_OK;
+}
+
 int cmd_export(int argc, char **argv) {
     const char *adapter, *base, *format, *out, *dtype_name;
-    int verbose;
+    int verbose, overwrite;
     cli_opt opts[] = {
         {"--adapter", OPT_STR, &adapter, "", "the adapter directory (PEFT layout) to export"},
         {"--base", OPT_STR, &base, "", "the base model (a Hugging Face directory or a qlora base file)"},
@@ -69,12 +96,14 @@ int cmd_export(int argc, char **argv) {
          "adapter merged in) or gguf-base (the base)"},
         {"--out", OPT_STR, &out, NULL, "the file (gguf, gguf-base) or new directory (peft, merged) to write, atomically"},
         {"--dtype", OPT_STR, &dtype_name, "f16", "f16, bf16 or f32"},
+        {"--overwrite", OPT_FLAG, &overwrite, NULL, "gguf, gguf-base: replace an existing --out file (never an input)"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
     int pr = cli_parse("export", "Write an adapter, or the base, in another runtime's format.", opts,
                        (int)(sizeof opts / sizeof *opts), argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
+    int rc;
     dtype dt = !strcmp(dtype_name, "f16") ? DT_F16 : !strcmp(dtype_name, "bf16") ? DT_BF16 : !strcmp(dtype_name, "f32") ? DT_F32 : DT_COUNT;
     if (dt == DT_COUNT) return fail(ql_err(QL_EINVAL, "--dtype: expected f16, bf16 or f32, found '%s'", dtype_name));
     int gguf = !strcmp(format, "gguf"), gbase = !strcmp(format, "gguf-base"), merged = !strcmp(format, "merged");
@@ -84,14 +113,19 @@ int cmd_export(int argc, char **argv) {
     if (!base[0] && !peft)
         return fail(ql_err(QL_EINVAL, "--format %s needs --base (the model the adapter was trained on)", format));
     if (!gbase && !adapter[0]) return fail(ql_err(QL_EINVAL, "--format %s needs --adapter", format));
+    if ((gguf || gbase) && (rc = check_file_out(out, overwrite, base, adapter))) return fail(rc);
+    // a directory out: one writer at a time (a second gets an error naming the first)
+    out_lock_t lock = {.fd = -1};
+    if ((peft || merged) && (rc = out_lock(&lock, out))) return fail(rc);
     if (peft) {
-        int prc = export_peft(adapter, base, dt, out);
-        return prc ? fail(prc) : 0;
+        rc = export_peft(adapter, base, dt, out);
+        out_unlock(&lock);
+        return rc ? fail(rc) : 0;
     }
     model m;
     // f32: the checkpoint's own values (a base file holds NF4: those are dequantized)
-    int rc = model_load(&m, base, DT_F32);
-    if (rc) return fail(rc);
+    rc = model_load(&m, base, DT_F32);
+    if (rc) { out_unlock(&lock); return fail(rc); }
     if (m.base_dtype == DT_NF4 && !gguf)
         log_warn("%s holds NF4 weights: the output gets them dequantized, not the original checkpoint's values", base);
     double t0 = time_now();
@@ -120,5 +154,6 @@ int cmd_export(int argc, char **argv) {
         tok_free(tok);
     }
     model_free(&m);
+    out_unlock(&lock);
     return rc ? fail(rc) : 0;
 }

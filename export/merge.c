@@ -1,5 +1,6 @@
-// merge.c: see merge.h. The directory is built under "<out>.tmp.<pid>" and
-// renamed into place when complete, so a failure leaves nothing at <out>.
+// merge.c: see merge.h. The directory is built aside (a hidden temp sibling,
+// fileio.h adir) and renamed into place when complete, so a failure leaves
+// nothing at <out>.
 #include "merge.h"
 
 #include <cblas.h>
@@ -118,9 +119,10 @@ int export_merged(const model *m, const lora_adapter *a, const char *base_dir, d
     struct stat sb;
     if (strlen(out) > 4000) return ql_err(QL_EINVAL, "--out: the path is too long");
     if (stat(out, &sb) == 0) return ql_err(QL_EINVAL, "--out %s already exists; remove it or choose another", out);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
-    if (mkdir(tmp, 0777) != 0) return ql_err(QL_EIO, "%s: cannot create directory: %s", tmp, strerror(errno));
+    adir od;
+    QL_CHECK(adir_open(&od, out));
+    od.no_replace = 1;
+    const char *tmp = od.tmp;
     // tensors in Hugging Face's names
     int nt = 3 + 9 * c->n_layers, k = 0;
     mtensor *t = calloc((size_t)nt, sizeof *t);
@@ -177,9 +179,9 @@ int export_merged(const model *m, const lora_adapter *a, const char *base_dir, d
         if (!rc) rc = file_write_atomic(dst, tc.s, tc.n);
         sb_free(&tc);
     }
-    if (!rc && rename(tmp, out) != 0) rc = ql_err(QL_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
-    if (rc) dir_discard(tmp);  // nothing half-written stays
-    else log_info("wrote %s: %d safetensors file%s, %s", out, ns, ns > 1 ? "s" : "", dtype_name(type));
+    if (rc) adir_abort(&od);  // nothing half-written stays
+    else rc = adir_commit(&od);
+    if (!rc) log_info("wrote %s: %d safetensors file%s, %s", out, ns, ns > 1 ? "s" : "", dtype_name(type));
     free(t);
     return rc;
 }

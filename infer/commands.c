@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../common/cli.h"
 #include "../common/err.h"
@@ -196,6 +197,12 @@ int cmd_infer(int argc, char **argv) {
     if (requests[0] && (adapter_dir[0] || with_base || strcmp(format, "text"))) {
         fprintf(stderr, "qlora infer: error: --requests: each line names its adapter (\"adapter\" from --adapter-dir); "
                         "--adapter, --with-base and --format do not apply\n");
+        return 2;
+    }
+    struct stat rs, os;  // the results would replace the requests they answer
+    if (requests[0] && out[0] && stat(requests, &rs) == 0 && stat(out, &os) == 0 && rs.st_dev == os.st_dev &&
+        rs.st_ino == os.st_ino) {
+        fprintf(stderr, "qlora infer: error: --out %s is the --requests file; write the results elsewhere\n", out);
         return 2;
     }
     if (batch < 1 || batch > 512) {
