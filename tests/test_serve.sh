@@ -182,7 +182,7 @@ want 400 "a name is one folder" $C '{"model": "/etc", "prompt": "x"}'
 want 400 "not a folder name" $C '{"model": "..", "prompt": "x"}'
 want 400 "a name is one folder" $C '{"model": "tiny_gqa", "prompt": "x", "adapters": ["../pirate"]}'
 mkdir -p "$tmp/outside" && cp "$tmp/store/pirate/"* "$tmp/outside/" && ln -s "$tmp/outside" "$tmp/store/sneaky"
-want 400 "points out of the store" $C '{"model": "sneaky", "prompt": "x"}'
+want 400 "is a symbolic link to [^ ]*/outside outside the store; pass --follow-symlinks to use it" $C '{"model": "sneaky", "prompt": "x"}'
 rm "$tmp/store/sneaky"
 # a bad adapter directory: 400 naming the file; the others keep serving
 mkdir -p "$tmp/store/broken" && cp "$tmp/store/pirate/adapter_config.json" "$tmp/store/broken/" && echo junk >"$tmp/store/broken/adapter_model.safetensors"
