@@ -164,28 +164,37 @@ int config_load_dir(model_config *c, const char *dir) {
     // generation_config.json may name more end-of-sequence ids (Llama 3.1 Instruct)
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
     if (file_read_all(path, 16u << 20, &js, &len) == QL_OK) {
-        json_doc d;
-        rc = json_parse(&d, js, len, path);
-        if (rc == QL_OK) {
-            if (json_type(&d, 0) == JSON_OBJECT) rc = get_eos(&d, c);
-            json_free(&d);
-        }
+        rc = config_parse_generation(c, js, len, path);
         free(js);
-        for (int i = 0; i < c->n_eos && !rc; i++)
-            if (c->eos_ids[i] >= c->vocab_size) rc = ql_err(QL_EFORMAT, "%s: eos token id %d out of range of vocab_size %d", path, c->eos_ids[i], c->vocab_size);
         if (rc) return rc;
     }
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     if (file_read_all(path, 64u << 20, &js, &len) == QL_OK) {
-        json_doc d;
-        rc = json_parse(&d, js, len, path);
-        if (rc == QL_OK) {
-            int v = json_find(&d, 0, "add_bos_token");
-            if (v >= 0 && !json_is_null(&d, v)) rc = json_get_bool(&d, v, "add_bos_token", &c->add_bos);
-            json_free(&d);
-        }
+        rc = config_parse_tokenizer_config(c, js, len, path);
         free(js);
     }
+    return rc;
+}
+
+int config_parse_generation(model_config *c, const char *js, size_t len, const char *path) {
+    json_doc d;
+    QL_CHECK(json_parse(&d, js, len, path));
+    int rc = json_type(&d, 0) == JSON_OBJECT ? get_eos(&d, c) : ql_err(QL_EFORMAT, "%s: expected a JSON object", path);
+    json_free(&d);
+    for (int i = 0; i < c->n_eos && !rc; i++)
+        if (c->eos_ids[i] >= c->vocab_size)
+            rc = ql_err(QL_EFORMAT, "%s: eos token id %d out of range of vocab_size %d", path, c->eos_ids[i], c->vocab_size);
+    return rc;
+}
+
+int config_parse_tokenizer_config(model_config *c, const char *js, size_t len, const char *path) {
+    json_doc d;
+    QL_CHECK(json_parse(&d, js, len, path));
+    int rc = QL_OK;
+    if (json_type(&d, 0) != JSON_OBJECT) rc = ql_err(QL_EFORMAT, "%s: expected a JSON object", path);
+    int v = rc ? -1 : json_find(&d, 0, "add_bos_token");
+    if (v >= 0 && !json_is_null(&d, v)) rc = json_get_bool(&d, v, "add_bos_token", &c->add_bos);
+    json_free(&d);
     return rc;
 }
 

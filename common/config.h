@@ -31,7 +31,12 @@ typedef struct {
 
 // Parse config.json text. path names the file in messages.
 int config_parse(model_config *c, const char *json, size_t len, const char *path);
-// Read dir/config.json and (optionally) dir/tokenizer_config.json.
+// generation_config.json text: its eos_token_id (a number or a list) adds to c's
+// end-of-sequence ids, each checked against c->vocab_size (parse config.json first).
+int config_parse_generation(model_config *c, const char *json, size_t len, const char *path);
+// tokenizer_config.json text: add_bos_token (true, false or null) into c->add_bos.
+int config_parse_tokenizer_config(model_config *c, const char *json, size_t len, const char *path);
+// Read dir/config.json and (optionally) dir/generation_config.json and dir/tokenizer_config.json.
 int config_load_dir(model_config *c, const char *dir);
 // 1 when id ends a sequence (any of eos_ids).
 int config_is_eos(const model_config *c, int id);

@@ -8,17 +8,28 @@
 
 #include "jsmn_types.h"
 
+// Objects and arrays nest at most this deep (deeper is refused, with this number).
+#define JSON_MAX_DEPTH 128
+
 typedef struct {
     const char *js;   // the text (not owned)
     size_t len;
     jsmntok_t *tok;   // owned
+    int *next;        // owned: next[i] is the token just past i's subtree
     int ntok;
     const char *what; // source name for messages (not owned)
+    // where json_item / json_member last stopped (a cache; makes k = 0, 1, ... linear)
+    int c_arr, c_arr_k, c_arr_i, c_obj, c_obj_k, c_obj_i;
 } json_doc;
 
 enum { JSON_OBJECT = 1, JSON_ARRAY = 2, JSON_STRING = 3, JSON_PRIMITIVE = 4 };
 
-// Parse text; the root must be an object or array. QL_EFORMAT with position on error.
+// Parse text; the root must be an object or array. Strict RFC 8259: no trailing,
+// leading or doubled commas, items separated by commas, numbers as the grammar
+// writes them (no "01", "1.", "0x10", "-"), only true/false/null as bare words,
+// strings of well-formed UTF-8 without raw control bytes (NUL included), at most
+// JSON_MAX_DEPTH levels, and no key twice in one object. QL_EFORMAT naming the line
+// and column ("what: invalid JSON at line L column C: why") otherwise; linear time.
 int json_parse(json_doc *d, const char *js, size_t len, const char *what);
 void json_free(json_doc *d);
 
@@ -30,8 +41,8 @@ int json_item(const json_doc *d, int arr, int k);  // k-th item of an array or -
 // key of the k-th member of an object: returns key token, sets *val to the value token
 int json_member(const json_doc *d, int obj, int k, int *val);
 
-// jsmn accepts a key with no value ({"a": }) and a key with two ({"a": 1 2}).
-// Returns the first such key's token (*two_values: 1 for the second kind), or -1.
+// A key with no value ({"a": }) or two ({"a": 1 2}), which jsmn alone accepted:
+// json_parse now refuses both, so this always returns -1 (kept for its callers).
 int json_bad_member(const json_doc *d, int *two_values);
 
 int json_is_null(const json_doc *d, int i);
@@ -47,6 +58,7 @@ int json_get_bool(const json_doc *d, int i, const char *name, int *out);
 int json_get_ranged(const json_doc *d, int obj, const char *name, int is_int, int null_absent, double lo, double hi,
                     double *out);
 // Unescaped UTF-8 string, malloc'd, NUL-terminated; *len_out (optional) excludes the NUL.
+// A \u0000 escape is refused (QL_EFORMAT naming the field): a NUL would cut the string.
 int json_get_string(const json_doc *d, int i, const char *name, char **out, size_t *len_out);
 
 // Bytes in the well-formed UTF-8 character at s (n bytes available), or 0:
@@ -57,6 +69,7 @@ int utf8_seq_len(const unsigned char *s, size_t n);
 char *json_quote(const char *s);
 
 // Whole-file reading with a size limit; the buffer is NUL-terminated and malloc'd.
+// Only a regular file is read (a FIFO, device or directory is refused without waiting).
 int file_read_all(const char *path, size_t limit, char **out, size_t *len_out);
 
 #endif

@@ -19,7 +19,7 @@
 #include "generate.h"
 #include "store.h"
 
-typedef struct {
+struct req_line {
     int line;
     char *id;            // the id as JSON text ("null" when absent)
     char *adapter;       // NULL: the base
@@ -30,7 +30,7 @@ typedef struct {
     float temperature, top_p;
     long long seed;
     char err[1400];      // not empty: this line cannot run
-} req_line;
+};
 
 static void line_free(req_line *q) {
     free(q->id), free(q->adapter), free(q->ids);
@@ -193,12 +193,8 @@ static int add_result(strbuf *b, const req_line *q, const eng_req *r) {
     return rc;
 }
 
-int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_opts *ro, int *n_failed) {
-    *n_failed = 0;
-    char *text = NULL;
-    size_t len = 0;
-    QL_CHECK(file_read_all(ro->path, (size_t)1 << 30, &text, &len));
-    // lines -> requests
+int requests_parse(req_line **out, int *n_out, const char *text, size_t len, const char *path, const model *m,
+                   const tokenizer *tok, const requests_opts *ro) {
     req_line *q = NULL;
     int n = 0, cap = 0, rc = QL_OK, line = 0;
     for (size_t p = 0; p < len && !rc;) {
@@ -220,12 +216,34 @@ int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_op
         req_line *r = &q[n++];
         *r = (req_line){.line = line, .max_tokens = ro->max_tokens, .top_k = ro->top_k, .temperature = ro->temperature,
                         .top_p = ro->top_p, .seed = ro->seed};
-        int prc = parse_line(r, text + s, l - s, ro->path, m, tok, ro);
+        int prc = parse_line(r, text + s, l - s, path, m, tok, ro);
         if (prc == QL_ENOMEM) rc = prc;
         else if (prc) snprintf(r->err, sizeof r->err, "%s", ql_errmsg());
     }
+    if (!rc && n == 0) rc = ql_err(QL_EFORMAT, "%s: no requests in it (every line is blank)", path);
+    if (rc) {
+        requests_lines_free(q, n);
+        q = NULL, n = 0;
+    }
+    *out = q, *n_out = n;
+    return rc;
+}
+
+void requests_lines_free(req_line *q, int n) {
+    for (int i = 0; i < n; i++) line_free(&q[i]);
+    free(q);
+}
+
+const char *requests_line_error(const req_line *q, int i) { return q[i].err; }
+
+int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_opts *ro, int *n_failed) {
+    *n_failed = 0;
+    char *text = NULL;
+    size_t len = 0;
+    QL_CHECK(file_read_all(ro->path, (size_t)1 << 30, &text, &len));
+    req_line *q = NULL;
+    int n = 0, rc = requests_parse(&q, &n, text, len, ro->path, m, tok, ro);
     free(text);
-    if (!rc && n == 0) rc = ql_err(QL_EFORMAT, "%s: no requests in it (every line is blank)", ro->path);
     // adapters
     adapter_store st = {0};
     if (!rc) rc = open_store(&st, m, ro, q, n);

@@ -31,6 +31,20 @@ typedef struct {
     int follow_symlinks;       // links in the store may point out of it (--follow-symlinks)
 } requests_opts;
 
+// One line of a requests file, parsed and checked (private to requests.c).
+typedef struct req_line req_line;
+
+// Parses text (len bytes of a requests file; path names it in messages) into *q, one
+// entry per non-blank line: a runnable request (prompt tokenized with tok and m's BOS
+// rule) or, for a line that cannot run, its error (requests_line_error). Returns
+// QL_ENOMEM, or QL_EFORMAT when every line is blank; *q then is NULL. Free with
+// requests_lines_free.
+int requests_parse(req_line **q /* out */, int *n /* out */, const char *text, size_t len, const char *path,
+                   const model *m, const tokenizer *tok, const requests_opts *ro);
+void requests_lines_free(req_line *q, int n);
+// "" when line i can run, else why not (file:line: ...).
+const char *requests_line_error(const req_line *q, int i);
+
 // Runs every request and writes the results. Returns an error for a file that
 // cannot be read or written, or a batch that fails; lines that fail are counted in
 // *n_failed (their results say why).

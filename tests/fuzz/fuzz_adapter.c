@@ -1,0 +1,33 @@
+// fuzz_adapter: an adapter directory (adapter_config.json, then FZ_SEP, then
+// adapter_model.safetensors) written into a scratch directory and read as the
+// program reads a store entry: lora_peft_config (the listing), lora_peft_shapes
+// (export without a base) and lora_load_peft against the tiny_gqa fixture's config.
+// An input without the separator is the config alone (no weights file).
+#include "fuzz_util.h"
+
+#include "common/config.h"
+#include "train/peft.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static model_config cfg;
+    static int ready;
+    if (!ready) {
+        fz_dir();
+        if (config_load_dir(&cfg, FZ_FIXTURE("models/tiny_gqa"))) { fprintf(stderr, "fuzz: %s\n", ql_errmsg()); abort(); }
+        ready = 1;
+    }
+    size_t n1, n2;
+    const uint8_t *w;
+    fz_split(data, size, &n1, &w, &n2);
+    fz_write(PEFT_CONFIG_NAME, data, n1);
+    if (w == data + size && n2 == 0) fz_remove(PEFT_WEIGHTS_NAME);
+    else fz_write(PEFT_WEIGHTS_NAME, w, n2);
+    lora_adapter a;
+    unsigned listed = 0;
+    if (lora_peft_config(&a, &listed, fz_dir()) == 0) lora_free(&a);
+    model_config shapes;
+    (void)lora_peft_shapes(&shapes, fz_dir());
+    if (lora_load_peft(&a, &cfg, fz_dir()) == 0) lora_free(&a);
+    else lora_free(&a);  // "on error a is left empty (lora_free is still safe)"
+    return 0;
+}
