@@ -293,16 +293,15 @@ static int64_t to_f32(float *dst, const st_tensor *t) {
     prefault(dst, sizeof(float) * (size_t)t->numel);
     qweight w = {.type = t->type, .rows = t->shape[0], .cols = t->shape[1], .data = t->data};
     nf4_dequantize_rows(dst, &w, 0, w.rows);
-    // the exponent bits all set is NaN or Inf, in every source type once widened;
-    // one OR per block keeps the scan as fast as a copy
-    const uint32_t *b = (const uint32_t *)dst;
+    // x - x is 0 for a finite x and NaN for NaN or Inf (and NaN != 0): an OR of
+    // comparisons per block, which vectorizes, then the block searched when hit
     for (int64_t i = 0; i < t->numel; i += 1024) {
         int64_t e = i + 1024 < t->numel ? i + 1024 : t->numel;
-        uint32_t bad = 0;
-        for (int64_t j = i; j < e; j++) bad |= (b[j] & 0x7f800000u) == 0x7f800000u;
+        int bad = 0;
+        for (int64_t j = i; j < e; j++) bad |= dst[j] - dst[j] != 0.0f;
         if (bad)
             for (int64_t j = i; j < e; j++)
-                if ((b[j] & 0x7f800000u) == 0x7f800000u) return j;
+                if (!isfinite(dst[j])) return j;
     }
     return -1;
 }
