@@ -306,6 +306,14 @@ void adir_abort(adir *d) {
     memset(d, 0, sizeof *d);
 }
 
+int adir_fail(adir *d, int rc) {
+    const char *msg = ql_errmsg();
+    size_t n = d->tmp ? strlen(d->tmp) : 0;
+    if (n && !strncmp(msg, d->tmp, n)) rc = ql_err(rc, "%s%s", d->path, msg + n);
+    adir_abort(d);
+    return rc;
+}
+
 // ---- the writer's lock ----
 
 int out_lock(out_lock_t *l, const char *path) {

@@ -56,6 +56,10 @@ typedef struct {
 int adir_open(adir *d, const char *path);
 int adir_commit(adir *d);
 void adir_abort(adir *d);
+// After a failed write into d->tmp: removes it (adir_abort) and returns rc with
+// the error message naming the final path instead of the temp one
+// ("<path>/config.json: write failed: No space left on device").
+int adir_fail(adir *d, int rc);
 
 // Removes the temp siblings of path (above) whose process is gone.
 void fileio_clean_stale(const char *path);

@@ -49,7 +49,7 @@ static int export_peft(const char *adapter, const char *base, dtype dt, const ch
     if (!rc && !(rc = adir_open(&od, out))) {
         od.no_replace = 1;
         rc = lora_write_peft_files(&a, od.tmp, rec, dt);
-        if (rc) adir_abort(&od);  // nothing half-written stays
+        if (rc) rc = adir_fail(&od, rc);  // nothing half-written stays
         else rc = adir_commit(&od);
     }
     if (!rc)

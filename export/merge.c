@@ -179,7 +179,7 @@ int export_merged(const model *m, const lora_adapter *a, const char *base_dir, d
         if (!rc) rc = file_write_atomic(dst, tc.s, tc.n);
         sb_free(&tc);
     }
-    if (rc) adir_abort(&od);  // nothing half-written stays
+    if (rc) rc = adir_fail(&od, rc);  // nothing half-written stays
     else rc = adir_commit(&od);
     if (!rc) log_info("wrote %s: %d safetensors file%s, %s", out, ns, ns > 1 ? "s" : "", dtype_name(type));
     free(t);

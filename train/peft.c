@@ -236,8 +236,7 @@ int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_
     if (!rc) rc = adir_open(&d, dir);
     if (rc) return rc;
     rc = lora_write_peft_files(a, d.tmp, extra_record_json, type);
-    if (rc) { adir_abort(&d); return rc; }
-    return adir_commit(&d);
+    return rc ? adir_fail(&d, rc) : adir_commit(&d);
 }
 
 // ---- reading ----

@@ -313,8 +313,11 @@ static int write_out(const run_out *r, trainer *t, int step, int with_ckpt) {
         rc = save_checkpoint(path, t, step, (float *)r->losses, r->nval, (int *)r->vstep, (float *)r->vloss, r->fingerprint);
     snprintf(path, sizeof path, "%s/loss.svg", d.tmp);
     if (!rc) rc = curve_write_svg(path, r->losses, step, r->vstep, r->vloss, r->nval, "qlora train: loss");
-    if (rc) { adir_abort(&d); return rc; }
-    return adir_commit(&d);
+    if (rc) rc = adir_fail(&d, rc);  // --out stays as it was
+    else rc = adir_commit(&d);
+    if (rc) rc = ql_err(rc, "%s: cannot write the adapter and checkpoint of step %d (--out is left as it was): %s",
+                        r->o->out, step, ql_errmsg());
+    return rc;
 }
 
 int cmd_train(int argc, char **argv) {
