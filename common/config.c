@@ -70,6 +70,39 @@ int config_is_eos(const model_config *c, int id) {
     return 0;
 }
 
+// What the model may say that qlora does not implement is refused, not ignored:
+// a "gelu" model run as SiLU, or one with biases run without them, gives wrong
+// numbers quietly. Absent (or null) fields take Llama's defaults.
+static int check_unsupported(json_doc *d, const char *path) {
+    int v = json_find(d, 0, "model_type");
+    if (v >= 0 && !json_is_null(d, v) && !json_eq(d, v, "llama") && !json_eq(d, v, "mistral")) {
+        char *s = NULL;
+        int rc = json_get_string(d, v, "model_type", &s, NULL);
+        if (!rc) rc = ql_err(QL_EUNSUP, "%s: field 'model_type': \"%.60s\" is not supported (expected llama or mistral)", path, s);
+        free(s);
+        return rc;
+    }
+    v = json_find(d, 0, "hidden_act");
+    if (v >= 0 && !json_is_null(d, v) && !json_eq(d, v, "silu") && !json_eq(d, v, "swish")) {
+        char *s = NULL;
+        int rc = json_get_string(d, v, "hidden_act", &s, NULL);
+        if (!rc)
+            rc = ql_err(QL_EUNSUP, "%s: field 'hidden_act': \"%.60s\" is not supported (qlora implements silu, also called swish)",
+                        path, s);
+        free(s);
+        return rc;
+    }
+    static const char *const biases[] = {"attention_bias", "mlp_bias"};
+    for (int k = 0; k < 2; k++) {
+        int b = 0;
+        v = json_find(d, 0, biases[k]);
+        if (v < 0 || json_is_null(d, v)) continue;
+        QL_CHECK(json_get_bool(d, v, biases[k], &b));
+        if (b) return ql_err(QL_EUNSUP, "%s: field '%s': true is not supported (qlora's Llama has no bias terms)", path, biases[k]);
+    }
+    return QL_OK;
+}
+
 int config_parse(model_config *c, const char *js, size_t len, const char *path) {
     memset(c, 0, sizeof *c);
     c->eos_id = -1;
@@ -93,6 +126,7 @@ int config_parse(model_config *c, const char *js, size_t len, const char *path) 
         free(s);
         goto out;
     }
+    if ((rc = check_unsupported(&d, path))) goto out;
     const int BIG = 1 << 20;
     if ((rc = get_int(&d, "hidden_size", 1, 0, 1, BIG, &c->dim)) ||
         (rc = get_int(&d, "intermediate_size", 1, 0, 1, BIG, &c->hidden_dim)) ||

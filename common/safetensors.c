@@ -1,9 +1,11 @@
 // safetensors.c: see safetensors.h.
 #include "safetensors.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "err.h"
 #include "json.h"
@@ -173,8 +175,17 @@ int st_open_mem(st_file *f, const void *mem, size_t len, const char *name) {
     return open_image(f, mem, len);
 }
 
+// Only a regular file is opened: opening a FIFO to map it would wait for a writer.
+static int check_regular(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return ql_err(QL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return ql_err(QL_EIO, "%s: not a regular file (a directory, FIFO or device is never read)", path);
+    return QL_OK;
+}
+
 int st_open(st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
+    QL_CHECK(check_regular(path));
     QL_CHECK(fmap_open(&f->map, path));
     f->path = strdup(path);
     if (!f->path) { fmap_close(&f->map); return ql_err(QL_ENOMEM, "out of memory"); }
@@ -215,8 +226,8 @@ int st_set_open_dir(st_set *s, const char *dir) {
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     char *js = NULL;
     size_t len;
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {  // no index: one model.safetensors
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
         s->files = calloc(1, sizeof(st_file));
         if (!s->files) return ql_err(QL_ENOMEM, "out of memory");
@@ -225,7 +236,6 @@ int st_set_open_dir(st_set *s, const char *dir) {
         s->nfiles = 1;
         return QL_OK;
     }
-    fclose(probe);
     QL_CHECK(file_read_all(path, 64u << 20, &js, &len));
     json_doc d;
     int rc = json_parse(&d, js, len, path);

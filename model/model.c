@@ -443,17 +443,41 @@ static int load_base_file(model *m, const char *path) {
     if (version != QLORA_BASE_VERSION)
         return ql_err(QL_EUNSUP, "%s: base file version %u, this qlora reads version %d (re-run qlora quantize)", path,
                       version, QLORA_BASE_VERSION);
-    uint64_t image = 0;
-    for (int k = 7; k >= 0; k--) image = image << 8 | b[16 + k];
+    uint32_t flags = b[12] | b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
+    if (flags != 0)
+        return ql_err(QL_EUNSUP, "%s: base file flags 0x%x: this qlora knows none (expected 0; written by a newer qlora?)",
+                      path, flags);
+    uint64_t image = 0, reserved = 0, hlen = 0;
+    for (int k = 7; k >= 0; k--) image = image << 8 | b[16 + k], reserved = reserved << 8 | b[24 + k];
+    if (reserved != 0)
+        return ql_err(QL_EFORMAT, "%s: the reserved field (bytes 24..31) is 0x%llx, expected 0", path,
+                      (unsigned long long)reserved);
     if (image != m->map.len - BASE_PREFIX)
         return ql_err(QL_EFORMAT, "%s: header says %llu bytes follow but the file has %zu (truncated?)", path,
                       (unsigned long long)image, m->map.len - BASE_PREFIX);
+    // the data area starts 64-aligned (docs/formats.md): weights are used in place, and
+    // an f32 or NF4 kernel load through a misaligned pointer is undefined behaviour
+    if (image >= 8) {
+        for (int k = 7; k >= 0; k--) hlen = hlen << 8 | b[BASE_PREFIX + k];
+        if (hlen <= image - 8 && (BASE_PREFIX + 8 + hlen) % 64 != 0)
+            return ql_err(QL_EFORMAT, "%s: the data area starts at byte %llu, not a multiple of 64 as a base file's must",
+                          path, (unsigned long long)(BASE_PREFIX + 8 + hlen));
+    }
     QL_CHECK(st_open_mem(&m->base, b + BASE_PREFIX, (size_t)image, path));
+    for (int k = 0; k < m->base.n; k++)  // and every tensor aligned for its dtype in place (the reader would copy it)
+        if (m->base.t[k].copy)
+            return ql_err(QL_EFORMAT, "%s: tensor '%s' is not aligned for %s in the file (a base file orders F32, "
+                          "then 16-bit, then byte tensors from a 64-aligned data area)", path, m->base.t[k].name,
+                          dtype_name(m->base.t[k].type));
     char *fmt = st_metadata_get(&m->base, "format"), *cfg = st_metadata_get(&m->base, "config"),
          *bd = st_metadata_get(&m->base, "base_dtype"), *ab = st_metadata_get(&m->base, "add_bos_token");
     int rc = QL_OK;
-    if (!fmt || strcmp(fmt, "qlora-base") || !cfg || !bd || base_dtype_parse(bd) < 0)
+    if (!fmt || strcmp(fmt, "qlora-base") || !cfg || !bd)
         rc = ql_err(QL_EFORMAT, "%s: metadata must hold format=qlora-base, config and base_dtype", path);
+    else if (base_dtype_parse(bd) < 0)
+        rc = ql_err(QL_EFORMAT, "%s: metadata base_dtype \"%.40s\": expected nf4, f16 or f32", path, bd);
+    else if (ab && strcmp(ab, "true") && strcmp(ab, "false"))
+        rc = ql_err(QL_EFORMAT, "%s: metadata add_bos_token \"%.40s\": expected true or false", path, ab);
     if (!rc) {
         char what[4200];
         snprintf(what, sizeof what, "%s (config)", path);
@@ -498,7 +522,10 @@ static int load_base_file(model *m, const char *path) {
         lw->ffn_norm = p;
 #define X(field, hf, R_, C_)                                     \
         snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, hf); \
-        QL_CHECK(base_weight(m, nm, &lw->field, (R_), (C_)));
+        QL_CHECK(base_weight(m, nm, &lw->field, (R_), (C_)));         \
+        if (lw->field.type != m->base_dtype)                           \
+            return ql_err(QL_EFORMAT, "%s: tensor '%s' is %s but the metadata says base_dtype %s", path, nm, \
+                          lw->field.type == DT_NF4 ? "nf4" : dtype_name(lw->field.type), base_dtype_name(m->base_dtype));
         LAYER_LINEARS(X)
 #undef X
     }
@@ -512,6 +539,8 @@ int model_load(model *m, const char *path, dtype base_dtype) {
     int rc;
     if (stat(path, &st) != 0) rc = ql_err(QL_EIO, "%s: no such model directory or base file", path);
     else if (S_ISDIR(st.st_mode)) rc = load_dir(m, path, base_dtype);
+    else if (!S_ISREG(st.st_mode))  // a FIFO would block the mapping's open
+        rc = ql_err(QL_EIO, "%s: not a model directory or a regular file", path);
     else rc = load_base_file(m, path);
     if (rc) model_free(m);
     return rc;
