@@ -6,7 +6,7 @@
 #include "model/model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[512];
+    char path[1100];
     fz_path(path, sizeof path, "base.qlb");
     fz_write("base.qlb", data, size);
     model m;

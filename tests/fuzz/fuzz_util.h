@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/err.h"
 #include "common/log.h"
 
 #ifndef QL_SOURCE_DIR
@@ -23,12 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 // Files a harness wrote into the scratch directory, removed at exit.
 #define FZ_MAX_FILES 8
-static char fz_dir_[256];
+static char fz_dir_[512];
 static char fz_names_[FZ_MAX_FILES][64];
 static int fz_nnames_;
 
-static void fz_cleanup_(void) {
-    char p[512];
+static inline void fz_cleanup_(void) {
+    char p[1024];
     for (int i = 0; i < fz_nnames_; i++) {
         snprintf(p, sizeof p, "%s/%s", fz_dir_, fz_names_[i]);
         unlink(p);
@@ -37,7 +38,7 @@ static void fz_cleanup_(void) {
 }
 
 // The scratch directory of this process (created on first use), quiet logging.
-static const char *fz_dir(void) {
+static inline const char *fz_dir(void) {
     if (!fz_dir_[0]) {
         const char *t = getenv("TMPDIR");
         snprintf(fz_dir_, sizeof fz_dir_, "%s/qlora_fuzz_XXXXXX", t && t[0] ? t : "/tmp");
@@ -52,8 +53,8 @@ static const char *fz_dir(void) {
 }
 
 // Writes len bytes as dir/name (name at most 63 bytes); remembers it for cleanup.
-static void fz_write(const char *name, const void *data, size_t len) {
-    char p[512];
+static inline void fz_write(const char *name, const void *data, size_t len) {
+    char p[1024];
     snprintf(p, sizeof p, "%s/%s", fz_dir(), name);
     int known = 0;
     for (int i = 0; i < fz_nnames_; i++) known |= !strcmp(fz_names_[i], name);
@@ -66,21 +67,21 @@ static void fz_write(const char *name, const void *data, size_t len) {
 }
 
 // Removes dir/name (a file a harness wants absent for this input).
-static void fz_remove(const char *name) {
-    char p[512];
+static inline void fz_remove(const char *name) {
+    char p[1024];
     snprintf(p, sizeof p, "%s/%s", fz_dir(), name);
     unlink(p);
 }
 
 // dir/name as a path (a static buffer per call site is the caller's).
-static void fz_path(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", fz_dir(), name); }
+static inline void fz_path(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", fz_dir(), name); }
 
 // The separator between the two files of a two-file input (in the .dict too).
 #define FZ_SEP "\n--qlora-fuzz-file--\n"
 
 // Splits data at the first FZ_SEP: [0, *n1) is the first file, the rest after the
 // separator the second (len 0 and the whole input as the first when there is none).
-static void fz_split(const uint8_t *data, size_t size, size_t *n1, const uint8_t **second, size_t *n2) {
+static inline void fz_split(const uint8_t *data, size_t size, size_t *n1, const uint8_t **second, size_t *n2) {
     size_t sl = strlen(FZ_SEP);
     for (size_t i = 0; i + sl <= size; i++)
         if (!memcmp(data + i, FZ_SEP, sl)) {
@@ -92,7 +93,7 @@ static void fz_split(const uint8_t *data, size_t size, size_t *n1, const uint8_t
 
 // A NUL-terminated copy of the input (the library's parsers take text + length,
 // but the program's buffers from file_read_all are NUL-terminated too).
-static char *fz_text(const uint8_t *data, size_t size) {
+static inline char *fz_text(const uint8_t *data, size_t size) {
     char *s = malloc(size + 1);
     if (!s) abort();
     memcpy(s, data, size);

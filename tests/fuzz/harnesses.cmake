@@ -4,4 +4,4 @@
 # normal tree (tests/CMakeLists.txt).
 set(QLORA_FUZZ_HARNESSES
   safetensors st_index config generation_config tokenizer_config adapter
-  dataset requests qlb tokenizer_json openai)
+  dataset requests qlb tokenizer_json openai recipe checkpoint)

@@ -232,3 +232,72 @@ put("openai", "chat", '{"model": "base", "messages": [{"role": "system", "conten
     '"max_tokens": 4, "ignore_eos": true, "lora_scale": 0.5}')
 put("openai", "adapters", '{"model": "m", "prompt": "x", "adapters": ["pirate", "support:0.5", "base"], "stop": "END"}')
 put("openai", "bad", '{"model": 1, "prompt": ["a", "b"], "max_tokens": -1, "temperature": "hot"}')
+
+# ---- training recipes ----
+put("recipe", "full", '{"_note": "a recipe", "comment": "x", "rank": 8, "alpha": 16.5, "rslora": true, "lr": 2e-4, '
+    '"batch_size": 2, "seq-len": 128, "targets": "q_proj,v_proj", "schedule": "linear", "resume": false, '
+    '"chat_template": "chatml", "base_dtype": "nf4"}')
+put("recipe", "wrong_types", '{"rank": "8", "lr": true, "resume": 1}')
+put("recipe", "help", '{"help": true}')
+put("recipe", "unknown", '{"ranks": 8, "recipe": "other.json"}')
+put("recipe", "empty", "{}")
+
+# ---- checkpoints: written by ckpt_write itself (fuzz_checkpoint.c built with
+# -DFZ_WRITE_SEEDS against a normal build's library), when QLORA_BUILD names it ----
+build = os.environ.get("QLORA_BUILD")
+if build:
+    import subprocess, tempfile
+    root = os.path.abspath(os.path.join(HERE, "..", ".."))
+    out = os.path.join(HERE, "corpus", "checkpoint")
+    os.makedirs(out, exist_ok=True)
+    exe = os.path.join(tempfile.mkdtemp(), "write_seeds")
+    subprocess.check_call(["cc", "-std=c11", "-D_GNU_SOURCE", "-DFZ_WRITE_SEEDS", '-DQL_SOURCE_DIR="%s"' % root, "-I", root,
+                           "-I", "/usr/include/x86_64-linux-gnu/openblas-pthread", os.path.join(HERE, "fuzz_checkpoint.c"),
+                           os.path.join(build, "libqlora_lib.a"), "-fopenmp", "-lopenblas", "-lsentencepiece",
+                           "-lmicrohttpd", "-lpcre2-8", "-lstdc++", "-lm", "-o", exe])
+    subprocess.check_call([exe, out])
+
+# ---- dictionaries: JSON's tokens plus each format's keys and words ----
+JSON_TOKENS = ["{", "}", "[", "]", ":", ",", '"', "true", "false", "null", "-0", "1e5", "0.5", "\\u0000", "\\ud83d\\ude00",
+               "\\\"", "\\\\", "\\n", "\xc3\xa9", "\xff"]
+KEYS = {
+    "safetensors": ["dtype", "shape", "data_offsets", "__metadata__", "F32", "F16", "BF16", "I32", "I64", "U8", "I8",
+                    "F64", "format"],
+    "st_index": ["weight_map", "metadata", "total_size", "model-00001-of-00002.safetensors",
+                 "model-00002-of-00002.safetensors", "model.embed_tokens.weight", "lm_head.weight"],
+    "config": ["architectures", "LlamaForCausalLM", "MistralForCausalLM", "model_type", "llama", "mistral", "hidden_size",
+               "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+               "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings",
+               "bos_token_id", "eos_token_id", "rope_scaling", "rope_type", "type", "llama3", "default", "factor",
+               "low_freq_factor", "high_freq_factor", "original_max_position_embeddings", "hidden_act", "silu",
+               "attention_bias", "mlp_bias"],
+    "generation_config": ["eos_token_id", "bos_token_id", "pad_token_id", "do_sample"],
+    "tokenizer_config": ["add_bos_token", "add_eos_token", "bos_token", "chat_template", "content", "name", "template"],
+    "adapter": ["peft_type", "LORA", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias", "none",
+                "fan_in_fan_out", "init_lora_weights", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                "down_proj", "base_model.model.model.layers.", ".self_attn.", ".mlp.", ".lora_A.weight", ".lora_B.weight",
+                "dtype", "shape", "data_offsets", "F32", "F16", "BF16", SEP.decode()],
+    "dataset": ["text", "prompt", "completion", "messages", "role", "content", "system", "user", "assistant",
+                "instruction", "input", "output", "\n"],
+    "requests": ["id", "prompt", "messages", "adapter", "scale", "max_tokens", "temperature", "top_p", "top_k", "seed",
+                 "stop", "role", "content", "user", "\n"],
+    "qlb": ["QLORABAS", "qlora-base", "config", "base_dtype", "nf4", "f16", "add_bos_token", "chat_template",
+            ".nf4_codes", ".nf4_absmax_q", ".nf4_absmax_scale", ".nf4_absmax_offset", "tokenizer.model", "tokenizer.json"],
+    "tokenizer_json": ["model", "BPE", "vocab", "merges", "added_tokens", "special", "content", "id", "pre_tokenizer",
+                       "post_processor", "decoder", "normalizer", "Sequence", "Split", "ByteLevel", "TemplateProcessing",
+                       "SpecialToken", "single", "pattern", "Regex", "ignore_merges", "byte_fallback", "dropout",
+                       "\\p{L}+", "(?i:", "[^\\s]"],
+    "openai": ["model", "prompt", "messages", "role", "content", "max_tokens", "temperature", "top_p", "top_k", "seed",
+               "stop", "stream", "stream_options", "include_usage", "n", "ignore_eos", "lora_scale", "adapters", "base"],
+    "recipe": ["rank", "alpha", "lr", "batch_size", "seq-len", "targets", "resume", "chat_template", "comment", "_note",
+               "help", "recipe", "base_dtype"],
+    "checkpoint": ["qlora-checkpoint", "step", "val_count", "fingerprint", "losses", "val_loss", "layers.0.q_proj.A.w",
+                   "__metadata__", "F32", "data_offsets"],
+}
+for h, words in KEYS.items():
+    lines = ['# %s: JSON tokens and the keys and words of the format (make_seeds.py)' % h]
+    for w in JSON_TOKENS + words + ['"%s"' % k for k in words]:
+        lines.append('"%s"' % "".join(c if 0x20 <= ord(c) < 0x7f and c not in '"\\' else "\\x%02X" % ord(c)
+                                       for c in w.encode("latin-1", "backslashreplace").decode("latin-1")))
+    with open(os.path.join(HERE, h + ".dict"), "w") as f:
+        f.write("\n".join(lines) + "\n")
