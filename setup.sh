@@ -5,7 +5,9 @@
 #
 #   ./setup.sh demo    install, build, quantize a small model to NF4, train two style adapters, fan out one
 #                      prompt to the base and both in one batch
-#   ./setup.sh test    install, build, run every test (ctest)
+#   ./setup.sh test    install, build, run every test (ctest); then the CPU tests again in a
+#                      second tree built with ASan+UBSan (build-san), and the libFuzzer
+#                      harnesses built with clang (build-fuzz) for a fixed number of runs each
 #   ./setup.sh build   install and build only
 #
 # Environment: BUILD_DIR (default build), QLORA_CUDA (ON/OFF, default ON: the CUDA
@@ -18,6 +20,8 @@ JOBS=${JOBS:-$(nproc)}
 
 # ---- Debian packages ----
 pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev libmicrohttpd-dev libpcre2-dev curl jq"
+# the tests also build the fuzz harnesses, which need clang's libFuzzer
+[ "$what" = test ] && pkgs="$pkgs clang libclang-rt-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -41,8 +45,17 @@ test)
             printf '%s\n' "$npm_log" | tail -n 5 >&2
         fi
     fi
-    cd "$BUILD_DIR"
-    ctest --output-on-failure -j "$JOBS"
+    (cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS")
+    # The same CPU tests again, with everything built under AddressSanitizer and
+    # UBSan (any report fails the test); this also replays every fuzz corpus.
+    cmake -S . -B "$BUILD_DIR-san" -DCMAKE_BUILD_TYPE=Release -DQLORA_CUDA=OFF -DQLORA_SANITIZE=ON
+    cmake --build "$BUILD_DIR-san" -j "$JOBS"
+    (cd "$BUILD_DIR-san" && ctest -L cpu --output-on-failure -j "$JOBS")
+    # The libFuzzer harnesses (tests/fuzz), built with clang for coverage, each
+    # run for a fixed number of inputs (label fuzz).
+    CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR-fuzz" -DCMAKE_BUILD_TYPE=Release -DQLORA_CUDA=OFF -DQLORA_FUZZ=ON
+    cmake --build "$BUILD_DIR-fuzz" -j "$JOBS"
+    (cd "$BUILD_DIR-fuzz" && ctest -L fuzz --output-on-failure -j "$JOBS")
     ;;
 demo)
     q="$BUILD_DIR/qlora"
