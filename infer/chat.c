@@ -34,6 +34,7 @@ static int convo_add(convo *c, ds_role role, const char *text) {
 
 // Removes n messages starting at i.
 static void convo_drop(convo *c, int i, int n) {
+    if (n == 0) return;  // c->m may still be NULL: memmove's pointers must not be (UBSan)
     for (int k = i; k < i + n; k++) free((char *)c->m[k].content);
     memmove(c->m + i, c->m + i + n, sizeof *c->m * (size_t)(c->n - i - n));
     c->n -= n;
