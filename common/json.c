@@ -168,13 +168,16 @@ static int check_grammar(const json_doc *d) {
             if (depth == 0) return bad_at(d, p, "unexpected text after the JSON value");
             char close = stack[depth - 1] == '{' ? '}' : ']';
             if (c == close) { depth--, p++; continue; }
+            if (c != ',' && stack[depth - 1] == '{' && key_len)
+                return bad_at(d, p, "expected ',' or '}' after the value of key \"%.*s\"",
+                              (int)(key_len > 60 ? 60 : key_len), s + key);
             if (c != ',')
                 return bad_at(d, p, "expected ',' or '%c' after %s", close,
                               stack[depth - 1] == '{' ? "an object member" : "an array item");
-            p++;
+            size_t comma = p++;
             st = stack[depth - 1] == '{' ? KEY : VALUE;
             while (p < n && is_ws((unsigned char)s[p])) p++;
-            if (p < n && (s[p] == '}' || s[p] == ']')) return bad_at(d, p, "a comma before '%c'", s[p]);
+            if (p < n && (s[p] == '}' || s[p] == ']')) return bad_at(d, comma, "a comma before '%c'", s[p]);
             continue;
         }
         // a value

@@ -41,8 +41,8 @@ static void grammar(void) {
     bad("[1,,2]", "line 1 column 4", "expected a value");
     bad("[1 2]", "line 1 column 4", "expected ','");
     bad("{\"a\":1 \"b\":2}", "line 1 column 8", "expected ','");
-    bad("{\"a\":1,}", "a comma before '}'", NULL);
-    bad("[1,\n ]", "line 2 column 2", "a comma before ']'");
+    bad("{\"a\":1,}", "line 1 column 7: a comma before '}'", NULL);
+    bad("[1,\n ]", "line 1 column 3", "a comma before ']'");
     bad("{\"a\": }", "line 1 column 7", "missing value for key \"a\"");
     bad("{\"a\"}", "expected ':'", NULL);
     bad("{\"a\": 1 2}", "expected ','", NULL);

@@ -59,7 +59,7 @@ want_err() { res "$1" | grep -q "\"error\": \".*$2.*\", \"finish_reason\": \"err
 want_err 8 "req.jsonl:9: adapter 'nope' not loaded: .*no such adapter directory"
 want_err 9 'req.jsonl:10: unknown field \\"max_tokns\\"'
 want_err 10 "req.jsonl:11: field 'temperature': expected a number"
-want_err 11 'req.jsonl:12: invalid JSON: the key \\"id\\" has two values'
+want_err 11 'req.jsonl:12:11: invalid JSON: expected .,. or .}. after the value of key \\"id\\"'
 want_err 12 "req.jsonl:13:[0-9]*: messages: the last message must be the user's turn"
 want_err 13 'req.jsonl:14: expected one of \\"prompt\\" and \\"messages\\", found neither'
 # a stop string (two ASCII characters of an answer): cut before it, finish "stop"
