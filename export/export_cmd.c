@@ -79,8 +79,8 @@ static int check_file_out(const char *out, int overwrite, const char *base, cons
     int input = same_file(out, base) || (base[0] && same_file(parent, base)) || (adapter[0] && same_file(parent, adapter));
     free(d);
     if (!S_ISREG(st.st_mode)) return ql_err(QL_EINVAL, "--out %s exists and is not a regular file; not replaced", out);
-    if (input) return ql_err(QL_EINVAL, "--out %s is an input of this export (the base or a file beside it, or in the "
-                             "adapter); not replaced, even with --overwrite", out);
+    if (input) return ql_err(QL_EINVAL, "--out %s is an input of this export (the base, or a file in the base's or the "
+                             "adapter's directory); not replaced, even with --overwrite", out);
     if (!overwrite) return ql_err(QL_EINVAL, "--out %s already exists; give --overwrite to replace it", out);
     return QL_OK;
 }

@@ -73,7 +73,7 @@ int ckpt_write(const char *path, const lora_adapter *a, const ckpt_state *s, con
 
 // A decimal integer in [lo, hi], all of s (no sign, spaces or suffix): atoi
 // would read "abc" as 0 and "30junk" as 30.
-static int parse_count(const char *name, const char *key, const char *s, long lo, long hi, int *out) {
+static int parse_count(const char *name, const char *key, const char *s, long lo, long hi, const char *why, int *out) {
     long v = 0;
     int ok = s && s[0] && strlen(s) <= 10;
     for (const char *p = s; ok && *p; p++) {
@@ -82,7 +82,7 @@ static int parse_count(const char *name, const char *key, const char *s, long lo
     }
     if (!ok) return ql_err(QL_EFORMAT, "%s: metadata '%s': expected a decimal integer, found '%.40s'", name, key, s ? s : "(none)");
     if (v < lo || v > hi)
-        return ql_err(QL_EFORMAT, "%s: metadata '%s': %ld is outside [%ld, %ld] (this run's steps)", name, key, v, lo, hi);
+        return ql_err(QL_EFORMAT, "%s: metadata '%s': %ld is outside [%ld, %ld] (%s)", name, key, v, lo, hi, why);
     *out = (int)v;
     return QL_OK;
 }
@@ -113,8 +113,9 @@ static int read_state(ckpt_state *s, const st_file *f, const char *name, const l
     else if (fingerprint && strcmp(fp, fingerprint))
         rc = ql_err(QL_EINVAL, "%s: the checkpoint was made with other options or data; resuming needs the same "
                     "(checkpoint: %s; now: %s)", name, fp, fingerprint);
-    if (!rc) rc = parse_count(name, "step", ss, 0, max_step, &s->step);
-    if (!rc) rc = parse_count(name, "val_count", sv, 0, (long)s->step + 1, &s->val_count);  // step 0 and one per step
+    if (!rc) rc = parse_count(name, "step", ss, 0, max_step, "this run's steps", &s->step);
+    if (!rc) rc = parse_count(name, "val_count", sv, 0, (long)s->step + 1, "step 0 and one per step at most",
+                                &s->val_count);
     free(fmt), free(ss), free(sv), free(fp);
     if (rc) return rc;
     int ntensors = 1 + (s->val_count > 0);

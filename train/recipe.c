@@ -24,8 +24,9 @@ static const cli_opt *find_opt(const cli_opt *opts, int nopts, const char *key) 
 // The value's JSON text for a message, quoted when a string, cut at 40 bytes.
 static void found_text(const json_doc *d, int val, char *buf, size_t n) {
     int w = d->tok[val].end - d->tok[val].start;
-    const char *q = json_type(d, val) == JSON_STRING ? "\"" : "";
-    snprintf(buf, n, "%s %s%.*s%s%s", json_type_name(d, val), q, w > 40 ? 40 : w, d->js + d->tok[val].start,
+    const char *q = json_type(d, val) == JSON_STRING ? "\"" : "", *ty = json_type_name(d, val);
+    if (!strcmp(ty, "null") || !strcmp(ty, "a boolean")) ty = "";  // the literal says it
+    snprintf(buf, n, "%s%s%s%.*s%s%s", ty, ty[0] ? " " : "", q, w > 40 ? 40 : w, d->js + d->tok[val].start,
              w > 40 ? "..." : "", q);
 }
 

@@ -358,9 +358,9 @@ int cmd_train(int argc, char **argv) {
         code = 2;
         goto done_args;
     }
-    // --out: held by this process for the run (a second writer gets a clear error), and
-    // checked before the model is loaded
-    if ((rc = mkdir_parents(o.out)) || (rc = out_lock(&lock, o.out)) || (rc = check_out(&o))) {
+    // --out: checked before the model is loaded (no lock file beside what is refused), then
+    // held by this process for the run (a second writer gets a clear error) and checked again
+    if ((rc = check_out(&o)) || (rc = mkdir_parents(o.out)) || (rc = out_lock(&lock, o.out)) || (rc = check_out(&o))) {
         fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
         code = rc == QL_EINVAL ? 2 : 1;
         goto done_args;
