@@ -70,6 +70,14 @@ static char *temp_name(const char *path) {
     return t;
 }
 
+// path without trailing slashes ("a/b/" names the directory b, as "a/b" does), malloc'd.
+static char *trimmed(const char *path) {
+    char *p = strdup(path);
+    size_t n = p ? strlen(p) : 0;
+    while (n > 1 && p[n - 1] == '/') p[--n] = 0;
+    return p;
+}
+
 // The directory part of path ("." when none), malloc'd.
 static char *parent_of(const char *path) {
     char *d = strdup(path), *p = NULL;
@@ -238,9 +246,10 @@ void dir_discard(const char *dir) {
 
 int adir_open(adir *d, const char *path) {
     memset(d, 0, sizeof *d);
-    fileio_clean_stale(path);
-    d->path = strdup(path);
-    d->tmp = temp_name(path);
+    d->path = trimmed(path);
+    if (!d->path) return ql_err(QL_ENOMEM, "%s: out of memory", path);
+    fileio_clean_stale(d->path);
+    d->tmp = temp_name(d->path);
     if (!d->path || !d->tmp) { adir_abort(d); return ql_err(QL_ENOMEM, "%s: out of memory", path); }
     if (mkdir(d->tmp, 0755) != 0) {  // fails when the name exists: as O_EXCL
         int rc = ql_err(QL_EIO, "%s: cannot create its temp directory %s: %s", path, d->tmp, strerror(errno));
@@ -316,8 +325,18 @@ int adir_fail(adir *d, int rc) {
 
 // ---- the writer's lock ----
 
-int out_lock(out_lock_t *l, const char *path) {
-    l->fd = -1;
+static int out_lock_at(out_lock_t *l, const char *path);
+
+int out_lock(out_lock_t *l, const char *path_arg) {
+    l->fd = -1, l->path = NULL;
+    char *path = trimmed(path_arg);
+    if (!path) return ql_err(QL_ENOMEM, "%s: out of memory", path_arg);
+    int rc = out_lock_at(l, path);
+    free(path);
+    return rc;
+}
+
+static int out_lock_at(out_lock_t *l, const char *path) {
     const char *slash = strrchr(path, '/');
     size_t n = strlen(path) + 16, dl = slash ? (size_t)(slash - path) + 1 : 0;
     char *lp = malloc(n);

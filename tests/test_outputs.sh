@@ -40,6 +40,7 @@ expect 2 "not an adapter directory" -- "$q" train "${c[@]}" --out "$tmp/cfg" --o
 expect 2 "exists and is not a directory" -- "$q" train "${c[@]}" --out "$tmp/notes/notes.txt" --overwrite
 ln -s "$tmp/store/a" "$tmp/link"
 expect 2 "is a symbolic link" -- "$q" train "${c[@]}" --out "$tmp/link" --overwrite
+expect 2 "is a symbolic link" -- "$q" train "${c[@]}" --out "$tmp/link/" --overwrite
 expect 2 "no checkpoint" -- "$q" train "${c[@]}" --out "$tmp/store/a" --resume
 [ "$(cat "$tmp/notes/notes.txt")" = keep ] && [ "$(cat "$tmp/cfg/adapter_config.json")" = '{"model_type": "llama"}' ] ||
     fail "a refused --out changed"

@@ -186,7 +186,19 @@ int lora_write_peft_files(const lora_adapter *a, const char *dir, const char *ex
 static const char *const ADAPTER_FILES[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME, PEFT_RECORD_NAME, "loss.svg",
                                             "checkpoint.safetensors", "README.md", NULL};
 
-int lora_peft_dir_kind(const char *dir, int *kind) {
+static int dir_kind(const char *dir, int *kind);
+
+int lora_peft_dir_kind(const char *dir_arg, int *kind) {
+    // "a/link/" would follow the link: the name without its trailing slashes is what gets replaced
+    char *dir = strdup(dir_arg);
+    if (!dir) return ql_err(QL_ENOMEM, "out of memory");
+    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/';) dir[--n] = 0;
+    int rc = dir_kind(dir, kind);
+    free(dir);
+    return rc;
+}
+
+static int dir_kind(const char *dir, int *kind) {
     struct stat st;
     *kind = PEFT_DIR_ABSENT;
     if (lstat(dir, &st) != 0) {
