@@ -139,6 +139,11 @@ int config_parse(model_config *c, const char *js, size_t len, const char *path) 
         (rc = get_eos(&d, c)))
         goto out;
     if ((rc = get_int(&d, "head_dim", 0, c->dim / c->n_heads, 2, 1024, &c->head_dim))) goto out;
+    if (c->head_dim < 2 || c->head_dim > 1024) {  // the default (hidden_size / heads) is checked too
+        rc = ql_err(QL_EFORMAT, "%s: head_dim %d (hidden_size %d / num_attention_heads %d, as head_dim is absent) is "
+                    "outside [2, 1024]", path, c->head_dim, c->dim, c->n_heads);
+        goto out;
+    }
     if ((rc = get_float(&d, 0, "rms_norm_eps", 0, 1e-6, &c->norm_eps)) ||
         (rc = get_float(&d, 0, "rope_theta", 0, 10000.0, &c->rope_theta)))
         goto out;

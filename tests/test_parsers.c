@@ -57,6 +57,13 @@ static void configs(void) {
     config_case(", \"attention_bias\": \"no\"", QL_EFORMAT, "field 'attention_bias': expected true or false");
     config_case(", \"model_type\": \"qwen2\"", QL_EUNSUP, "field 'model_type': \"qwen2\" is not supported");
     config_case(", \"model_type\": \"gemma\"", QL_EUNSUP, "expected llama or mistral");
+    // found by fuzz_config: an absent head_dim defaults to hidden_size / heads, which was 0 here
+    char small[512];
+    snprintf(small, sizeof small, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 4, "
+             "\"intermediate_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 62, \"vocab_size\": 16}");
+    model_config z;
+    CHECK(config_parse(&z, small, strlen(small), "config.json") == QL_EFORMAT);
+    CHECKF(strstr(ql_errmsg(), "head_dim 0 (hidden_size 4 / num_attention_heads 62"), "%s", ql_errmsg());
     // a config.json that means two things (Hugging Face would take the last rope_theta)
     config_case(", \"rope_theta\": 10000, \"rope_theta\": 500000", QL_EFORMAT, "key 'rope_theta' appears twice");
 
