@@ -139,7 +139,7 @@ static int check_grammar(const json_doc *d) {
     size_t n = d->len, p = 0;
     char stack[JSON_MAX_DEPTH];
     int depth = 0;
-    size_t key = 0, key_len = 0;  // the last key (for "missing value for key")
+    size_t key_at[JSON_MAX_DEPTH], key_len[JSON_MAX_DEPTH];  // each open object's last key (for messages)
     enum { VALUE, VALUE_OR_END, KEY, KEY_OR_END, AFTER } st = VALUE;
     for (;;) {
         while (p < n && is_ws((unsigned char)s[p])) p++;
@@ -155,9 +155,9 @@ static int check_grammar(const json_doc *d) {
                 if (c == ',' || c == '}') return bad_at(d, p, "expected a key (a string), found '%c'", c);
                 return bad_at(d, p, "expected a key (a string)");
             }
-            key = p + 1;
+            key_at[depth - 1] = p + 1;
             QL_CHECK(check_string(d, &p));
-            key_len = p - 1 - key;
+            key_len[depth - 1] = p - 1 - key_at[depth - 1];
             while (p < n && is_ws((unsigned char)s[p])) p++;
             if (p == n) return bad_at(d, p, "unexpected end of input after a key");
             if (s[p] != ':') return bad_at(d, p, "expected ':' after a key");
@@ -168,9 +168,9 @@ static int check_grammar(const json_doc *d) {
             if (depth == 0) return bad_at(d, p, "unexpected text after the JSON value");
             char close = stack[depth - 1] == '{' ? '}' : ']';
             if (c == close) { depth--, p++; continue; }
-            if (c != ',' && stack[depth - 1] == '{' && key_len)
+            if (c != ',' && stack[depth - 1] == '{')
                 return bad_at(d, p, "expected ',' or '}' after the value of key \"%.*s\"",
-                              (int)(key_len > 60 ? 60 : key_len), s + key);
+                              (int)(key_len[depth - 1] > 60 ? 60 : key_len[depth - 1]), s + key_at[depth - 1]);
             if (c != ',')
                 return bad_at(d, p, "expected ',' or '%c' after %s", close,
                               stack[depth - 1] == '{' ? "an object member" : "an array item");
@@ -187,8 +187,9 @@ static int check_grammar(const json_doc *d) {
             p++, st = c == '{' ? KEY_OR_END : VALUE_OR_END;
             continue;
         }
-        if (key_len && (c == ',' || c == '}') && depth && stack[depth - 1] == '{')
-            return bad_at(d, p, "missing value for key \"%.*s\"", (int)(key_len > 60 ? 60 : key_len), s + key);
+        if ((c == ',' || c == '}') && depth && stack[depth - 1] == '{')
+            return bad_at(d, p, "missing value for key \"%.*s\"",
+                          (int)(key_len[depth - 1] > 60 ? 60 : key_len[depth - 1]), s + key_at[depth - 1]);
         if (c == ',') return bad_at(d, p, "expected a value, found ','");
         if (c == '"') QL_CHECK(check_string(d, &p));
         else if (c == '-' || isdigit((unsigned char)c)) QL_CHECK(check_number(d, &p));

@@ -45,7 +45,8 @@ static void grammar(void) {
     bad("[1,\n ]", "line 1 column 3", "a comma before ']'");
     bad("{\"a\": }", "line 1 column 7", "missing value for key \"a\"");
     bad("{\"a\"}", "expected ':'", NULL);
-    bad("{\"a\": 1 2}", "expected ','", NULL);
+    bad("{\"a\": 1 2}", "expected ',' or '}' after the value of key \"a\"", NULL);
+    bad("{\"a\": {\"b\": 1} \"c\": 2}", "line 1 column 16", "after the value of key \"a\"");  // the outer key
     bad("{1: 2}", "expected a key", NULL);
     bad("[01]", "invalid number '01'", NULL);
     bad("[1.]", "invalid number '1.'", NULL);
