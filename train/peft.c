@@ -215,6 +215,7 @@ static int dir_kind(const char *dir, int *kind) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
         int known = 0;
         for (int i = 0; ADAPTER_FILES[i]; i++) known |= !strcmp(de->d_name, ADAPTER_FILES[i]);
+        known |= de->d_name[0] == '.' && strstr(de->d_name, ".tmp-") != NULL;  // a temp file of ours (fileio.h)
         char *p = path_join(dir, de->d_name);
         if (!p) rc = ql_err(QL_ENOMEM, "out of memory");
         else if (!known || lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
