@@ -27,7 +27,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (lora_peft_config(&a, &listed, fz_dir()) == 0) lora_free(&a);
     model_config shapes;
     (void)lora_peft_shapes(&shapes, fz_dir());
-    if (lora_load_peft(&a, &cfg, fz_dir()) == 0) lora_free(&a);
-    else lora_free(&a);  // "on error a is left empty (lora_free is still safe)"
+    lora_load_peft(&a, &cfg, fz_dir());
+    lora_free(&a);  // after success, and after an error ("a is left empty; lora_free is still safe")
+    // libFuzzer may end the process with _Exit (no atexit): leave nothing between inputs
+    fz_remove(PEFT_CONFIG_NAME), fz_remove(PEFT_WEIGHTS_NAME);
     return 0;
 }

@@ -24,5 +24,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_write("model.safetensors.index.json", data, size);
     st_set s;
     if (st_set_open_dir(&s, fz_dir()) == 0) st_set_close(&s);
+    fz_remove("model.safetensors.index.json");
     return 0;
 }
