@@ -141,13 +141,6 @@ static const char *field_of(const char *msg, char *buf, size_t cap) {
 static int parse_doc(oai_request *r, const json_doc *d, char *param, size_t cap) {
     if (json_type(d, 0) != JSON_OBJECT)
         return fail(param, cap, NULL, ql_err(QL_EFORMAT, "%s: expected a JSON object, found %s", WHAT, json_type_name(d, 0)));
-    int two, bad = json_bad_member(d, &two);
-    if (bad >= 0) {
-        int n = d->tok[bad].end - d->tok[bad].start;
-        return fail(param, cap, NULL,
-                    ql_err(QL_EFORMAT, "%s: invalid JSON: the key \"%.*s\" has %s", WHAT, n > 40 ? 40 : n,
-                           d->js + d->tok[bad].start, two ? "two values" : "no value"));
-    }
     const char *const *own = r->kind == OAI_CHAT ? chat_fields : completion_fields;
     for (int k = 0; k < json_size(d, 0); k++) {
         int key = json_member(d, 0, k, NULL), n = d->tok[key].end - d->tok[key].start;
