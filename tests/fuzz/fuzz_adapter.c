@@ -9,13 +9,7 @@
 #include "train/peft.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static model_config cfg;
-    static int ready;
-    if (!ready) {
-        fz_dir();
-        if (config_load_dir(&cfg, FZ_FIXTURE("models/tiny_gqa"))) { fprintf(stderr, "fuzz: %s\n", ql_errmsg()); abort(); }
-        ready = 1;
-    }
+    const model_config *cfg = fz_fixture_config();
     size_t n1, n2;
     const uint8_t *w;
     fz_split(data, size, &n1, &w, &n2);
@@ -27,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (lora_peft_config(&a, &listed, fz_dir()) == 0) lora_free(&a);
     model_config shapes;
     (void)lora_peft_shapes(&shapes, fz_dir());
-    lora_load_peft(&a, &cfg, fz_dir());
+    lora_load_peft(&a, cfg, fz_dir());
     lora_free(&a);  // after success, and after an error ("a is left empty; lora_free is still safe")
     // libFuzzer may end the process with _Exit (no atexit): leave nothing between inputs
     fz_remove(PEFT_CONFIG_NAME), fz_remove(PEFT_WEIGHTS_NAME);

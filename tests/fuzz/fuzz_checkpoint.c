@@ -17,9 +17,7 @@ static lora_adapter a;
 static void setup(void) {
     static int ready;
     if (ready) return;
-    fz_dir();
-    model_config c;
-    if (config_load_dir(&c, FZ_FIXTURE("models/tiny_gqa")) || lora_init(&a, &c, 2, 4, 0, 0, LORA_Q | LORA_V, 1)) {
+    if (lora_init(&a, fz_fixture_config(), 2, 4, 0, 0, LORA_Q | LORA_V, 1)) {
         fprintf(stderr, "fuzz: %s\n", ql_errmsg());
         abort();
     }

@@ -5,14 +5,7 @@
 #include "common/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static model_config base;
-    static int ready;
-    if (!ready) {
-        fz_dir();
-        if (config_load_dir(&base, FZ_FIXTURE("models/tiny_gqa"))) { fprintf(stderr, "fuzz: %s\n", ql_errmsg()); abort(); }
-        ready = 1;
-    }
-    model_config c = base;
+    model_config c = *fz_fixture_config();
     if (config_parse_generation(&c, (const char *)data, size, "generation_config.json") == 0)
         for (int i = 0; i < c.n_eos; i++)
             if (c.eos_ids[i] < 0 || c.eos_ids[i] >= c.vocab_size) abort();

@@ -5,14 +5,7 @@
 #include "common/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static model_config base;
-    static int ready;
-    if (!ready) {
-        fz_dir();
-        if (config_load_dir(&base, FZ_FIXTURE("models/tiny_gqa"))) { fprintf(stderr, "fuzz: %s\n", ql_errmsg()); abort(); }
-        ready = 1;
-    }
-    model_config c = base;
+    model_config c = *fz_fixture_config();
     if (config_parse_tokenizer_config(&c, (const char *)data, size, "tokenizer_config.json") == 0 &&
         c.add_bos != 0 && c.add_bos != 1)
         abort();

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -102,5 +103,21 @@ static inline char *fz_text(const uint8_t *data, size_t size) {
 }
 
 #define FZ_FIXTURE(rel) QL_SOURCE_DIR "/tests/fixtures/" rel
+
+// The tiny_gqa fixture's config (read once): the model an adapter, a checkpoint or a
+// request is checked against.
+static inline const model_config *fz_fixture_config(void) {
+    static model_config c;
+    static int ready;
+    if (!ready) {
+        fz_dir();
+        if (config_load_dir(&c, FZ_FIXTURE("models/tiny_gqa"))) {
+            fprintf(stderr, "fuzz: %s\n", ql_errmsg());
+            abort();
+        }
+        ready = 1;
+    }
+    return &c;
+}
 
 #endif
