@@ -321,10 +321,9 @@ static int check_duplicates(json_doc *d) {
     if (!rc) qsort(k, (size_t)m, sizeof *k, cmp_key);
     for (int j = 1; j < m && !rc; j++)
         if (k[j].parent == k[j - 1].parent && k[j].n == k[j - 1].n && !memcmp(k[j].p, k[j - 1].p, k[j].n)) {
-            int line, col;
-            where(d, (size_t)d->tok[k[j].tok].start - 1, &line, &col);  // at its opening quote
-            rc = ql_err(QL_EFORMAT, "%s: key '%.*s' appears twice in one object (line %d column %d): duplicate keys are refused",
-                        d->what, (int)(k[j].n > 60 ? 60 : k[j].n), k[j].p, line, col);
+            rc = bad_at(d, (size_t)d->tok[k[j].tok].start - 1,  // at its opening quote
+                        "key '%.*s' appears twice in one object (duplicate keys are refused)",
+                        (int)(k[j].n > 60 ? 60 : k[j].n), k[j].p);
         }
     free(k), free(buf);
     return rc;

@@ -63,8 +63,9 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
     if (json_parse(&d, text, len, what)) {  // "what: invalid JSON at line 1 column C: why" -> "what:C: invalid JSON: why"
         char msg[512];
         snprintf(msg, sizeof msg, "%s", ql_errmsg());
-        const char *c = strstr(msg, " column "), *why = c ? strstr(c, ": ") : NULL;
-        return ql_err(QL_EFORMAT, "%s:%d: invalid JSON%s", what, c ? atoi(c + 8) : 1, why ? why : "");
+        const char *c = strstr(msg, ": invalid JSON at line 1 column "), *why = c ? strstr(c + 2, ": ") : NULL;
+        if (!c) return ql_err(QL_EFORMAT, "%s", msg);  // another kind (a duplicate key) says where itself
+        return ql_err(QL_EFORMAT, "%s:%d: invalid JSON%s", what, atoi(c + 32), why ? why : "");
     }
     int rc = QL_OK;
     if (json_type(&d, 0) != JSON_OBJECT) rc = ql_err(QL_EFORMAT, "%s: expected a JSON object, found %s", what, json_type_name(&d, 0));
