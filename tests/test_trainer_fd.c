@@ -63,6 +63,8 @@ static void run(const char *backend, int ckpt, float dropout) {
     // with dropout the loss depends on the mask: use the same key in the probes
     if (dropout > 0) { fprintf(stderr, "dropout run: gradient computed, no FD (the eval path has no dropout)\n"); }
     int checked = 0;
+    // every module of every layer is probed; under ASan+UBSan once per matrix instead of three times
+    int probes = getenv("QLORA_TEST_SANITIZED") ? 1 : 3;
     for (int l = 0; l < m.cfg.n_layers && dropout == 0; l++)
         for (int k = 0; k < LORA_NMODULES; k++) {
             int i = l * LORA_NMODULES + k;
@@ -73,7 +75,7 @@ static void run(const char *backend, int ckpt, float dropout) {
             for (int which = 0; which < 2; which++) {
                 float *w = which ? p->B : p->A;
                 int n = which ? p->out * a.rank : a.rank * p->in;
-                for (int probe = 0; probe < 3; probe++) {
+                for (int probe = 0; probe < probes; probe++) {
                     int j = (int)(test_rand_u64(&s) % (uint64_t)n);
                     float keep = w[j], h = 1e-2f;
                     w[j] = keep + h;
