@@ -33,8 +33,10 @@ static int get_float(json_doc *d, int obj, const char *key, int required, double
     }
     double x;
     QL_CHECK(json_get_double(d, v, key, &x));
-    if (!(x > 0) || !isfinite(x))
-        return ql_err(QL_EFORMAT, "%s: field '%s': expected a positive number, found %g", d->what, key, x);
+    // kept as a float: 1e-86 would become 0 (an rms_norm_eps of 0) and 1e300 infinity
+    if (!(x > 0) || !isfinite(x) || !((float)x > 0) || !isfinite((float)x))
+        return ql_err(QL_EFORMAT, "%s: field '%s': expected a positive number within float range, found %g", d->what,
+                      key, x);
     *out = (float)x;
     return QL_OK;
 }

@@ -57,6 +57,9 @@ static void configs(void) {
     config_case(", \"attention_bias\": \"no\"", QL_EFORMAT, "field 'attention_bias': expected true or false");
     config_case(", \"model_type\": \"qwen2\"", QL_EUNSUP, "field 'model_type': \"qwen2\" is not supported");
     config_case(", \"model_type\": \"gemma\"", QL_EUNSUP, "expected llama or mistral");
+    // found by fuzz_config: a positive double that is 0 or infinite as a float
+    config_case(", \"rms_norm_eps\": 1e-86", QL_EFORMAT, "field 'rms_norm_eps': expected a positive number within float range");
+    config_case(", \"rope_theta\": 1e300", QL_EFORMAT, "field 'rope_theta': expected a positive number within float range");
     // found by fuzz_config: an absent head_dim defaults to hidden_size / heads, which was 0 here
     char small[512];
     snprintf(small, sizeof small, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 4, "
