@@ -175,6 +175,10 @@ int config_parse(model_config *c, const char *js, size_t len, const char *path) 
                 goto out;
             float om;
             if ((rc = get_float(&d, rs, "original_max_position_embeddings", 1, 0, &om))) goto out;
+            if (om > (float)(1 << 24)) {  // (int)om past INT_MAX would be undefined
+                rc = ql_err(QL_EFORMAT, "%s: rope_scaling: original_max_position_embeddings %g is past %d", path, om, 1 << 24);
+                goto out;
+            }
             c->rope_original_max_pos = (int)om;
             if (c->rope_high_freq_factor <= c->rope_low_freq_factor)
                 { rc = ql_err(QL_EFORMAT, "%s: rope_scaling: high_freq_factor must exceed low_freq_factor", path); goto out; }

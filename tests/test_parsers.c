@@ -60,6 +60,9 @@ static void configs(void) {
     // found by fuzz_config: a positive double that is 0 or infinite as a float
     config_case(", \"rms_norm_eps\": 1e-86", QL_EFORMAT, "field 'rms_norm_eps': expected a positive number within float range");
     config_case(", \"rope_theta\": 1e300", QL_EFORMAT, "field 'rope_theta': expected a positive number within float range");
+    config_case(", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+                "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 1e30}", QL_EFORMAT,
+                "original_max_position_embeddings 1e+30 is past 16777216");
     // found by fuzz_config: an absent head_dim defaults to hidden_size / heads, which was 0 here
     char small[512];
     snprintf(small, sizeof small, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 4, "
