@@ -1,6 +1,8 @@
 // qlora.c: the command-line entry point. Everything else is in the library.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "export/export_cmd.h"
 #include "infer/commands.h"
@@ -30,7 +32,21 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
+// libgomp, when it loads (before main), reads how long a thread waiting at a
+// barrier spins before it sleeps: by default about 300000 iterations. That is
+// fine on idle cores; when another process takes one, each thread spins its whole
+// slice waiting for a partner that is not running, and every OpenMP region pays
+// it (measured: a short training run 6x slower beside a busy process; see
+// docs/benchmarks.md). Unless the user chose a policy, the program starts again
+// once with a short spin, which costs idle-machine speed nothing measurable.
+static void omp_wait_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+    execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
+}
+
 int main(int argc, char **argv) {
+    omp_wait_policy(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
