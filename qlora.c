@@ -6,6 +6,7 @@
 
 #include "export/export_cmd.h"
 #include "infer/commands.h"
+#include "kernels/cpu/blas_cpu.h"
 #include "serve/serve_cmd.h"
 #include "train/train_cmd.h"
 
@@ -32,21 +33,27 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
-// libgomp, when it loads (before main), reads how long a thread waiting at a
-// barrier spins before it sleeps: by default about 300000 iterations. That is
-// fine on idle cores; when another process takes one, each thread spins its whole
-// slice waiting for a partner that is not running, and every OpenMP region pays
-// it (measured: a short training run 6x slower beside a busy process; see
-// docs/benchmarks.md). Unless the user chose a policy, the program starts again
-// once with a short spin, which costs idle-machine speed nothing measurable.
-static void omp_wait_policy(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+// Two libraries read their settings from the environment when they load, before
+// main, so the program sets them by starting itself again, once, unless the user
+// chose:
+// - libgomp's wait policy: by default a thread waiting at a barrier spins about
+//   300000 iterations before it sleeps. When another process takes a core, each
+//   thread spins its slice away waiting for a partner that is not running (decode
+//   beside two busy loops: 1.0-1.2 tok/s, 3.9-4.9 with a short spin; solo
+//   unchanged). GOMP_SPINCOUNT=10000.
+// - OpenBLAS's kernels: chosen from a table of CPU models, generic SSE3 ones on a
+//   CPU newer than the library (kernels/cpu/blas_cpu.h). OPENBLAS_CORETYPE.
+static void startup_env(char **argv) {
+    int spin = !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT");
+    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : blas_coretype_override();
+    if (!spin && !core) return;
+    if (spin && setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
     execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
 }
 
 int main(int argc, char **argv) {
-    omp_wait_policy(argv);
+    startup_env(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -62,7 +62,16 @@ static void configs(void) {
     config_case(", \"rope_theta\": 1e300", QL_EFORMAT, "field 'rope_theta': expected a positive number within float range");
     config_case(", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
                 "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 1e30}", QL_EFORMAT,
-                "original_max_position_embeddings 1e+30 is past 16777216");
+                "field 'original_max_position_embeddings': expected an integer, found 1e+30");
+    config_case(", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+                "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 1000000000}", QL_EFORMAT,
+                "field 'original_max_position_embeddings': expected a value in [1, 1.67772e+07], found 1e+09");
+    // found by fuzz_config: a fraction became the context length 0
+    config_case(", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+                "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 61e-4}", QL_EFORMAT,
+                "field 'original_max_position_embeddings': expected an integer, found 0.0061");
+    config_case(", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+                "\"high_freq_factor\": 4}", QL_EFORMAT, "missing required field 'original_max_position_embeddings'");
     // found by fuzz_config: an absent head_dim defaults to hidden_size / heads, which was 0 here
     char small[512];
     snprintf(small, sizeof small, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 4, "

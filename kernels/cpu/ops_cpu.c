@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "../../common/err.h"
+#include "../../common/log.h"
 #include "../ops.h"
+#include "blas_cpu.h"
 #include "grad_cpu.h"
 #include "lora_cpu.h"
 #include "matmul_cpu.h"
@@ -176,7 +178,9 @@ ops *ops_cpu_new(int n_threads) {
     // its own threads competing with OpenMP's spinning workers cost up to 30% on 2 cores
     // (training step at the TinyLlama shape: 21.4 -> 29.6 trained tok/s).
     openblas_set_num_threads(1);
+    blas_check();
     c->n_threads = omp_get_max_threads();
+    log_debug("cpu backend: %d threads, SIMD %s, sgemm by %s", c->n_threads, matmul_cpu_simd(), blas_describe());
     *o = (ops){
         .name = "cpu", .ctx = c, .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy, .copy = cpu_copy,
         .weight_upload = cpu_weight_upload, .weight_release = cpu_weight_release, .sync = cpu_sync,
