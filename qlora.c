@@ -4,9 +4,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "export/export_cmd.h"
 #include "infer/commands.h"
 #include "kernels/cpu/blas_cpu.h"
+#include "kernels/cpu/matmul_cpu.h"
 #include "serve/serve_cmd.h"
 #include "train/train_cmd.h"
 
@@ -52,15 +54,38 @@ static void startup_env(char **argv) {
     execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
 }
 
+// qlora --version, and every command's --version (through cli_parse)
+static void version(FILE *f) {
+    fprintf(f, "qlora %s (commit %s)\nbackends: cpu (SIMD %s, sgemm by %s)%s\n", QLORA_VERSION, QLORA_COMMIT,
+            matmul_cpu_simd(), blas_describe(),
+#ifdef QLORA_HAVE_CUDA
+            ", cuda"
+#else
+            "; cuda not built"
+#endif
+    );
+}
+
 int main(int argc, char **argv) {
     startup_env(argv);
+    cli_set_version(version);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+    if (!strcmp(argv[1], "--version")) {
+        version(stdout);
+        return 0;
+    }
+    enum { NCMD = sizeof commands / sizeof *commands };
+    const char *names[NCMD];
+    for (size_t i = 0; i < NCMD; i++) {
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 2, argv + 2);
-    fprintf(stderr, "qlora: unknown command '%s'\n\n", argv[1]);
+        names[i] = commands[i].name;
+    }
+    const char *near = cli_suggest(argv[1], names, NCMD);
+    if (near) fprintf(stderr, "qlora: unknown command '%s' (did you mean '%s'?)\n\n", argv[1], near);
+    else fprintf(stderr, "qlora: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
 }

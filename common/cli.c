@@ -49,6 +49,38 @@ static int set(const cli_opt *o, const char *v, const char *cmd) {
     return -1;
 }
 
+static void (*version_print)(FILE *f);
+
+void cli_set_version(void (*print)(FILE *f)) { version_print = print; }
+
+// Levenshtein distance, two rows; names are short (options, commands).
+static int edits(const char *a, const char *b) {
+    size_t n = strlen(b);
+    if (n > 63) return 1 << 20;
+    int prev[64], cur[64];
+    for (size_t j = 0; j <= n; j++) prev[j] = (int)j;
+    for (size_t i = 1; a[i - 1]; i++) {
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= n; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]), del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, sizeof(int) * (n + 1));
+    }
+    return prev[n];
+}
+
+const char *cli_suggest(const char *word, const char *const *cands, int n) {
+    int best = 1 + (int)strlen(word) / 4 + 1;
+    const char *pick = NULL;
+    if (strlen(word) > 63) return NULL;
+    for (int i = 0; i < n; i++) {
+        int d = edits(word, cands[i]);
+        if (d < best) best = d, pick = cands[i];
+    }
+    return pick;
+}
+
 int cli_parse(const char *cmd, const char *summary, cli_opt *opts, int nopts, int argc, char **argv) {
     for (int i = 0; i < nopts; i++) {
         if (opts[i].type == OPT_FLAG) *(int *)opts[i].ptr = 0;
@@ -60,13 +92,26 @@ int cli_parse(const char *cmd, const char *summary, cli_opt *opts, int nopts, in
             cli_usage(cmd, summary, opts, nopts);
             return 1;
         }
+        if (!strcmp(argv[a], "--version") && version_print) {
+            version_print(stdout);
+            return 1;
+        }
         const char *arg = argv[a], *eq = strchr(arg, '=');
         size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
         cli_opt *o = NULL;
         for (int i = 0; i < nopts; i++)
             if (strlen(opts[i].name) == n && !strncmp(opts[i].name, arg, n)) o = &opts[i];
         if (!o) {
-            fprintf(stderr, "qlora %s: unknown option '%s' (see qlora %s --help)\n", cmd, arg, cmd);
+            const char *names[256];
+            int k = 0;
+            for (int i = 0; i < nopts && k < 256; i++) names[k++] = opts[i].name;
+            char word[64];
+            snprintf(word, sizeof word, "%.*s", (int)(n < 63 ? n : 63), arg);
+            const char *near = cli_suggest(word, names, k);
+            if (near)
+                fprintf(stderr, "qlora %s: unknown option '%s' (did you mean %s? see qlora %s --help)\n", cmd, arg, near,
+                        cmd);
+            else fprintf(stderr, "qlora %s: unknown option '%s' (see qlora %s --help)\n", cmd, arg, cmd);
             return -1;
         }
         const char *v = NULL;

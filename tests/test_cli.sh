@@ -25,6 +25,19 @@ expect() {  # expect CODE PATTERN -- command...
     grep -q -- "$pat" "$tmp/err" || fail "'$*': stderr lacks '$pat': $(head -c 300 "$tmp/err")"
 }
 expect 2 "unknown command" -- "$q" frobnicate
+# a typo gets the nearest name; something far from every name gets none
+expect 2 "unknown command 'trian' (did you mean 'train'?)" -- "$q" trian
+"$q" frobnicate 2>&1 | grep -q "did you mean" && fail "frobnicate got a suggestion"
+expect 2 "unknown option '--max-token' (did you mean --max-tokens?" -- "$q" infer --base "$model" --prompt x --max-token 5
+expect 2 "unknown option '--adapterdir' (did you mean --adapter-dir?" -- "$q" chat --base "$model" --adapterdir x
+"$q" infer --base "$model" --prompt x --zzzzzz 2>&1 | grep -q "did you mean" && fail "--zzzzzz got a suggestion"
+# --version on the binary and on every command: version, commit, backends, SIMD, BLAS core
+for c in "" train infer chat serve eval quantize bench; do
+    "$q" $c --version >"$tmp/v" 2>&1 || fail "qlora $c --version exits non-zero"
+    grep -Eq '^qlora [0-9]+\.[0-9]+\.[0-9]+ \(commit ([0-9a-f]{7,}|unknown)\)$' "$tmp/v" || fail "qlora $c --version: $(head -1 "$tmp/v")"
+    grep -Eq '^backends: cpu \(SIMD (generic|avx2|avx512), sgemm by OpenBLAS [0-9.]+ core [A-Za-z0-9_]+\)' "$tmp/v" \
+        || fail "qlora $c --version: $(tail -1 "$tmp/v")"
+done
 expect 2 "give --prompt or --requests" -- "$q" infer --base "$model"
 expect 2 "unknown option '--nope'" -- "$q" infer --base "$model" --prompt x --nope
 expect 2 "expected an integer, found 'ten'" -- "$q" infer --base "$model" --prompt x --max-tokens ten
