@@ -53,6 +53,16 @@ printf '{"_about": "test", "rank": 2, "alpha": 4, "max-steps": 2, "seq-len": 64,
 "$q" train --recipe "$tmp/r.json" --base "$model" --data "$data" --out "$tmp/rec" --rank 3 2>"$tmp/rec.log" || fail "recipe run failed: $(tail -3 "$tmp/rec.log")"
 grep -q '"r": 3' "$tmp/rec/adapter_config.json" || fail "--rank did not override the recipe"
 grep -q '"use_rslora": true' "$tmp/rec/adapter_config.json" || fail "the recipe's rslora was not applied"
+# runs that will not do what their options suggest get a warning (and still run)
+"$q" train --base "$model" --data "$data" --out "$tmp/w1" --max-steps 3 --batch-size 2 --seq-len 32 --warmup 10 \
+    --val-split 0 2>"$tmp/w1.log" || fail "warned run failed: $(tail -3 "$tmp/w1.log")"
+grep -q -- "--warmup 10 is as long as the whole run (3 steps)" "$tmp/w1.log" || fail "no warmup warning: $(grep warn "$tmp/w1.log")"
+grep -q -- "--max-steps 3 sees 6 of the data's [0-9]* packed rows: less than one epoch" "$tmp/w1.log" || fail "no epoch warning"
+grep -q "300 of 300 samples of .*pirate.jsonl are longer than --seq-len 32" "$tmp/w1.log" || fail "no seq-len warning: $(grep warn "$tmp/w1.log")"
+"$q" train --base "$model" --data "$data" --out "$tmp/w2" --epochs 1 --batch-size 64 --grad-accum 4 --seq-len 256 \
+    --warmup 0 --max-steps 1 2>"$tmp/w2.log" || fail "second warned run failed: $(tail -3 "$tmp/w2.log")"
+grep -q "one step takes 256 (--batch-size 64 x --grad-accum 4): each step repeats rows" "$tmp/w2.log" || fail "no rows warning: $(grep warn "$tmp/w2.log")"
+grep -q "warmup\|were cut" "$tmp/w2.log" && fail "a warning the second run does not deserve: $(grep warn "$tmp/w2.log")"
 # bad input: clear messages, non-zero exits
 printf '{"prompt": "a", "completion": 5}\n' >"$tmp/bad.jsonl"
 "$q" train --base "$model" --data "$tmp/bad.jsonl" --out "$tmp/bad" 2>"$tmp/bad.log" && fail "bad JSONL accepted"

@@ -401,6 +401,20 @@ int cmd_train(int argc, char **argv) {
         if (vs.n_samples && (rc = dataset_pack(&vp_rows, &vs, o.seq_len, 0))) goto done;
         int per_step = o.batch * o.accum;
         int steps = o.max_steps > 0 ? o.max_steps : (int)(((long)o.epochs * tp_rows.R + per_step - 1) / per_step);
+        // runs that will not do what their options suggest: say so before the hours go
+        if (o.warmup >= steps)
+            log_warn("--warmup %d is as long as the whole run (%d steps): the learning rate never reaches --lr %g; "
+                     "lower --warmup", o.warmup, steps, o.lr);
+        if (tp_rows.R < per_step)
+            log_warn("the data packs into %d rows of --seq-len %d but one step takes %d (--batch-size %d x "
+                     "--grad-accum %d): each step repeats rows", tp_rows.R, o.seq_len, per_step, o.batch, o.accum);
+        else if (o.max_steps > 0 && (long)o.max_steps * per_step < tp_rows.R)
+            log_warn("--max-steps %d sees %ld of the data's %d packed rows: less than one epoch", o.max_steps,
+                     (long)o.max_steps * per_step, tp_rows.R);
+        int n_read = ds.n_samples + (o.val_data[0] ? 0 : vs.n_samples);  // ds.stats counts --val-split's too
+        if (n_read > 0 && 2 * ds.stats.truncated > n_read)
+            log_warn("%ld of %d samples of %s are longer than --seq-len %d and were cut; a longer --seq-len keeps "
+                     "their ends", ds.stats.truncated, n_read, o.data, o.seq_len);
         adamw_config oc = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.wd,
                            .warmup = o.warmup, .schedule = sched, .total_steps = steps, .max_grad_norm = o.max_grad_norm};
         if ((rc = lora_init(&a, &m.cfg, o.rank, o.alpha, o.rslora, o.dropout, targets, (uint64_t)o.seed))) goto done;
