@@ -174,12 +174,12 @@ int config_parse(model_config *c, const char *js, size_t len, const char *path) 
                 (rc = get_float(&d, rs, "high_freq_factor", 1, 0, &c->rope_high_freq_factor)))
                 goto out;
             // a context length: an integer in [1, 2^24] (fuzz_config: 61e-4 became 0, 1e30 past INT_MAX)
-            double om = 0;
-            if (json_find(&d, rs, "original_max_position_embeddings") < 0) {
+            double om = 0;  // stays 0 only when absent (the range starts at 1)
+            if ((rc = json_get_ranged(&d, rs, "original_max_position_embeddings", 1, 0, 1, 1 << 24, &om))) goto out;
+            if (om == 0) {
                 rc = ql_err(QL_EFORMAT, "%s: rope_scaling: missing required field 'original_max_position_embeddings'", path);
                 goto out;
             }
-            if ((rc = json_get_ranged(&d, rs, "original_max_position_embeddings", 1, 0, 1, 1 << 24, &om))) goto out;
             c->rope_original_max_pos = (int)om;
             if (c->rope_high_freq_factor <= c->rope_low_freq_factor)
                 { rc = ql_err(QL_EFORMAT, "%s: rope_scaling: high_freq_factor must exceed low_freq_factor", path); goto out; }
