@@ -17,3 +17,32 @@ int dtype_parse(const char *s, size_t len) {
     }
     return -1;
 }
+
+// The exponent field all ones marks Inf and NaN in each format. Blocks of 4096
+// values are tested with an OR of comparisons (no branch: it vectorizes), and
+// only a block that has one is searched element by element.
+#define NONFINITE_BLOCK 4096
+#define FIRST_NONFINITE(T, BAD)                                          \
+    const T *v = p;                                                      \
+    for (int64_t i = 0; i < n; i += NONFINITE_BLOCK) {                   \
+        int64_t e = i + NONFINITE_BLOCK < n ? i + NONFINITE_BLOCK : n;   \
+        int bad = 0;                                                     \
+        for (int64_t j = i; j < e; j++) bad |= BAD(v[j]);                \
+        if (bad)                                                         \
+            for (int64_t j = i; j < e; j++)                              \
+                if (BAD(v[j])) return j;                                 \
+    }                                                                    \
+    return -1;
+
+#define F16_BAD(h) (((h) & 0x7c00u) == 0x7c00u)
+#define BF16_BAD(h) (((h) & 0x7f80u) == 0x7f80u)
+#define F32_BAD(u) (((u) & 0x7f800000u) == 0x7f800000u)
+
+int64_t dtype_first_nonfinite(const void *p, dtype t, int64_t n) {
+    switch (t) {
+    case DT_F16: { FIRST_NONFINITE(uint16_t, F16_BAD) }
+    case DT_BF16: { FIRST_NONFINITE(uint16_t, BF16_BAD) }
+    case DT_F32: { FIRST_NONFINITE(uint32_t, F32_BAD) }
+    default: return -1;
+    }
+}

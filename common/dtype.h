@@ -21,6 +21,9 @@ typedef enum {
 
 // bytes per element; 0 for DT_NF4 (packed, see nf4_bytes)
 size_t dtype_size(dtype t);
+// The index of the first Inf or NaN among n values of type t (F32, F16 or BF16)
+// at p, or -1 when all are finite (and for any other type).
+int64_t dtype_first_nonfinite(const void *p, dtype t, int64_t n);
 // safetensors spelling ("F32", "F16", "BF16", "I32", "I64", "U8", "I8"); NULL for NF4
 const char *dtype_name(dtype t);
 // parse a safetensors dtype name; returns -1 when unknown

@@ -231,8 +231,9 @@ static int multi_decode(fwd_state *f, timed_ops *t, float *logits, int *toks, fw
 // The overhead the adapters should add to a decode step of nB sequences, from
 // what the step reads and computes (KV-cache reads and attention left out):
 //   base bytes: the linears (model_linear_bytes), all of lm_head, nB rows of embed;
-//   adapter bytes: fp32 A (R,in) and B (out,R) of every targeted linear, once per
-//     distinct adapter in use (nB for "distinct", 1 for "shared");
+//   adapter bytes: A (R,in) and B (out,R) of every targeted linear as held (fp32,
+//     or F16 when resident), once per distinct adapter in use (nB for "distinct",
+//     1 for "shared");
 //   FLOPs per token: 2*in*out per linear and for lm_head, against 2*R*(in+out) per
 //     targeted linear (the same for both cases).
 static void multi_predict(const char *name, const model *m, const lora_adapter *a, int nB) {
@@ -241,10 +242,11 @@ static void multi_predict(const char *name, const model *m, const lora_adapter *
     double embed_row = (double)qweight_bytes(&m->embed) / c->vocab_size;
     double base_bytes = (double)lb + (double)qweight_bytes(&m->lm_head) + nB * embed_row;
     double base_flops = 2.0 * (double)np + 2.0 * (double)c->vocab_size * c->dim;
-    double ad_floats = 0;
+    double ad_floats = 0, ad_bytes = 0;
     for (int j = 0; j < a->n_layers * LORA_NMODULES; j++)
-        if (a->w[j].A) ad_floats += (double)a->rank * (a->w[j].in + a->w[j].out);
-    double ad_bytes = 4.0 * ad_floats, ad_flops = 2.0 * ad_floats;
+        if (lora_pair_on(&a->w[j]))
+            ad_floats += (double)a->rank * (a->w[j].in + a->w[j].out), ad_bytes += lora_pair_bytes(&a->w[j], a->rank);
+    double ad_flops = 2.0 * ad_floats;
     printf("bench_multi_predict model=%s batch=%d rank=%d base_MB/step=%.1f adapter_MB=%.1f "
            "bytes_overhead_distinct=%.1f%% bytes_overhead_shared=%.1f%% flops_overhead=%.2f%%\n",
            name, nB, a->rank, base_bytes / 1e6, ad_bytes / 1e6, 100.0 * nB * ad_bytes / base_bytes,
@@ -259,7 +261,7 @@ static void multi_predict(const char *name, const model *m, const lora_adapter *
 // its share: LoRA time / (step time - LoRA time), the overhead measured within
 // the case's own steps. Then the predicted overhead per batch size.
 static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nbs, int P, int G, int R,
-                       unsigned targets, const char *tname, int reps) {
+                       unsigned targets, const char *tname, int reps, dtype ad_type) {
     if (!o->lora_shrink) return ql_err(QL_EUNSUP, "the %s backend cannot apply LoRA adapters yet", o->name);
     int maxB = 0, V = m->cfg.vocab_size;
     for (int b = 0; b < nbs; b++) maxB = bs[b] > maxB ? bs[b] : maxB;
@@ -273,7 +275,10 @@ static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nb
     int rc = QL_OK;
     if (!ads || !use || !seqs || !toks || !logits || !best || !best_lora) rc = ql_err(QL_ENOMEM, "out of memory");
     double t0 = time_now();
-    for (int i = 0; i < maxB && !rc; i++) rc = bench_adapter(&ads[i], &m->cfg, R, targets, i);
+    for (int i = 0; i < maxB && !rc; i++) {
+        rc = bench_adapter(&ads[i], &m->cfg, R, targets, i);
+        if (!rc && ad_type != DT_F32) rc = lora_make_resident(&ads[i], ad_type);  // as served
+    }
     if (!rc) log_info("%s: %d rank-%d adapters made in %.1f s", name, maxB, R, time_now() - t0);
     timed_ops t = {.o = *o, .inner = o};
     t.o.lora_shrink = timed_shrink, t.o.lora_expand = timed_expand;
@@ -297,9 +302,10 @@ static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nb
             double lora = best_lora[b * MA_NCASES + k], step = nB / tps;
             // overhead: extra time per decoded token relative to the base;
             // lora_share: the same from the LoRA ops' time inside this case's steps
-            printf("bench_multi model=%s backend=%s base=%s batch=%d case=%s rank=%d targets=%s prompt=%d gen=%d "
-                   "decode_tok/s=%.2f overhead_vs_base=%.1f%% lora_ms/step=%.3f lora_share=%.1f%%\n",
-                   name, o->name, base_dtype_name(m->base_dtype), nB, ma_case_names[k], R, tname, P, G, tps,
+            printf("bench_multi model=%s backend=%s base=%s batch=%d case=%s rank=%d targets=%s adapter_dtype=%s "
+                   "prompt=%d gen=%d decode_tok/s=%.2f overhead_vs_base=%.1f%% lora_ms/step=%.3f lora_share=%.1f%%\n",
+                   name, o->name, base_dtype_name(m->base_dtype), nB, ma_case_names[k], R, tname, dtype_name(ad_type),
+                   P, G, tps,
                    100.0 * (base / tps - 1.0), 1e3 * lora, 100.0 * lora / (step - lora));
         }
         fflush(stdout);
@@ -327,7 +333,10 @@ static int cmp_double(const void *a, const void *b) {
 // original), then loaded reps times; the best and the median are reported.
 // The directory is removed afterwards.
 static int bench_adapter_load(const char *name, const model_config *c, int R, unsigned targets, const char *tname,
-                              int reps) {
+                              int reps, dtype ad_type) {
+    // F16: served, resident (lora_load_peft_resident); F32: converted to fp32 (lora_load_peft)
+    int (*load)(lora_adapter *, const model_config *, const char *) =
+        ad_type == DT_F32 ? lora_load_peft : lora_load_peft_resident;
     lora_adapter src, a = {0};
     QL_CHECK(bench_adapter(&src, c, R, targets, 0));
     char dir[] = "/tmp/qlora-bench-adapter-XXXXXX";
@@ -341,25 +350,29 @@ static int bench_adapter_load(const char *name, const model_config *c, int R, un
     char wpath[4096];
     snprintf(wpath, sizeof wpath, "%s/%s", dir, PEFT_WEIGHTS_NAME);
     if (!rc && stat(wpath, &st) != 0) rc = ql_err(QL_EIO, "%s: %s", wpath, strerror(errno));
-    if (!rc) rc = lora_load_peft(&a, c, dir);  // warms the page cache
+    if (!rc) rc = load(&a, c, dir);  // warms the page cache
     // what was loaded is what was saved: each value the F16 rounding of the original
     size_t mem = 0, bad = 0;
     int tensors = 0;
     for (int j = 0; !rc && j < a.n_layers * LORA_NMODULES; j++) {
         const lora_pair *p = &a.w[j], *q = &src.w[j];
-        if (!p->A != !q->A) { bad++; continue; }
-        if (!p->A) continue;
+        if (lora_pair_on(p) != lora_pair_on(q)) { bad++; continue; }
+        if (!lora_pair_on(p)) continue;
         size_t na = (size_t)R * p->in, nb = (size_t)p->out * R;
-        for (size_t e = 0; e < na; e++) bad += p->A[e] != f16_to_f32(f32_to_f16(q->A[e]));
-        for (size_t e = 0; e < nb; e++) bad += p->B[e] != f16_to_f32(f32_to_f16(q->B[e]));
-        mem += sizeof(float) * (na + nb), tensors += 2;
+        const uint16_t *hA = p->rA, *hB = p->rB;
+        if (p->rA && (p->tA != DT_F16 || p->tB != DT_F16)) { bad++; continue; }
+        for (size_t e = 0; e < na; e++)
+            bad += (p->A ? p->A[e] : f16_to_f32(hA[e])) != f16_to_f32(f32_to_f16(q->A[e]));
+        for (size_t e = 0; e < nb; e++)
+            bad += (p->B ? p->B[e] : f16_to_f32(hB[e])) != f16_to_f32(f32_to_f16(q->B[e]));
+        mem += lora_pair_bytes(p, R), tensors += 2;
     }
     if (!rc && bad) rc = ql_err(QL_EFORMAT, "%s: %zu values loaded differ from the saved adapter", dir, bad);
     lora_free(&a);
     lora_free(&src);
     for (int r = 0; r < reps && !rc; r++) {
         double t0 = time_now();
-        rc = lora_load_peft(&a, c, dir);
+        rc = load(&a, c, dir);
         ms[r] = 1e3 * (time_now() - t0);
         lora_free(&a);
         if (!rc) log_info("%s adapter load rep %d: %.2f ms", name, r, ms[r]);
@@ -367,9 +380,9 @@ static int bench_adapter_load(const char *name, const model_config *c, int R, un
     dir_discard(dir);
     if (!rc) {
         qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
-        printf("bench_adapter_load model=%s rank=%d targets=%s tensors=%d disk_MB=%.1f mem_MB=%.1f reps=%d "
-               "load_ms_best=%.2f load_ms_median=%.2f disk_GB/s=%.2f mem_GB/s=%.2f\n",
-               name, R, tname, tensors, st.st_size / 1e6, mem / 1e6, reps, ms[0], ms[reps / 2],
+        printf("bench_adapter_load model=%s rank=%d targets=%s adapter_dtype=%s tensors=%d disk_MB=%.1f mem_MB=%.1f "
+               "reps=%d load_ms_best=%.2f load_ms_median=%.2f disk_GB/s=%.2f mem_GB/s=%.2f\n",
+               name, R, tname, dtype_name(ad_type), tensors, st.st_size / 1e6, mem / 1e6, reps, ms[0], ms[reps / 2],
                st.st_size / (ms[0] * 1e6), mem / (ms[0] * 1e6));
     }
     fflush(stdout);
@@ -383,11 +396,14 @@ typedef struct {
     int bs[64];         // --batches
     unsigned targets;   // --targets, LORA_* bits
     const char *tname;  // --targets as given
+    dtype ad_type;      // --adapter-dtype: DT_F16 (resident, as served) or DT_F32
 } bench_mode;
 
 static int bench_model(const char *name, model *m, ops *o, const bench_mode *b) {
-    if (b->adapter_load) return bench_adapter_load(name, &m->cfg, b->rank, b->targets, b->tname, b->reps);
-    if (b->multi) return bench_multi(name, m, o, b->bs, b->nbs, b->P, b->G, b->rank, b->targets, b->tname, b->reps);
+    if (b->adapter_load)
+        return bench_adapter_load(name, &m->cfg, b->rank, b->targets, b->tname, b->reps, b->ad_type);
+    if (b->multi)
+        return bench_multi(name, m, o, b->bs, b->nbs, b->P, b->G, b->rank, b->targets, b->tname, b->reps, b->ad_type);
     if (b->train) return bench_train(name, m, o, b->P, b->rank, b->reps);
     return bench_one(name, m, o, b->P, b->G, b->reps);
 }
@@ -426,7 +442,7 @@ static int bench_tokenize(const char *path, const char *tok_path, int reps) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *which, *base, *backend, *base_dtype, *save, *batches, *targets, *tok_path;
+    const char *which, *base, *backend, *base_dtype, *save, *batches, *targets, *tok_path, *ad_dtype;
     int P, G, threads, reps, verbose, train, rank, multi, adapter_load;
     const char *tokenize_file;
     cli_opt opts[] = {
@@ -450,6 +466,8 @@ int cmd_bench(int argc, char **argv) {
         {"--rank", OPT_INT, &rank, "16", "LoRA rank for --train, --multi-adapter and --adapter-load"},
         {"--targets", OPT_STR, &targets, "all",
          "modules for --multi-adapter and --adapter-load: all, or a list of q,k,v,o,gate,up,down"},
+        {"--adapter-dtype", OPT_STR, &ad_dtype, "f16",
+         "--multi-adapter and --adapter-load: f16 (resident, as served) or f32 (converted to fp32, as before)"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
     int pr = cli_parse("bench",
@@ -476,6 +494,11 @@ int cmd_bench(int argc, char **argv) {
                         "pick one\n");
         return 2;
     }
+    if (strcmp(ad_dtype, "f16") && strcmp(ad_dtype, "f32")) {
+        fprintf(stderr, "qlora bench: error: --adapter-dtype: expected f16 or f32, found '%s'\n", ad_dtype);
+        return 2;
+    }
+    mode.ad_type = strcmp(ad_dtype, "f16") ? DT_F32 : DT_F16;
     if (rank < 1 || rank > 4096) {
         fprintf(stderr, "qlora bench: error: --rank: expected 1..4096, found %d\n", rank);
         return 2;
@@ -510,7 +533,7 @@ int cmd_bench(int argc, char **argv) {
             if (strcmp(which, "all") && strcmp(which, shapes[i].name)) continue;
             found = 1;
             if (adapter_load) {  // needs the shapes only, not weights
-                rc = bench_adapter_load(shapes[i].name, &shapes[i].cfg, rank, mode.targets, targets, reps);
+                rc = bench_adapter_load(shapes[i].name, &shapes[i].cfg, rank, mode.targets, targets, reps, mode.ad_type);
                 continue;
             }
             model m;

@@ -60,10 +60,10 @@ void session_close(session *s) {
 // when f is not NULL, apply it to f. An empty dir is no adapter.
 static int adapter_open(lora_adapter *a, fwd_state *f, const model *m, const char *dir) {
     if (!dir[0]) return QL_OK;
-    int rc = lora_load_peft(a, &m->cfg, dir);
+    int rc = lora_load_peft_resident(a, &m->cfg, dir);
     if (rc) return rc;
     int np = 0;
-    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) np += a->w[i].A != NULL;
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) np += lora_pair_on(&a->w[i]);
     log_info("adapter %s: r %d, alpha %g, scaling %g, %d of %d linears", dir, a->rank, (double)a->alpha,
              (double)a->scaling, np, a->n_layers * LORA_NMODULES);
     return f ? fwd_set_adapter(f, a) : QL_OK;

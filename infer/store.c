@@ -145,7 +145,7 @@ static int list_dir(const char *dir, char ***names_out, int *n_out) {
 static size_t adapter_bytes(const lora_adapter *a) {
     size_t b = 0;
     for (int i = 0; i < a->n_layers * LORA_NMODULES; i++)
-        if (a->w[i].A) b += sizeof(float) * (size_t)a->rank * (a->w[i].in + a->w[i].out);
+        b += lora_pair_bytes(&a->w[i], a->rank);
     return b;
 }
 
@@ -167,7 +167,7 @@ static int add_entry(adapter_store *st, const model_config *c, const char *name,
     e->serial = ++st->serials;
     st->n++;
     double t0 = time_now();
-    int rc = why ? QL_EINVAL : lora_load_peft(&e->a, c, path);
+    int rc = why ? QL_EINVAL : lora_load_peft_resident(&e->a, c, path);
     if (!rc) rc = fwd_check_adapter(c, &e->a);
     e->load_s = time_now() - t0;
     if (rc == QL_ENOMEM) return rc;

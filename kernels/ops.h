@@ -27,11 +27,14 @@ typedef struct {
 
 // One segment of a multi-adapter batch (lora_shrink, lora_expand): rows
 // [row0, row0+n) of x use adapter pair A (rank,in), B (out,rank) in backend memory,
-// with factor scale (the adapter's scaling times the user's scale).
+// with factor scale (the adapter's scaling times the user's scale). A and B are
+// of types tA and tB: DT_F32, or DT_F16 / DT_BF16 (a resident adapter, read and
+// converted as it goes, fp32 sums); a backend without half kernels is given fp32.
 typedef struct {
     int row0, n, rank;
     float scale;
-    const float *A, *B;
+    const void *A, *B;
+    dtype tA, tB;
 } lora_seg;
 
 // One AdamW step's settings (ops adamw). PyTorch's torch.optim.AdamW:
@@ -69,6 +72,9 @@ struct ops {
     // 0 (cuda, and ref on purpose, so the tests run the copies a device needs):
     // callers copy them in with alloc + to_device.
     int host_memory;
+    // 1 when lora_shrink / lora_expand read F16 and BF16 segments (ref, cpu); 0:
+    // a resident adapter's copy in backend memory is converted to fp32 (cuda).
+    int lora_half;
 
     // Memory for activations and caches. alloc returns zeroed memory or NULL.
     void *(*alloc)(ops *o, size_t bytes);

@@ -55,10 +55,12 @@ void model_release(model *m, ops *o, float ***norms) {
 struct fwd_copy {
     const lora_adapter *a;  // where the adapter was when copied (only compared for serial 0)
     uint64_t serial;        // the adapter's serial
-    float *mem;         // backend memory: every pair's A then B
+    void *mem;          // backend memory: every pair's A then B, each on a 64-byte boundary
     lora_pair *w;       // host array [L*7] pointing into mem
     uint64_t last_use;  // s->batches at the last batch that used it
 };
+
+#define COPY_ALIGN(bytes) (((size_t)(bytes) + 63) & ~(size_t)63)
 
 static void copy_free(fwd_state *s, struct fwd_copy *c) {
     s->o->free(s->o, c->mem);
@@ -101,27 +103,57 @@ static const lora_pair *adapter_pairs(fwd_state *s, const lora_adapter *a) {
     }
     int L = s->m->cfg.n_layers;
     size_t total = 0;
-    for (int i = 0; i < L * LORA_NMODULES; i++)
-        if (a->w[i].A) total += (size_t)a->rank * (a->w[i].in + a->w[i].out);
+    // bytes: fp32, or as held when the backend reads halves (a resident adapter's)
+    for (int i = 0; i < L * LORA_NMODULES; i++) {
+        const lora_pair *p = &a->w[i];
+        if (!lora_pair_on(p)) continue;
+        size_t ea = p->A || !o->lora_half ? sizeof(float) : dtype_size(p->tA);
+        size_t eb = p->A || !o->lora_half ? sizeof(float) : dtype_size(p->tB);
+        total += COPY_ALIGN(ea * a->rank * p->in) + COPY_ALIGN(eb * p->out * a->rank);
+    }
     struct fwd_copy c = {a, a->serial, NULL, calloc((size_t)L * LORA_NMODULES, sizeof(lora_pair)), s->batches};
     struct fwd_copy *grown = realloc(s->copies, sizeof *grown * (size_t)(s->n_copies + 1));
     if (grown) s->copies = grown;
-    if (c.w && grown) c.mem = o->alloc(o, sizeof(float) * (total ? total : 1));
+    if (c.w && grown) c.mem = o->alloc(o, total ? total : 1);
     if (!c.w || !grown || !c.mem) {
         if (c.mem) o->free(o, c.mem);
         free(c.w);
-        ql_err(QL_ENOMEM, "out of %s memory for a copy of an adapter (%zu MB)", o->name, total * 4 >> 20);
+        ql_err(QL_ENOMEM, "out of %s memory for a copy of an adapter (%zu MB)", o->name, total >> 20);
         return NULL;
     }
     size_t off = 0;
+    float *tmp = NULL;  // a resident matrix converted to fp32 for a backend without half kernels
     for (int i = 0; i < L * LORA_NMODULES; i++) {
         const lora_pair *p = &a->w[i];
-        c.w[i] = (lora_pair){NULL, NULL, p->in, p->out};
-        if (!p->A) continue;
-        size_t na = (size_t)a->rank * p->in, nb = (size_t)p->out * a->rank;
-        c.w[i].A = c.mem + off, o->to_device(o, c.w[i].A, p->A, sizeof(float) * na), off += na;
-        c.w[i].B = c.mem + off, o->to_device(o, c.w[i].B, p->B, sizeof(float) * nb), off += nb;
+        c.w[i] = (lora_pair){.in = p->in, .out = p->out};
+        if (!lora_pair_on(p)) continue;
+        size_t n[2] = {(size_t)a->rank * p->in, (size_t)p->out * a->rank};
+        const void *src[2] = {p->A ? (const void *)p->A : p->rA, p->A ? (const void *)p->B : p->rB};
+        dtype t[2] = {p->A ? DT_F32 : p->tA, p->A ? DT_F32 : p->tB};
+        for (int m = 0; m < 2; m++) {
+            if (t[m] != DT_F32 && !o->lora_half) {
+                float *grown_tmp = realloc(tmp, sizeof(float) * n[m]);
+                if (!grown_tmp) {
+                    free(tmp);
+                    o->free(o, c.mem);
+                    free(c.w);
+                    ql_err(QL_ENOMEM, "out of memory converting an adapter for the %s backend", o->name);
+                    return NULL;
+                }
+                tmp = grown_tmp;
+                for (size_t e = 0; e < n[m]; e++)
+                    tmp[e] = t[m] == DT_F16 ? f16_to_f32(((const uint16_t *)src[m])[e])
+                                            : bf16_to_f32(((const uint16_t *)src[m])[e]);
+                src[m] = tmp, t[m] = DT_F32;
+            }
+            void *dst = (char *)c.mem + off;
+            o->to_device(o, dst, src[m], dtype_size(t[m]) * n[m]);
+            off += COPY_ALIGN(dtype_size(t[m]) * n[m]);
+            if (m == 0) c.w[i].rA = dst, c.w[i].tA = t[m];
+            else c.w[i].rB = dst, c.w[i].tB = t[m];
+        }
     }
+    free(tmp);
     s->copies[s->n_copies++] = c;
     return c.w;
 }
@@ -194,7 +226,7 @@ int fwd_check_adapter(const model_config *c, const lora_adapter *a) {
             int in, out;
             lora_module_shape(c, k, &in, &out);
             const lora_pair *p = &a->w[l * LORA_NMODULES + k];
-            if (p->A && (p->in != in || p->out != out))
+            if (lora_pair_on(p) && (p->in != in || p->out != out))
                 return ql_err(QL_EINVAL, "adapter layer %d %s is (%d -> %d), the model's is (%d -> %d)", l,
                               LORA_MODULE_NAMES[k], p->in, p->out, in, out);
         }
@@ -217,11 +249,14 @@ static int lora_segments(fwd_state *s, const fwd_seq *seqs, int nseq, int l, int
         const lora_adapter *a = seqs[i].adapter;
         if (!a || seqs[i].scale == 0.0f) continue;
         const lora_pair *p = &s->seq_pairs[i][l * LORA_NMODULES + k];
-        if (!p->A) continue;
+        if (!lora_pair_on(p)) continue;
         float scale = a->scaling * seqs[i].scale;
+        const void *A = p->A ? (const void *)p->A : p->rA;
         lora_seg *last = ns ? &s->segs[ns - 1] : NULL;
-        if (last && last->A == p->A && last->scale == scale && last->row0 + last->n == row) last->n += seqs[i].n;
-        else s->segs[ns++] = (lora_seg){row, seqs[i].n, a->rank, scale, p->A, p->B};
+        if (last && last->A == A && last->scale == scale && last->row0 + last->n == row) last->n += seqs[i].n;
+        else
+            s->segs[ns++] = (lora_seg){row, seqs[i].n, a->rank, scale, A, p->A ? (const void *)p->B : p->rB,
+                                       p->A ? DT_F32 : p->tA, p->A ? DT_F32 : p->tB};
     }
     return ns;
 }

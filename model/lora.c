@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../common/safetensors.h"
 #include "../common/rng.h"
 
 const char *const LORA_MODULE_NAMES[LORA_NMODULES] = {"q_proj", "k_proj", "v_proj", "o_proj",
@@ -66,7 +67,41 @@ void lora_free(lora_adapter *a) {
         for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) free(a->w[i].A), free(a->w[i].B);
     free(a->w);
     free(a->base_model);
+    if (a->res_file) st_close(a->res_file);
+    free(a->res_file);
+    free(a->res_mem);
     memset(a, 0, sizeof *a);
+}
+
+size_t lora_pair_bytes(const lora_pair *p, int R) {
+    size_t na = (size_t)R * p->in, nb = (size_t)p->out * R;
+    if (p->A) return sizeof(float) * (na + nb);
+    if (p->rA) return dtype_size(p->tA) * na + dtype_size(p->tB) * nb;
+    return 0;
+}
+
+int lora_make_resident(lora_adapter *a, dtype t) {
+    if (t != DT_F16 && t != DT_BF16) return ql_err(QL_EINVAL, "lora_make_resident: expected F16 or BF16");
+    if (a->res_file || a->res_mem) return ql_err(QL_EINVAL, "lora_make_resident: the adapter is resident already");
+    size_t total = 0;
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++)
+        if (a->w[i].A) total += (size_t)a->rank * (a->w[i].in + a->w[i].out);
+    uint16_t *h = malloc(sizeof *h * (total ? total : 1));
+    if (!h) return ql_err(QL_ENOMEM, "out of memory for a resident adapter (%zu MB)", total * 2 >> 20);
+    size_t off = 0;
+    for (int i = 0; i < a->n_layers * LORA_NMODULES; i++) {
+        lora_pair *p = &a->w[i];
+        if (!p->A) continue;
+        size_t na = (size_t)a->rank * p->in, nb = (size_t)p->out * a->rank;
+        for (size_t e = 0; e < na; e++) h[off + e] = t == DT_F16 ? f32_to_f16(p->A[e]) : f32_to_bf16(p->A[e]);
+        for (size_t e = 0; e < nb; e++) h[off + na + e] = t == DT_F16 ? f32_to_f16(p->B[e]) : f32_to_bf16(p->B[e]);
+        p->rA = h + off, p->rB = h + off + na, p->tA = p->tB = t;
+        free(p->A), free(p->B);
+        p->A = p->B = NULL;
+        off += na + nb;
+    }
+    a->res_mem = h;
+    return QL_OK;
 }
 
 int lora_targets_parse(unsigned *out, const char *csv) {

@@ -92,7 +92,7 @@ static int load_entry(registry *g, const char *name, const char *path, reg_adapt
     snprintf(a->name, sizeof a->name, "%s", name);
     a->stamp = stamp_of(path);
     double t0 = time_now();
-    int rc = lora_load_peft(&a->a, g->cfg, path);
+    int rc = lora_load_peft_resident(&a->a, g->cfg, path);
     if (!rc) rc = fwd_check_adapter(g->cfg, &a->a);
     if (rc) {
         entry_free(a);

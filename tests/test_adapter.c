@@ -127,6 +127,39 @@ static void test_roundtrip(model *m, ops *o, const char *dir) {
     }
     fprintf(stderr, "logits: loaded == in-memory F16 adapter bit for bit; max |adapter - base| = %.4f\n", maxd);
     CHECKF(maxd > 1e-2, "the adapter barely changes the logits (max %g): is it applied?", maxd);
+
+    // (d) resident (as infer, chat and serve load it): the F16 bits of the file,
+    // read in place; the logits as fp32's up to summation order (the GEMV kernels
+    // against OpenBLAS); and an atomic rewrite of the directory (a new adapter
+    // saved over it) leaves the loaded one as it was: it still reads the old file.
+    lora_adapter r;
+    CHECK_OK(lora_load_peft_resident(&r, c, dir));
+    if (!test_failures) {
+        bad = 0;
+        for (int i = 0; i < a.n_layers * LORA_NMODULES; i++) {
+            const lora_pair *p = &a.w[i], *q = &r.w[i];
+            CHECK(!q->A && q->rA && q->rB && q->tA == DT_F16 && q->tB == DT_F16);
+            if (!q->rA || !q->rB) continue;
+            const uint16_t *hA = q->rA, *hB = q->rB;
+            for (int64_t e = 0; e < (int64_t)a.rank * p->in; e++) bad += hA[e] != f32_to_f16(p->A[e]);
+            for (int64_t e = 0; e < (int64_t)p->out * a.rank; e++) bad += hB[e] != f32_to_f16(p->B[e]);
+        }
+        CHECKF(bad == 0, "resident: %lld values differ from the file's F16", bad);
+        float *l_res = malloc(sizeof(float) * (size_t)T * V), *l_after = malloc(sizeof(float) * (size_t)T * V);
+        run_logits(&fw, &r, l_res, tok, T);
+        check_close("resident F16 logits vs fp32-loaded", l_res, l_loaded, (int64_t)T * V, 1e-5, 1e-5);
+        lora_adapter other;
+        CHECK_OK(lora_init(&other, c, 4, 8.0f, 0, 0.0f, LORA_ALL, 99));
+        for (int i = 0; i < other.n_layers * LORA_NMODULES; i++)
+            for (int64_t e = 0; e < (int64_t)other.w[i].out * other.rank; e++) other.w[i].B[e] = 0.3f;
+        CHECK_OK(lora_save_peft(&other, dir, NULL));
+        run_logits(&fw, &r, l_after, tok, T);
+        CHECKF(!memcmp(l_res, l_after, sizeof(float) * (size_t)T * V),
+               "a resident adapter changed when its directory was replaced");
+        lora_free(&other);
+        free(l_res), free(l_after);
+    }
+    lora_free(&r);
     CHECK_OK(fwd_set_adapter(&fw, NULL));
     fwd_free(&fw);
     free(l_base), free(l_loaded), free(l_mem);

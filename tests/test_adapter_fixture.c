@@ -16,7 +16,9 @@
 //       copy of the loaded adapter with scaling * 0.5, the fixture's
 //       logits_half_scale) against the reference;
 //   (c) each adapter moves the logits by more than 100 x atol, so an adapter that
-//       is silently not applied fails, and removing it gives the base back.
+//       is silently not applied fails, and removing it gives the base back;
+//   (d) (b) and (c) again with the adapters resident (lora_load_peft_resident:
+//       A and B read in place as stored, F32 and BF16).
 //
 // Tolerance (the one rule |a-b| <= atol + rtol*|ref|): atol 5e-5, rtol 1e-5.
 // The same forward in float32 PyTorch, the adapter through its own path as here,
@@ -144,6 +146,30 @@ int main(void) {
         const char *backends[] = {"ref", "cpu"};
         for (int b = 0; b < 2; b++) run_backend(&m, backends[b], &ex, cases, 4);
     }
+    // (d) the same adapters resident, as infer, chat and serve load them: A and B
+    // read in place as stored (F32 and BF16 here), against the same reference
+    lora_adapter r1, r2;
+    CHECK_OK(lora_load_peft_resident(&r1, &m.cfg, test_path(adir, "tiny_gqa_f32_rslora")));
+    CHECK_OK(lora_load_peft_resident(&r2, &m.cfg, test_path(adir, "tiny_gqa_bf16_r2")));
+    if (!test_failures) {
+        check_adapter("tiny_gqa_f32_rslora (resident)", &r1, 4, 8.0f, 1, 4.0f, LORA_Q | LORA_V | LORA_DOWN);
+        check_adapter("tiny_gqa_bf16_r2 (resident)", &r2, 2, 16.0f, 0, 8.0f, LORA_ALL);
+        for (int i = 0; i < m.cfg.n_layers * LORA_NMODULES; i++) {  // in place, as stored
+            CHECK(!r1.w[i].A && !r2.w[i].A && r2.w[i].rA && r2.w[i].tA == DT_BF16 && r2.w[i].tB == DT_BF16);
+            CHECK(!r1.w[i].rA || (r1.w[i].tA == DT_F32 && r1.w[i].tB == DT_F32));
+        }
+        lora_adapter half = r1;  // shares r1's weights; not freed
+        half.scaling = 0.5f * r1.scaling;
+        const fixture_case cases[] = {
+            {"logits_f32_rslora", &r1},
+            {"logits_bf16_r2", &r2},
+            {"logits_half_scale", &half},
+        };
+        const char *backends[] = {"ref", "cpu"};
+        for (int b = 0; b < 2; b++) run_backend(&m, backends[b], &ex, cases, 3);
+    }
+    lora_free(&r1);
+    lora_free(&r2);
     lora_free(&a1);
     lora_free(&a2);
     model_free(&m);

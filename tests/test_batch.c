@@ -7,7 +7,10 @@
 //       and decoded greedily in one batch give each sequence the logits and tokens
 //       of running it alone; one leaves the batch early and the rest go on;
 //   (c) an adapter at scale 0 gives the base's logits exactly;
-//   (d) scale 0.5 gives the logits of the adapter with half its scaling.
+//   (d) scale 0.5 gives the logits of the adapter with half its scaling;
+// (a) again with F16 and BF16 A and B (a resident adapter's, read in place), and
+// (b) to (d) again with the adapters resident in F16 (cpu, and ref as a backend
+// without half kernels, whose copies are converted to fp32) and BF16 (ref).
 // Tolerance for (b): the batch runs the base matmul over all rows at once, the
 // solo run over its own rows: the same fp32 products summed in another order
 // (OpenBLAS tiles vs the GEMV), ~1e-6 relative on O(1) logits; 2e-5 leaves room
@@ -30,12 +33,25 @@
 
 // ---- (a) ----
 // n floats of host into backend memory (a copy unless host_memory), and back.
-static float *to_backend(ops *o, const float *host, size_t n) {
-    if (o->host_memory) return (float *)host;
-    float *d = o->alloc(o, sizeof(float) * n);
+static void *to_backend_bytes(ops *o, const void *host, size_t bytes) {
+    if (o->host_memory) return (void *)host;
+    void *d = o->alloc(o, bytes);
     CHECK(d);
-    if (d) o->to_device(o, d, host, sizeof(float) * n);
+    if (d) o->to_device(o, d, host, bytes);
     return d;
+}
+static float *to_backend(ops *o, const float *host, size_t n) { return to_backend_bytes(o, host, sizeof(float) * n); }
+
+// m (n floats) rounded through type t in place, and as stored in t (a malloc'd
+// copy, or m itself for F32)
+static void *as_type(float *m, size_t n, dtype t) {
+    if (t == DT_F32) return m;
+    uint16_t *h = malloc(sizeof *h * n);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = t == DT_F16 ? f32_to_f16(m[i]) : f32_to_bf16(m[i]);
+        m[i] = t == DT_F16 ? f16_to_f32(h[i]) : bf16_to_f32(h[i]);
+    }
+    return h;
 }
 static void from_backend(ops *o, float *host, float *dev, size_t n) {
     if (o->host_memory) return;
@@ -45,7 +61,10 @@ static void from_backend(ops *o, float *host, float *dev, size_t n) {
 
 // mid_rows: rows of the middle segment: 20 (CUDA: one cuBLAS call per segment)
 // or 8 (every segment short: CUDA's one-launch SGMV kernels).
-static void test_ops(ops *o, int mid_rows) {
+// halves: 0, every A and B fp32; 1, A and B of the three segments as a resident
+// adapter's may be: A F16 / BF16 / F32 and B BF16 / F16 / F16 (when the backend
+// reads halves)
+static void test_ops(ops *o, int mid_rows, int halves) {
     enum { N = 37, IN = 24, OUT = 19 };
     uint64_t seed = 7;
     float x[N * IN], y0[N * OUT];
@@ -53,6 +72,8 @@ static void test_ops(ops *o, int mid_rows) {
     for (int i = 0; i < N * OUT; i++) y0[i] = test_rand_uniform(&seed);
     const int ranks[3] = {4, 8, 2}, row0[3] = {0, 9, 29}, rows[3] = {5, mid_rows, 1};
     float *A[3], *B[3];
+    void *hA[3], *hB[3];
+    const dtype tA[3] = {DT_F16, DT_BF16, DT_F32}, tB[3] = {DT_BF16, DT_F16, DT_F16};
     lora_seg seg[3];  // host array; its A and B are in backend memory
     size_t xa_n = 0;
     for (int g = 0; g < 3; g++) {
@@ -60,8 +81,11 @@ static void test_ops(ops *o, int mid_rows) {
         B[g] = malloc(sizeof(float) * (size_t)OUT * ranks[g]);
         for (int i = 0; i < ranks[g] * IN; i++) A[g][i] = test_rand_uniform(&seed);
         for (int i = 0; i < OUT * ranks[g]; i++) B[g][i] = test_rand_uniform(&seed);
-        seg[g] = (lora_seg){row0[g], rows[g], ranks[g], 0.5f + g, to_backend(o, A[g], (size_t)ranks[g] * IN),
-                            to_backend(o, B[g], (size_t)OUT * ranks[g])};
+        dtype ta = halves ? tA[g] : DT_F32, tb = halves ? tB[g] : DT_F32;
+        hA[g] = as_type(A[g], (size_t)ranks[g] * IN, ta), hB[g] = as_type(B[g], (size_t)OUT * ranks[g], tb);
+        seg[g] = (lora_seg){row0[g], rows[g], ranks[g], 0.5f + g,
+                            to_backend_bytes(o, hA[g], dtype_size(ta) * (size_t)ranks[g] * IN),
+                            to_backend_bytes(o, hB[g], dtype_size(tb) * (size_t)OUT * ranks[g]), ta, tb};
         xa_n += (size_t)rows[g] * ranks[g];
     }
     // expected, in fp64: xa packed in segment order, and y
@@ -96,9 +120,11 @@ static void test_ops(ops *o, int mid_rows) {
     from_backend(o, xa, Dxa, xa_n);
     if (!o->host_memory) o->free(o, Dx);
     char what[96];
-    snprintf(what, sizeof what, "%s lora_shrink xa (packed, 3 segments, rows 5/%d/1)", o->name, mid_rows);
+    snprintf(what, sizeof what, "%s lora_shrink xa (packed, 3 segments, rows 5/%d/1%s)", o->name, mid_rows,
+             halves ? ", F16/BF16" : "");
     check_close(what, xa, want_xa, (int64_t)xa_n, 1e-5, 1e-5);
-    snprintf(what, sizeof what, "%s lora_shrink+expand (3 segments, ranks 4/8/2, rows 5/%d/1)", o->name, mid_rows);
+    snprintf(what, sizeof what, "%s lora_shrink+expand (3 segments, ranks 4/8/2, rows 5/%d/1%s)", o->name, mid_rows,
+             halves ? ", F16/BF16" : "");
     check_close(what, y, want, N * OUT, 1e-5, 1e-5);
     for (int i = 0; i < N; i++) {
         int in_seg = 0;
@@ -108,6 +134,8 @@ static void test_ops(ops *o, int mid_rows) {
     free(xa), free(want_xa);
     for (int g = 0; g < 3; g++) {
         if (!o->host_memory) o->free(o, (void *)seg[g].A), o->free(o, (void *)seg[g].B);
+        if (hA[g] != A[g]) free(hA[g]);
+        if (hB[g] != B[g]) free(hB[g]);
         free(A[g]), free(B[g]);
     }
 }
@@ -168,13 +196,20 @@ static void run_batch(model *m, ops *o, const request *r, float **logits) {
     fwd_free(&f);
 }
 
-static void test_model(model *m, ops *o) {
+// res: DT_F32 (fp32 adapters, as training holds them) or DT_F16 / DT_BF16
+// (resident, as served: lora_make_resident)
+static void test_model(model *m, ops *o, dtype res) {
     const model_config *c = &m->cfg;
     const int V = c->vocab_size;
     lora_adapter a4, a8, a2;
     test_lora_random(&a4, c, 4, 8.0f, 0, LORA_ALL, 11);
     test_lora_random(&a8, c, 8, 16.0f, 0, LORA_Q | LORA_V | LORA_DOWN, 12);
     test_lora_random(&a2, c, 2, 4.0f, 1, LORA_ALL, 13);
+    if (res != DT_F32) {
+        CHECK_OK(lora_make_resident(&a4, res));
+        CHECK_OK(lora_make_resident(&a8, res));
+        CHECK_OK(lora_make_resident(&a2, res));
+    }
     request r[NSEQ] = {
         {{1, 5, 9, 14, 3}, 5, GEN, &a4, 1.0f},
         {{1, 7, 2, 8, 21, 4, 6, 11, 30}, 9, 2, &a8, 1.0f},  // leaves after 2 steps
@@ -254,17 +289,24 @@ static void test_bad(model *m, ops *o) {
 int main(void) {
     ops *ref = ops_ref_new(), *cpu = ops_cpu_new(0);
     CHECK(ref && cpu);
-    test_ops(ref, 20), test_ops(ref, 8);
-    test_ops(cpu, 20), test_ops(cpu, 8);
+    for (int h = 0; h < 2; h++) {
+        test_ops(ref, 20, h), test_ops(ref, 8, h);
+        test_ops(cpu, 20, h), test_ops(cpu, 8, h);
+    }
     ops *cu = ops_cuda_new(0);
-    if (cu) test_ops(cu, 20), test_ops(cu, 8), ops_delete(cu);
+    if (cu) test_ops(cu, 20, 0), test_ops(cu, 8, 0), ops_delete(cu);
     else fprintf(stderr, "cuda: not available (%s); lora_shrink+expand on cuda skipped\n", ql_errmsg());
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/models/tiny_gqa", test_source_dir());
     model m;
     CHECK_OK(model_load(&m, dir, DT_F32));
-    test_model(&m, cpu);
-    test_model(&m, ref);
+    test_model(&m, cpu, DT_F32);
+    test_model(&m, ref, DT_F32);
+    test_model(&m, cpu, DT_F16);
+    test_model(&m, ref, DT_BF16);
+    ops ref_fp32 = *ref;  // a backend without half kernels (as cuda): its copies are converted to fp32
+    ref_fp32.lora_half = 0;
+    test_model(&m, &ref_fp32, DT_F16);
     test_bad(&m, cpu);
     model_free(&m);
     ops_delete(ref), ops_delete(cpu);

@@ -157,13 +157,13 @@ int main(void) {
     ops *o = ops_cpu_new(0);
     test_render(&m, tok);
 
-    // a store with one adapter, "voice"; the expected runs use it as loaded (F16-rounded)
+    // a store with one adapter, "voice"; the expected runs use it as the store loads it (resident F16)
     char store[] = "/tmp/qlora_chat_XXXXXX";
     CHECK(mkdtemp(store) != NULL);
     lora_adapter a, loaded;
     test_lora_random(&a, &m.cfg, 4, 8.0f, 0, LORA_ALL, 5);
     CHECK_OK(lora_save_peft(&a, test_path(store, "voice"), NULL));
-    CHECK_OK(lora_load_peft(&loaded, &m.cfg, test_path(store, "voice")));
+    CHECK_OK(lora_load_peft_resident(&loaded, &m.cfg, test_path(store, "voice")));
 
     const char *u1 = "Tell me about the sea", *u2 = "And the ships?", *u3 = "What else?";
     ds_message conv[5] = {{DS_ROLE_USER, u1}};
@@ -179,9 +179,9 @@ int main(void) {
     // after /reset the voice adapter answers u1 alone
     ds_message fresh[1] = {{DS_ROLE_USER, u1}};
     char *t4 = expect(&m, o, tok, &loaded, fresh, 1);
-    size_t bytes = 0;  // the store's figure: fp32 A and B
+    size_t bytes = 0;  // the store's figure: A and B as held, F16 (2 bytes a value)
     for (int i = 0; i < loaded.n_layers * LORA_NMODULES; i++)
-        if (loaded.w[i].A) bytes += sizeof(float) * 4 * (size_t)(loaded.w[i].in + loaded.w[i].out);
+        if (lora_pair_on(&loaded.w[i])) bytes += 2 * 4 * (size_t)(loaded.w[i].in + loaded.w[i].out);
     snprintf(want, sizeof want,
              "base> %s\n(answering with voice)\nvoice> %s\nvoice> %s\n  base\n* voice (r 4, scale 1, %.1f MB)\n"
              "(no loaded adapter 'nope'; /adapters lists them)\n(conversation cleared)\nvoice> %s\n",

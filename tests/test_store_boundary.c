@@ -332,6 +332,11 @@ static void test_bad_adapters(const char *store) {
     CHECK(lora_load_peft(&a, &cfg, test_path(store, "nan")) == QL_EFORMAT);
     CHECK_MSG(ql_errmsg(), "value NaN");
     lora_free(&a);
+    // and so does the resident loader (infer, chat, serve), which converts nothing
+    CHECK(lora_load_peft_resident(&a, &cfg, test_path(store, "nan")) == QL_EFORMAT);
+    CHECK_MSG(ql_errmsg(), "value NaN");
+    CHECK(a.res_file == NULL && a.w == NULL);
+    lora_free(&a);
     unsigned listed;
     CHECK(lora_peft_config(&a, &listed, test_path(store, "fifo_config")) == QL_EFORMAT);
     CHECK_MSG(ql_errmsg(), "not a regular file (a FIFO)");

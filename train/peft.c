@@ -318,6 +318,13 @@ static int64_t to_f32(float *dst, const st_tensor *t) {
     return -1;
 }
 
+// Element i of t as fp32 (exact), for a message about it
+static float value_f32(const st_tensor *t, int64_t i) {
+    if (t->type == DT_F16) return f16_to_f32(((const uint16_t *)t->data)[i]);
+    if (t->type == DT_BF16) return bf16_to_f32(((const uint16_t *)t->data)[i]);
+    return ((const float *)t->data)[i];
+}
+
 // A file the reader is about to open must be a regular one: a FIFO or a device
 // named adapter_config.json would block the open or never end.
 static int regular_file(const char *path, const char *dir, const char *name) {
@@ -468,9 +475,18 @@ done:
 // duplicate and allocates the fp32 arrays; the second converts, OpenMP across
 // tensors. Most of a load is the first touch of the fresh arrays (a page fault
 // and the kernel zeroing each page), which spreads over the threads too.
-static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed, const char *path) {
-    st_file f;
-    QL_CHECK(st_open(&f, path));
+//
+// Resident (a served adapter): nothing is converted or copied; the pairs point
+// into the mapped file, which a keeps open (a->res_file), and the second pass
+// only checks that every value is finite.
+static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed, const char *path, int resident) {
+    st_file local, *fp = &local;
+    if (resident) {
+        fp = a->res_file = calloc(1, sizeof(st_file));
+        if (!fp) return ql_err(QL_ENOMEM, "out of memory");
+    }
+    QL_CHECK(st_open(fp, path));  // on error, the caller's lora_free frees res_file
+    st_file f = *fp;
     float **dsts = calloc((size_t)f.n + 1, sizeof *dsts);  // f.n may be 0
     int rc = dsts ? QL_OK : ql_err(QL_ENOMEM, "out of memory");
     for (int i = 0; i < f.n && !rc; i++) {
@@ -512,10 +528,16 @@ static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed,
             break;
         }
         float **dst = is_b ? &p->B : &p->A;
-        if (*dst) {
+        const void **rdst = is_b ? &p->rB : &p->rA;
+        if (*dst || *rdst) {
             rc = ql_err(QL_EFORMAT, "%s: tensor '%s': a second lora_%c for layer %ld %s", path, t->name,
                         is_b ? 'B' : 'A', l, LORA_MODULE_NAMES[k]);
             break;
+        }
+        if (resident) {
+            *rdst = t->data;
+            *(is_b ? &p->tB : &p->tA) = t->type;
+            continue;
         }
         *dst = malloc(sizeof(float) * (size_t)t->numel);
         if (!*dst) { rc = ql_err(QL_ENOMEM, "out of memory"); break; }
@@ -525,21 +547,23 @@ static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed,
     for (int l = 0; !rc && l < a->n_layers; l++)
         for (int k = 0; k < LORA_NMODULES && !rc; k++) {
             lora_pair *p = &a->w[l * LORA_NMODULES + k];
-            if (!p->A != !p->B)
+            int has_a = p->A || p->rA, has_b = p->B || p->rB;
+            if (has_a != has_b)
                 rc = ql_err(QL_EFORMAT, "%s: layer %d %s has lora_%c but no lora_%c", path, l, LORA_MODULE_NAMES[k],
-                            p->A ? 'A' : 'B', p->A ? 'B' : 'A');
-            if (p->A) n_pairs++, a->targets |= 1u << k;
+                            has_a ? 'A' : 'B', has_a ? 'B' : 'A');
+            if (has_a) n_pairs++, a->targets |= 1u << k;
         }
     if (!rc && !n_pairs) rc = ql_err(QL_EFORMAT, "%s: no LoRA tensors", path);
     int64_t *bad = rc ? NULL : malloc(sizeof *bad * (size_t)f.n);
     if (!rc && !bad) rc = ql_err(QL_ENOMEM, "out of memory");
     if (!rc) {
 #pragma omp parallel for schedule(dynamic, 1) if (f.n > 1)
-        for (int i = 0; i < f.n; i++) bad[i] = to_f32(dsts[i], &f.t[i]);
+        for (int i = 0; i < f.n; i++)
+            bad[i] = resident ? dtype_first_nonfinite(f.t[i].data, f.t[i].type, f.t[i].numel) : to_f32(dsts[i], &f.t[i]);
         for (int i = 0; i < f.n && !rc; i++)  // the first in file order, whatever thread found it
             if (bad[i] >= 0) {
                 const st_tensor *t = &f.t[i];
-                float x = dsts[i][bad[i]];
+                float x = resident ? value_f32(t, bad[i]) : dsts[i][bad[i]];
                 rc = ql_err(QL_EFORMAT, "%s: tensor '%s': value %s at [%lld, %lld] (every value must be finite)",
                             path, t->name, isnan(x) ? "NaN" : x > 0 ? "+Inf" : "-Inf",
                             (long long)(bad[i] / t->shape[1]), (long long)(bad[i] % t->shape[1]));
@@ -547,7 +571,7 @@ static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed,
     }
     free(bad);
     free(dsts);
-    st_close(&f);
+    if (!resident) st_close(&f);
     return rc;
 }
 
@@ -595,7 +619,7 @@ int lora_peft_config(lora_adapter *a, unsigned *listed, const char *dir) {
     return rc;
 }
 
-int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) {
+static int load_peft(lora_adapter *a, const model_config *c, const char *dir, int resident) {
     memset(a, 0, sizeof *a);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
@@ -616,8 +640,14 @@ int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) {
             lora_module_shape(c, i % LORA_NMODULES, &a->w[i].in, &a->w[i].out);
     }
     if (!rc) rc = regular_file(wpath, dir, PEFT_WEIGHTS_NAME);
-    if (!rc) rc = read_tensors(a, c, listed, wpath);
+    if (!rc) rc = read_tensors(a, c, listed, wpath, resident);
     free(cpath), free(wpath);
     if (rc) lora_free(a);
     return rc;
+}
+
+int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir) { return load_peft(a, c, dir, 0); }
+
+int lora_load_peft_resident(lora_adapter *a, const model_config *c, const char *dir) {
+    return load_peft(a, c, dir, 1);
 }

@@ -44,6 +44,12 @@ int lora_peft_dir_kind(const char *dir, int *kind /* out */);
 // file, the field or tensor, what was expected and what was found; on error a
 // is left empty (lora_free is still safe).
 int lora_load_peft(lora_adapter *a, const model_config *c, const char *dir);
+// The same checks, but resident (model/lora.h), for serving: the weights file is
+// mapped and A and B are used in place as stored (F16, BF16 or F32), with no
+// conversion or copy; the load only checks that every value is finite. The file
+// is read through the mapping for as long as a lives, as the .qlb base is: replace
+// it by rename (as qlora does), never by rewriting it in place.
+int lora_load_peft_resident(lora_adapter *a, const model_config *c, const char *dir);
 // Reads only dir's adapter_config.json: rank, alpha, use_rslora, and in *listed
 // the LORA_* bits of its target_modules (a listing of the store, without loading
 // weights). a holds no weights; lora_free is still safe.

@@ -12,6 +12,10 @@
 // stream A and B, which decoding is bound by (one task on one core read them at
 // half the two-core rate: docs/benchmarks.md).
 //
+// A resident adapter's F16 or BF16 A and B go to the GEMV kernels of
+// matmul_cpu.c (converted in registers as read, fp32 sums), in groups of up to
+// seven rows; no fp32 copy of the adapter is ever made.
+//
 // A chunk of one row (decoding) is an sgemv, which streams A or B as they are;
 // sgemm packs them first. One row, A and B in memory (not cache), TinyLlama's
 // q/gate/down at rank 8 and 16 on the development VM: sgemm on one thread
@@ -23,12 +27,16 @@
 #include <stdlib.h>
 
 #include "../../common/err.h"
+#include "matmul_cpu.h"
 
 #define LORA_CHUNK 32
 #define LORA_TASKS_STACK 64  // task lists up to this size live on the stack (no malloc per call)
 // A segment's A or B smaller than this many floats is not split: reading 64 KB
 // takes a core ~5 us, several times what waking the other threads costs.
 #define LORA_SPLIT_MIN 16384
+// Output columns per block when a resident adapter's B is expanded: LORA_CHUNK
+// rows of this many products (32 KB) live on the stack before they are added to y.
+#define LORA_EXPAND_BLOCK 256
 
 typedef struct {
     int g, i0, n;   // segment, first row within it, rows
@@ -89,9 +97,15 @@ void cpu_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int
 #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
     for (int i = 0; i < nt; i++) {
         const lora_seg *s = &seg[t[i].g];
-        const float *xc = x + (size_t)(s->row0 + t[i].i0) * in, *Ac = s->A + (size_t)t[i].c0 * in;
+        const float *xc = x + (size_t)(s->row0 + t[i].i0) * in;
         float *xac = xa + t[i].xa_off + t[i].c0;
         // xa_chunk[:, c0:c0+nc] (n,nc) = x_chunk (n,in) @ A[c0:c0+nc]^T; ldc R
+        if (s->tA != DT_F32) {  // a resident adapter's halves, converted as read
+            const char *Ah = (const char *)s->A + dtype_size(s->tA) * (size_t)t[i].c0 * in;
+            matmul_cpu_dense_st(xac, s->rank, Ah, s->tA, t[i].nc, in, xc, t[i].n);
+            continue;
+        }
+        const float *Ac = (const float *)s->A + (size_t)t[i].c0 * in;
         if (t[i].n == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, t[i].nc, in, 1.0f, Ac, in, xc, 1, 0.0f, xac, 1);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t[i].n, t[i].nc, in, 1.0f, xc, in, Ac, in, 0.0f, xac,
@@ -107,9 +121,22 @@ void cpu_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, int
 #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
     for (int i = 0; i < nt; i++) {
         const lora_seg *s = &seg[t[i].g];
-        const float *xac = xa + t[i].xa_off, *Bc = s->B + (size_t)t[i].c0 * s->rank;
+        const float *xac = xa + t[i].xa_off;
         float *yc = y + (size_t)(s->row0 + t[i].i0) * out + t[i].c0;
         // y_chunk[:, c0:c0+nc] (n,nc) += scale * xa_chunk (n,R) @ B[c0:c0+nc]^T; ldc out
+        if (s->tB != DT_F32) {  // halves: the products into a stack block, then added
+            const char *Bh = (const char *)s->B + dtype_size(s->tB) * (size_t)t[i].c0 * s->rank;
+            float tmp[LORA_CHUNK * LORA_EXPAND_BLOCK];
+            for (int j0 = 0; j0 < t[i].nc; j0 += LORA_EXPAND_BLOCK) {
+                int nj = t[i].nc - j0 < LORA_EXPAND_BLOCK ? t[i].nc - j0 : LORA_EXPAND_BLOCK;
+                matmul_cpu_dense_st(tmp, nj, Bh + dtype_size(s->tB) * (size_t)j0 * s->rank, s->tB, nj, s->rank, xac,
+                                    t[i].n);
+                for (int r = 0; r < t[i].n; r++)
+                    for (int j = 0; j < nj; j++) yc[(size_t)r * out + j0 + j] += s->scale * tmp[r * nj + j];
+            }
+            continue;
+        }
+        const float *Bc = (const float *)s->B + (size_t)t[i].c0 * s->rank;
         if (t[i].n == 1)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, t[i].nc, s->rank, s->scale, Bc, s->rank, xac, 1, 1.0f, yc, 1);
         else

@@ -312,6 +312,22 @@ static void gemm(const matmul_kernels *k, float *out, const float *x, const qwei
     if (blas_threads != 1) openblas_set_num_threads(blas_threads);
 }
 
+void matmul_cpu_dense_st(float *out, int64_t ostride, const void *w, dtype type, int64_t nrows, int64_t cols,
+                         const float *x, int N) {
+    QL_ASSERT(type == DT_F32 || type == DT_F16 || type == DT_BF16);
+    const matmul_kernels *k = kernels();
+    for (int n0 = 0; n0 < N; n0 += MATMUL_GEMV_MAX_N) {
+        const int nn = N - n0 < MATMUL_GEMV_MAX_N ? N - n0 : MATMUL_GEMV_MAX_N;
+        float *o = out + n0 * ostride;
+        const float *xn = x + (int64_t)n0 * cols;
+        switch (type) {
+        case DT_F32: k->gemv_f32(o, ostride, w, nrows, cols, xn, nn); break;
+        case DT_F16: k->gemv_f16(o, ostride, w, nrows, cols, xn, nn); break;
+        default: k->gemv_bf16(o, ostride, w, nrows, cols, xn, nn); break;
+        }
+    }
+}
+
 void matmul_cpu(float *out, const float *x, const qweight *w, int N) {
     QL_ASSERT(N >= 0 && w->rows >= 0 && w->cols >= 0);
     QL_ASSERT(w->type == DT_F32 || w->type == DT_F16 || w->type == DT_BF16 || w->type == DT_NF4);

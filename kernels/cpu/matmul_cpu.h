@@ -26,6 +26,13 @@
 // out (N,rows) = x (N,cols) @ W^T, all fp32 row-major; out must not alias x.
 void matmul_cpu(float *out, const float *x, const qweight *w, int N);
 
+// out[n*ostride + i] = W[i,:] . x[n,:] for the nrows rows of W at w (row-major,
+// type F32, F16 or BF16: converted as read, fp32 sums) and N vectors x (N,cols):
+// the GEMV kernels on the calling thread alone, for callers that do their own
+// threading (the LoRA ops of a resident adapter). Safe to call from several threads.
+void matmul_cpu_dense_st(float *out, int64_t ostride, const void *w, dtype type, int64_t nrows, int64_t cols,
+                         const float *x, int N);
+
 // Rows [row0, row0+nrows) of W as fp32: out (nrows, cols). Exact (bit-identical
 // to nf4_dequantize / the dtype.h conversions) for every weight type, not only
 // NF4 (a row of an NF4 weight may start mid-block or mid-byte). Single-threaded;

@@ -191,7 +191,7 @@ ops *ops_cpu_new(int n_threads) {
         .swiglu_backward = cpu_swiglu_backward, .dropout = cpu_dropout, .matmul_backward_input = cpu_matmul_backward_input,
         .cross_entropy = cpu_cross_entropy, .lora_forward = cpu_lora_forward, .lora_backward = cpu_lora_backward,
         .lora_shrink = cpu_lora_shrink, .lora_expand = cpu_lora_expand,
-        .zero = cpu_zero, .sumsq = cpu_sumsq, .adamw = cpu_adamw, .host_memory = 1,
+        .zero = cpu_zero, .sumsq = cpu_sumsq, .adamw = cpu_adamw, .host_memory = 1, .lora_half = 1,
     };
     return o;
 }

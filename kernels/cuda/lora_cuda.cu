@@ -149,7 +149,9 @@ static const sgmv_seg *sgmv_table(cuda_ctx *c, const lora_seg *seg, int nseg, in
     for (int g = 0; g < nseg; g++) {
         const lora_seg *s = &seg[g];
         if (s->n > 0 && s->rank > 0) {
-            t[k++] = (sgmv_seg){s->row0, s->n, s->rank, (int)off, r, s->scale, s->A, s->B};
+            QL_ASSERT(s->tA == DT_F32 && s->tB == DT_F32);  // lora_half 0: copies are fp32
+            t[k++] = (sgmv_seg){s->row0, s->n, s->rank, (int)off, r, s->scale, (const float *)s->A,
+                                (const float *)s->B};
             r += s->n;
         }
         off += (int64_t)s->n * s->rank;
@@ -180,8 +182,9 @@ void cuda_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, in
     size_t off = 0;  // where segment g's (n_g, R_g) block of xa starts
     for (int g = 0; g < nseg; g++) {
         const lora_seg *s = &seg[g];
-        QL_ASSERT(s->n >= 0 && s->rank >= 0 && s->row0 >= 0);
+        QL_ASSERT(s->n >= 0 && s->rank >= 0 && s->row0 >= 0 && s->tA == DT_F32);
         const int n = s->n, R = s->rank;
+        const float *A = (const float *)s->A;
         const float *xg = x + (size_t)s->row0 * in;
         float *xag = xa + off;
         off += (size_t)n * R;
@@ -189,13 +192,13 @@ void cuda_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, in
         if (n == 1)
             // xa_g (R) = A_g (R,in) @ x_g (in). A_g is stored as column-major (in,R),
             // ld in: op T makes it (R,in). m = in, n = R (the stored shape).
-            cublasCheckAbort(cublasSgemv(c->blas, CUBLAS_OP_T, in, R, &k_one, s->A, in, xg, 1, &k_zero, xag, 1));
+            cublasCheckAbort(cublasSgemv(c->blas, CUBLAS_OP_T, in, R, &k_one, A, in, xg, 1, &k_zero, xag, 1));
         else
             // xa_g (n,R) = x_g (n,in) @ A_g^T: as in lora_forward, column-major xa_g^T
             // (R,n) = A_g (R,in) @ x_g^T (in,n): "TN", m = R, n = n, k = in, lda = ldb = in,
             // ldc = R.
             cublasCheckAbort(
-                cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, R, n, in, &k_one, s->A, in, xg, in, &k_zero, xag, R));
+                cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, R, n, in, &k_one, A, in, xg, in, &k_zero, xag, R));
         cudaLaunchCheck(c);
     }
 }
@@ -217,8 +220,9 @@ void cuda_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, in
     size_t off = 0;  // where segment g's (n_g, R_g) block of xa starts
     for (int g = 0; g < nseg; g++) {
         const lora_seg *s = &seg[g];
-        QL_ASSERT(s->n >= 0 && s->rank >= 0 && s->row0 >= 0);
+        QL_ASSERT(s->n >= 0 && s->rank >= 0 && s->row0 >= 0 && s->tB == DT_F32);
         const int n = s->n, R = s->rank;
+        const float *B = (const float *)s->B;
         const float *xag = xa + off;
         float *yg = y + (size_t)s->row0 * out;
         off += (size_t)n * R;
@@ -226,12 +230,12 @@ void cuda_lora_expand(ops *o, float *y, const float *xa, const lora_seg *seg, in
         if (n == 1)
             // y_g (out) += scale * B_g (out,R) @ xa_g (R). B_g is stored as column-major
             // (R,out), ld R: op T makes it (out,R). m = R, n = out (the stored shape).
-            cublasCheckAbort(cublasSgemv(c->blas, CUBLAS_OP_T, R, out, &s->scale, s->B, R, xag, 1, &k_one, yg, 1));
+            cublasCheckAbort(cublasSgemv(c->blas, CUBLAS_OP_T, R, out, &s->scale, B, R, xag, 1, &k_one, yg, 1));
         else
             // y_g (n,out) += scale * xa_g (n,R) @ B_g^T: as in lora_forward, column-major
             // y_g^T (out,n) += scale * B_g (out,R) @ xa_g^T (R,n): "TN", m = out, n = n,
             // k = R, lda = ldb = R, ldc = out.
-            cublasCheckAbort(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, R, &s->scale, s->B, R, xag, R,
+            cublasCheckAbort(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, R, &s->scale, B, R, xag, R,
                                          &k_one, yg, out));
         cudaLaunchCheck(c);
     }

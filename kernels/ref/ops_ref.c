@@ -65,15 +65,25 @@ static void ref_add(ops *o, float *y, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += x[i];
 }
 
+// Element i of a segment's A or B of type t (F32, F16 or BF16), as fp32 (exact)
+static float seg_value(const void *m, dtype t, size_t i) {
+    switch (t) {
+    case DT_F32: return ((const float *)m)[i];
+    case DT_F16: return f16_to_f32(((const uint16_t *)m)[i]);
+    case DT_BF16: return bf16_to_f32(((const uint16_t *)m)[i]);
+    default: QL_ASSERT(!"lora segment: unsupported dtype"); return 0;
+    }
+}
+
 // fp64 sums, as every reference op
 static void ref_lora_shrink(ops *o, float *xa, const float *x, const lora_seg *seg, int nseg, int in) {
     for (int g = 0; g < nseg; g++) {
         const lora_seg *sg = &seg[g];
         for (int i = 0; i < sg->n; i++)
             for (int r = 0; r < sg->rank; r++) {
-                const float *xr = x + (size_t)(sg->row0 + i) * in, *a = sg->A + (size_t)r * in;
+                const float *xr = x + (size_t)(sg->row0 + i) * in;
                 double acc = 0;
-                for (int c = 0; c < in; c++) acc += (double)xr[c] * a[c];
+                for (int c = 0; c < in; c++) acc += (double)xr[c] * seg_value(sg->A, sg->tA, (size_t)r * in + c);
                 xa[(size_t)i * sg->rank + r] = (float)acc;
             }
         xa += (size_t)sg->n * sg->rank;
@@ -85,9 +95,9 @@ static void ref_lora_expand(ops *o, float *y, const float *xa, const lora_seg *s
         const lora_seg *sg = &seg[g];
         for (int i = 0; i < sg->n; i++)
             for (int j = 0; j < out; j++) {
-                const float *xr = xa + (size_t)i * sg->rank, *b = sg->B + (size_t)j * sg->rank;
+                const float *xr = xa + (size_t)i * sg->rank;
                 double acc = 0;
-                for (int r = 0; r < sg->rank; r++) acc += (double)xr[r] * b[r];
+                for (int r = 0; r < sg->rank; r++) acc += (double)xr[r] * seg_value(sg->B, sg->tB, (size_t)j * sg->rank + r);
                 y[(size_t)(sg->row0 + i) * out + j] += (float)(sg->scale * acc);
             }
         xa += (size_t)sg->n * sg->rank;
@@ -128,6 +138,7 @@ ops *ops_ref_new(void) {
         .lora_shrink = ref_lora_shrink, .lora_expand = ref_lora_expand,
         .zero = ref_zero, .sumsq = ref_sumsq, .adamw = ref_adamw,
         .host_memory = 0,  // on purpose: callers copy host arrays in, as for a device
+        .lora_half = 1,
     };
     return o;
 }
