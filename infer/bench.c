@@ -52,6 +52,46 @@ static const shape shapes[] = {
                      .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192}},
 };
 
+// ---- Memory read bandwidth (issue 13): the bound that decoding streams against ----
+
+#define BW_BYTES ((size_t)512 << 20)  // far past every cache of a workstation CPU
+#define BW_REPS 5
+
+// This machine's streaming read bandwidth in bytes/s with the threads the CPU
+// backend uses (omp_get_max_threads, set by ops_new): an integer sum over a
+// 512 MiB buffer (vectorized; no stores), each thread its contiguous share, the
+// best of 5 passes after the buffer is first written. 0 when out of memory.
+static double read_bandwidth(void) {
+    static double cached;  // measured once per process
+    if (cached > 0) return cached;
+    size_t n = BW_BYTES / sizeof(uint64_t);
+    uint64_t *buf = malloc(BW_BYTES);
+    if (!buf) return 0;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = i;
+    double best = 0;
+    uint64_t sink = 0;
+    for (int r = 0; r < BW_REPS; r++) {
+        uint64_t sum = 0;
+        double t0 = time_now();
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+        for (size_t i = 0; i < n; i++) sum += buf[i];
+        double bw = BW_BYTES / (time_now() - t0);
+        sink ^= sum;
+        if (bw > best) best = bw;
+    }
+    free(buf);
+    log_debug("read bandwidth probe: %.2f GB/s (checksum %llx)", best / 1e9, (unsigned long long)sink);
+    return cached = best;
+}
+
+// Bytes one decoded token (batch 1) reads from the weights: every linear, all of
+// lm_head and one row of the embedding (KV-cache reads left out: small at short context).
+static double decode_bytes_per_token(const model *m) {
+    size_t np, lb = model_linear_bytes(m, &np);
+    return (double)lb + (double)qweight_bytes(&m->lm_head) + (double)qweight_bytes(&m->embed) / m->cfg.vocab_size;
+}
+
 static int bench_one(const char *name, model *m, ops *o, int P, int G, int reps) {
     fwd_state f;
     int rc = fwd_init(&f, m, o, P + G, P);
@@ -78,11 +118,16 @@ static int bench_one(const char *name, model *m, ops *o, int P, int G, int reps)
         log_info("%s rep %d: prompt %.2f tok/s, decode %.2f tok/s", name, r, pp, tg);
     }
     size_t np, lb = model_linear_bytes(m, &np);
+    // decode against the memory bound: bandwidth / bytes per token (CPU only: a
+    // GPU streams its own memory, which this probe does not measure)
+    double bw = strcmp(o->name, "cpu") ? 0 : read_bandwidth(), per_tok = decode_bytes_per_token(m);
     if (!rc)
         printf("bench model=%s backend=%s base=%s prompt=%d gen=%d pp_tok/s=%.2f tg_tok/s=%.2f peak_rss_MB=%.1f "
-               "linear_bytes_per_param=%.4f weights_MB=%.1f\n",
+               "linear_bytes_per_param=%.4f weights_MB=%.1f decode_MB/token=%.1f read_GB/s=%.2f "
+               "tg_bound_tok/s=%.2f tg_share_of_bound=%.1f%%\n",
                name, o->name, base_dtype_name(m->base_dtype), P, G, best_pp, best_tg, mem_peak_rss() / 1e6,
-               (double)lb / (double)np, model_weight_bytes(m) / 1e6);
+               (double)lb / (double)np, model_weight_bytes(m) / 1e6, per_tok / 1e6, bw / 1e9,
+               bw > 0 ? bw / per_tok : 0, bw > 0 ? 100.0 * best_tg / (bw / per_tok) : 0);
     fflush(stdout);
     free(toks);
     free(logits);
@@ -236,7 +281,8 @@ static int multi_decode(fwd_state *f, timed_ops *t, float *logits, int *toks, fw
 //     1 for "shared");
 //   FLOPs per token: 2*in*out per linear and for lm_head, against 2*R*(in+out) per
 //     targeted linear (the same for both cases).
-static void multi_predict(const char *name, const model *m, const lora_adapter *a, int nB) {
+// base_tps: the measured base decode tokens/s at this batch size, for the floor.
+static void multi_predict(const char *name, const model *m, const lora_adapter *a, int nB, double base_tps) {
     const model_config *c = &m->cfg;
     size_t np, lb = model_linear_bytes(m, &np);
     double embed_row = (double)qweight_bytes(&m->embed) / c->vocab_size;
@@ -251,6 +297,15 @@ static void multi_predict(const char *name, const model *m, const lora_adapter *
            "bytes_overhead_distinct=%.1f%% bytes_overhead_shared=%.1f%% flops_overhead=%.2f%%\n",
            name, nB, a->rank, base_bytes / 1e6, ad_bytes / 1e6, 100.0 * nB * ad_bytes / base_bytes,
            100.0 * ad_bytes / base_bytes, 100.0 * ad_flops / base_flops);
+    // The floor of the LoRA time: reading each distinct adapter's A and B once per
+    // step at the probe's bandwidth, against the measured base step
+    double bw = read_bandwidth();
+    if (bw > 0 && base_tps > 0)
+        printf("bench_multi_bound model=%s batch=%d read_GB/s=%.2f base_ms/step=%.2f lora_floor_ms/step_distinct=%.3f "
+               "overhead_floor_distinct=%.2f%% lora_floor_ms/step_shared=%.3f overhead_floor_shared=%.2f%%\n",
+               name, nB, bw / 1e9, 1e3 * nB / base_tps, 1e3 * nB * ad_bytes / bw,
+               100.0 * (nB * ad_bytes / bw) / (nB / base_tps), 1e3 * ad_bytes / bw,
+               100.0 * (ad_bytes / bw) / (nB / base_tps));
 }
 
 // Multi-adapter decoding: decode tokens/s at each batch size bs[0..nbs) for three
@@ -310,7 +365,7 @@ static int bench_multi(const char *name, model *m, ops *o, const int *bs, int nb
         }
         fflush(stdout);
     }
-    for (int b = 0; b < nbs && !rc; b++) multi_predict(name, m, &ads[0], bs[b]);
+    for (int b = 0; b < nbs && !rc; b++) multi_predict(name, m, &ads[0], bs[b], best[b * MA_NCASES + MA_BASE]);
     if (!rc) printf("bench_multi_mem model=%s max_batch=%d peak_rss_MB=%.1f\n", name, maxB, mem_peak_rss() / 1e6);
     fflush(stdout);
     fwd_free(&f);
