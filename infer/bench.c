@@ -569,9 +569,9 @@ int cmd_bench(int argc, char **argv) {
     ops *o = ops_new(backend, threads);
     if (!o) { fprintf(stderr, "qlora bench: error: %s\n", ql_errmsg()); return 1; }
     if (!strcmp(o->name, "cpu"))  // which kernels each path runs (kernels/cpu/matmul_cpu.h)
-        printf("kernels backend=cpu simd=%s decode=gemv-%s prefill=\"dequantize-%s + sgemm of %s\" "
-               "train=\"sgemm of %s\"\n", matmul_cpu_simd(), matmul_cpu_simd(), matmul_cpu_simd(), blas_describe(),
-               blas_describe());
+        printf("kernels backend=cpu simd=%s decode=%sgemv-%s prefill=\"dequantize-%s + sgemm of %s\" "
+               "train=\"sgemm of %s\"\n", matmul_cpu_simd(), matmul_cpu_int8() ? "int8-" : "", matmul_cpu_simd(),
+               matmul_cpu_simd(), blas_describe(), blas_describe());
     int rc = QL_OK, found = 0;
     if (base[0]) {
         model m;

@@ -125,6 +125,51 @@ AVX2 static void gemv_nf4_avx2(float *out, int64_t ostride, const nf4_data *w, i
     MATMUL_SWITCH_N(N, gemv_nf4_nn, out, ostride, w, r0, nrows, cols, xp)
 }
 
+// ---- int8 NF4 GEMV (opt-in; see matmul_kernels.h) ----
+// Per 64-block: the 32 code bytes in one load; pshufb looks the high and the low
+// nibbles up in NF4_Q8 (the table in both 128-bit lanes), giving the int8 weights
+// of the even and the odd elements, which line up with the two halves of the
+// block's xq. vpmaddubsw takes an unsigned operand: |w| against x with w's sign
+// (vpsignb), then vpmaddwd by ones sums pairs into int32 (|w|,|x| <= 127: no
+// overflow). One int32 -> fp32 conversion and one FMA by the block's scale per vector.
+INLINE2 __m256i dot_q8(__m256i w, __m256i x, __m256i ones) {
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p, ones);
+}
+
+INLINE2 void gemv_nf4_q8_nn(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows,
+                            int64_t cols, const int8_t *xq, const float *xd, const int NN) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)NF4_Q8));
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const int64_t nbr = cols / NF4_BLOCK;
+    const float offset = w->absmax_offset;
+    for (int64_t i = 0; i < nrows; i++) {
+        int64_t b = (r0 + i) * nbr;
+        const uint8_t *cp = w->codes + b * (NF4_BLOCK / 2);
+        __m256 acc[MATMUL_GEMV_MAX_N];
+        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm256_setzero_ps();
+        for (int64_t kb = 0; kb < nbr; kb++, b++, cp += NF4_BLOCK / 2) {
+            _mm_prefetch((const char *)cp + 2048, _MM_HINT_T0);
+            const float a = (NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2] + offset) * (1.0f / 127.0f);
+            const __m256i v = _mm256_loadu_si256((const __m256i *)cp);
+            const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4));
+            const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, lo4));
+            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) {
+                const int8_t *q = xq + n * cols + kb * NF4_BLOCK;
+                const __m256i s = _mm256_add_epi32(dot_q8(wh, _mm256_loadu_si256((const __m256i *)q), ones),
+                                                   dot_q8(wl, _mm256_loadu_si256((const __m256i *)(q + 32)), ones));
+                acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(a * xd[n * nbr + kb]), acc[n]);
+            }
+        }
+        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) out[n * ostride + i] = hsum8(acc[n]);
+    }
+}
+
+AVX2 void gemv_nf4_q8_avx2(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows, int64_t cols,
+                           const int8_t *xq, const float *xd, int N) {
+    MATMUL_SWITCH_N(N, gemv_nf4_q8_nn, out, ostride, w, r0, nrows, cols, xq, xd)
+}
+
 // ---- exact dequantization of whole 64-blocks ----
 // 8 code bytes -> 16 nibbles in element order (u16 = (byte >> 4) | (byte & 15) << 8),
 // looked up and multiplied by the block's absmax in fp32, as nf4_dequantize does.
@@ -164,6 +209,7 @@ static const matmul_kernels KERNELS_AVX2 = {
     .gemv_bf16 = gemv_bf16_avx2,
     .gemv_nf4 = gemv_nf4_avx2,
     .xgroup = 8,
+    .gemv_nf4_q8 = gemv_nf4_q8_avx2,
     .nf4_blocks = nf4_blocks_avx2,
     .cvt_f16 = cvt_f16_avx2,
     .cvt_bf16 = cvt_bf16_avx2,

@@ -175,6 +175,7 @@ static const matmul_kernels KERNELS_AVX512 = {
     .gemv_bf16 = gemv_bf16_avx512,
     .gemv_nf4 = gemv_nf4_avx512,
     .xgroup = 16,
+    .gemv_nf4_q8 = gemv_nf4_q8_avx2,  // memory-bound already at AVX2 width
     .nf4_blocks = nf4_blocks_avx512,
     .cvt_f16 = cvt_f16_avx512,
     .cvt_bf16 = cvt_bf16_avx512,

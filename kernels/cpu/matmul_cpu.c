@@ -4,6 +4,7 @@
 #include "matmul_cpu.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,46 @@ static void gemv_nf4_generic(float *out, int64_t ostride, const nf4_data *w, int
     }
 }
 
+const int8_t NF4_Q8[16] = {-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
+
+void nf4_quantize_x8(int8_t *xq, float *xd, const float *x, int N, int64_t cols) {
+    const int64_t nb = cols / NF4_BLOCK;
+    for (int64_t b = 0; b < (int64_t)N * nb; b++) {
+        const float *xb = x + b * NF4_BLOCK;
+        int8_t *q = xq + b * NF4_BLOCK;
+        float m = 0.0f;
+        for (int j = 0; j < NF4_BLOCK; j++) m = fmaxf(m, fabsf(xb[j]));
+        const float d = m / 127.0f, inv = m > 0.0f ? 127.0f / m : 0.0f;
+        xd[b] = d;
+        for (int j = 0; j < NF4_BLOCK / 2; j++) {
+            q[j] = (int8_t)lrintf(xb[2 * j] * inv);
+            q[NF4_BLOCK / 2 + j] = (int8_t)lrintf(xb[2 * j + 1] * inv);
+        }
+    }
+}
+
+static void gemv_nf4_q8_generic(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows,
+                                int64_t cols, const int8_t *xq, const float *xd, int N) {
+    const int64_t nbr = cols / NF4_BLOCK;
+    for (int64_t i = 0; i < nrows; i++) {
+        const int64_t bfirst = (r0 + i) * nbr;
+        for (int n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int64_t kb = 0; kb < nbr; kb++) {
+                const int64_t b = bfirst + kb;
+                const uint8_t *cp = w->codes + b * (NF4_BLOCK / 2);
+                const int8_t *q = xq + n * cols + kb * NF4_BLOCK;
+                int32_t s = 0;
+                for (int j = 0; j < NF4_BLOCK / 2; j++)
+                    s += NF4_Q8[cp[j] >> 4] * q[j] + NF4_Q8[cp[j] & 15] * q[NF4_BLOCK / 2 + j];
+                const float a = NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2] + w->absmax_offset;
+                acc += (float)s * (a * (1.0f / 127.0f) * xd[n * nbr + kb]);
+            }
+            out[n * ostride + i] = acc;
+        }
+    }
+}
+
 static void nf4_blocks_generic(float *out, const nf4_data *w, int64_t b0, int64_t nblocks) {
     nf4_dequantize(out, w, b0 * NF4_BLOCK, nblocks * NF4_BLOCK);
 }
@@ -85,6 +126,7 @@ static const matmul_kernels KERNELS_GENERIC = {
     .gemv_bf16 = gemv_bf16_generic,
     .gemv_nf4 = gemv_nf4_generic,
     .xgroup = 0,
+    .gemv_nf4_q8 = gemv_nf4_q8_generic,
     .nf4_blocks = nf4_blocks_generic,
     .cvt_f16 = cvt_f16_generic,
     .cvt_bf16 = cvt_bf16_generic,
@@ -235,8 +277,58 @@ static void gemv_chunk(const matmul_kernels *k, float *out, const float *x, cons
     }
 }
 
+// ---- the int8 NF4 GEMV (opt-in) ----
+
+static int g_int8 = -1;  // -1: not decided yet (QLORA_MATMUL); read and written with __atomic builtins
+
+int matmul_cpu_int8(void) {
+    int v = __atomic_load_n(&g_int8, __ATOMIC_ACQUIRE);
+    if (v < 0) {
+        const char *env = getenv("QLORA_MATMUL");
+        v = env && !strcmp(env, "int8");
+        if (env && *env && !v && strcmp(env, "exact"))
+            log_warn("QLORA_MATMUL=%s: unknown (expected exact or int8); using exact", env);
+        __atomic_store_n(&g_int8, v, __ATOMIC_RELEASE);
+    }
+    return v;
+}
+
+void matmul_cpu_int8_set(int on) { __atomic_store_n(&g_int8, on ? 1 : 0, __ATOMIC_RELEASE); }
+
+// Rows [r0, r0+nr) of out for all N vectors, in groups of at most MATMUL_GEMV_MAX_N
+static void gemv_chunk_q8(const matmul_kernels *k, float *out, const int8_t *xq, const float *xd, const qweight *w,
+                          int N, int64_t r0, int64_t nr) {
+    const int64_t rows = w->rows, cols = w->cols, nb = cols / NF4_BLOCK;
+    const int ngroups = (N + MATMUL_GEMV_MAX_N - 1) / MATMUL_GEMV_MAX_N;
+    const int gsize = (N + ngroups - 1) / ngroups;
+    for (int n0 = 0; n0 < N; n0 += gsize) {
+        const int nn = N - n0 < gsize ? N - n0 : gsize;
+        k->gemv_nf4_q8(out + n0 * rows + r0, rows, &w->nf4, r0, nr, cols, xq + (int64_t)n0 * cols, xd + n0 * nb, nn);
+    }
+}
+
+static void gemv_q8(const matmul_kernels *k, float *out, const float *x, const qweight *w, int N) {
+    const int64_t rows = w->rows, cols = w->cols, nb = cols / NF4_BLOCK;
+    const int64_t nchunks = (rows + GEMV_CHUNK - 1) / GEMV_CHUNK;
+    size_t qb = ((size_t)N * cols + 63) & ~(size_t)63;
+    int8_t *xq = aligned_alloc(64, qb);
+    if (!xq) xq = mallocCheck(qb);
+    float *xd = mallocCheck(sizeof(float) * (size_t)N * nb);
+    nf4_quantize_x8(xq, xd, x, N, cols);
+#pragma omp parallel for schedule(static) if (N * rows * cols >= PAR_MIN_WORK)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t r0 = c * GEMV_CHUNK, nr = rows - r0 < GEMV_CHUNK ? rows - r0 : GEMV_CHUNK;
+        gemv_chunk_q8(k, out, xq, xd, w, N, r0, nr);
+    }
+    free(xq), free(xd);
+}
+
 static void gemv(const matmul_kernels *k, float *out, const float *x, const qweight *w, int N) {
     const int64_t rows = w->rows, cols = w->cols;
+    if (w->type == DT_NF4 && cols % NF4_BLOCK == 0 && k->gemv_nf4_q8 && matmul_cpu_int8()) {
+        gemv_q8(k, out, x, w, N);
+        return;
+    }
     const int64_t nchunks = (rows + GEMV_CHUNK - 1) / GEMV_CHUNK;
     const int par = N * rows * cols >= PAR_MIN_WORK;
     const int fused_nf4 = w->type == DT_NF4 && cols % NF4_BLOCK == 0;

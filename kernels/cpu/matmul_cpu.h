@@ -33,6 +33,18 @@ void matmul_cpu(float *out, const float *x, const qweight *w, int N);
 void matmul_cpu_dense_st(float *out, int64_t ostride, const void *w, dtype type, int64_t nrows, int64_t cols,
                          const float *x, int N);
 
+// Decoding matmuls (N < 16) of NF4 weights whose rows are whole 64-blocks in
+// int8, as llama.cpp's quantized dot products do: opt-in (QLORA_MATMUL=int8 in
+// the environment, or matmul_cpu_int8_set(1)); the default is exact fp32. Each
+// 64-block of x is quantized to int8 (d = max|x| / 127, q = round(x / d)), the
+// NF4 values are taken as round(127 v) (NF4_Q8; at most 0.00367 from v), and
+// each block's integer dot product is scaled by absmax / 127 * d. Per output,
+//   |y - y_exact| <= sum over blocks b of absmax_b * (0.00367 * sum_b |x| + 32 * d_b)
+// plus fp32 rounding (tests/test_matmul_cpu.c checks it). Prompts (N >= 16) and
+// every other weight type stay exact.
+int matmul_cpu_int8(void);
+void matmul_cpu_int8_set(int on);
+
 // Rows [row0, row0+nrows) of W as fp32: out (nrows, cols). Exact (bit-identical
 // to nf4_dequantize / the dtype.h conversions) for every weight type, not only
 // NF4 (a row of an NF4 weight may start mid-block or mid-byte). Single-threaded;

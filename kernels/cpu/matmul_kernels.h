@@ -30,6 +30,19 @@
     default: FN(__VA_ARGS__, 7); break;         \
     }
 
+// ---- the int8 NF4 GEMV (opt-in: matmul_cpu_int8_set; not exact) ----
+// NF4_Q8[c] = round(127 * NF4_TABLE[c]): the table in int8.
+extern const int8_t NF4_Q8[16];
+// x (N,cols), cols % 64 == 0 -> xq (N,cols) int8 and xd (N,cols/64): per 64-block
+// of each row, d = max|x| / 127 and q = round(x / d) (0 for an all-zero block);
+// within the block the 32 even elements come first, then the 32 odd ones, which
+// line up with the high and the low nibbles of the block's 32 code bytes.
+void nf4_quantize_x8(int8_t *xq, float *xd, const float *x, int N, int64_t cols);
+// The AVX2 kernel, which the AVX-512 table uses too (NULL-safe only after the
+// CPU check of matmul_kernels_avx2).
+void gemv_nf4_q8_avx2(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows, int64_t cols,
+                      const int8_t *xq, const float *xd, int N);
+
 typedef struct {
     const char *name;  // "generic", "avx2", "avx512"
 
@@ -49,6 +62,11 @@ typedef struct {
                      int64_t cols, const float *xp, int N);
     // Bytes of codes per group in the reordered x layout (0: x is used as is).
     int xgroup;
+    // The int8 NF4 GEMV over rows [r0, r0+nrows), cols % 64 == 0, against x
+    // quantized by nf4_quantize_x8: per block b, the integer dot product of the
+    // codes' NF4_Q8 values with xq, times absmax_b / 127 * xd[n][b], summed in fp32.
+    void (*gemv_nf4_q8)(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows, int64_t cols,
+                        const int8_t *xq, const float *xd, int N);
 
     // Dequantize the nblocks full 64-blocks b0.. of w into out (64*nblocks floats). Exact.
     void (*nf4_blocks)(float *out, const nf4_data *w, int64_t b0, int64_t nblocks);

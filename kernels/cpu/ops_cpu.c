@@ -180,7 +180,8 @@ ops *ops_cpu_new(int n_threads) {
     openblas_set_num_threads(1);
     blas_check();
     c->n_threads = omp_get_max_threads();
-    log_debug("cpu backend: %d threads, SIMD %s, sgemm by %s", c->n_threads, matmul_cpu_simd(), blas_describe());
+    log_debug("cpu backend: %d threads, SIMD %s, sgemm by %s, NF4 decoding %s", c->n_threads, matmul_cpu_simd(),
+              blas_describe(), matmul_cpu_int8() ? "int8 (QLORA_MATMUL=int8)" : "exact fp32");
     *o = (ops){
         .name = "cpu", .ctx = c, .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy, .copy = cpu_copy,
         .weight_upload = cpu_weight_upload, .weight_release = cpu_weight_release, .sync = cpu_sync,
