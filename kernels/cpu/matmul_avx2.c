@@ -132,10 +132,20 @@ AVX2 static void gemv_nf4_avx2(float *out, int64_t ostride, const nf4_data *w, i
 // block's xq. vpmaddubsw takes an unsigned operand: |w| against x with w's sign
 // (vpsignb), then vpmaddwd by ones sums pairs into int32 (|w|,|x| <= 127: no
 // overflow). One int32 -> fp32 conversion and one FMA by the block's scale per vector.
+#define Q8_SCALES 64  // block scales computed ahead, per row
+#ifndef Q8_PF
+#define Q8_PF 2048  // prefetch distance in bytes of codes
+#endif
+
 INLINE2 __m256i dot_q8(__m256i w, __m256i x, __m256i ones) {
     const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
     return _mm256_madd_epi16(p, ones);
 }
+
+// One block's integer dot product with vector n of xq, as 8 int32 partial sums
+#define Q8_BLOCK_DOT(wh, wl, q)                                                              \
+    _mm256_add_epi32(dot_q8(wh, _mm256_loadu_si256((const __m256i *)(q)), ones),            \
+                     dot_q8(wl, _mm256_loadu_si256((const __m256i *)((q) + 32)), ones))
 
 INLINE2 void gemv_nf4_q8_nn(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows,
                             int64_t cols, const int8_t *xq, const float *xd, const int NN) {
@@ -143,25 +153,52 @@ INLINE2 void gemv_nf4_q8_nn(float *out, int64_t ostride, const nf4_data *w, int6
     const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const int64_t nbr = cols / NF4_BLOCK;
     const float offset = w->absmax_offset;
+    float sc[Q8_SCALES];  // the row's block scales absmax / 127, Q8_SCALES blocks at a time
     for (int64_t i = 0; i < nrows; i++) {
-        int64_t b = (r0 + i) * nbr;
-        const uint8_t *cp = w->codes + b * (NF4_BLOCK / 2);
-        __m256 acc[MATMUL_GEMV_MAX_N];
-        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm256_setzero_ps();
-        for (int64_t kb = 0; kb < nbr; kb++, b++, cp += NF4_BLOCK / 2) {
-            _mm_prefetch((const char *)cp + 2048, _MM_HINT_T0);
-            const float a = (NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2] + offset) * (1.0f / 127.0f);
-            const __m256i v = _mm256_loadu_si256((const __m256i *)cp);
-            const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4));
-            const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, lo4));
-            _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) {
-                const int8_t *q = xq + n * cols + kb * NF4_BLOCK;
-                const __m256i s = _mm256_add_epi32(dot_q8(wh, _mm256_loadu_si256((const __m256i *)q), ones),
-                                                   dot_q8(wl, _mm256_loadu_si256((const __m256i *)(q + 32)), ones));
-                acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(a * xd[n * nbr + kb]), acc[n]);
+        const int64_t bfirst = (r0 + i) * nbr;
+        // two accumulators per vector, for even and odd blocks: with one, a
+        // vector's FMAs would form a single dependency chain
+        __m256 acc0[MATMUL_GEMV_MAX_N], acc1[MATMUL_GEMV_MAX_N];
+        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc0[n] = acc1[n] = _mm256_setzero_ps();
+        for (int64_t k0 = 0; k0 < nbr; k0 += Q8_SCALES) {
+            const int64_t kn = nbr - k0 < Q8_SCALES ? nbr - k0 : Q8_SCALES;
+            for (int64_t j = 0; j < kn; j++) {
+                const int64_t b = bfirst + k0 + j;
+                sc[j] = (NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2] + offset) * (1.0f / 127.0f);
+            }
+            const uint8_t *cp = w->codes + (bfirst + k0) * (NF4_BLOCK / 2);
+            int64_t j = 0;
+            for (; j + 2 <= kn; j += 2, cp += NF4_BLOCK) {
+                _mm_prefetch((const char *)cp + Q8_PF, _MM_HINT_T0);
+                const __m256i v0 = _mm256_loadu_si256((const __m256i *)cp);
+                const __m256i v1 = _mm256_loadu_si256((const __m256i *)(cp + 32));
+                const __m256i wh0 = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v0, 4), lo4));
+                const __m256i wl0 = _mm256_shuffle_epi8(table, _mm256_and_si256(v0, lo4));
+                const __m256i wh1 = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v1, 4), lo4));
+                const __m256i wl1 = _mm256_shuffle_epi8(table, _mm256_and_si256(v1, lo4));
+                _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) {
+                    const int64_t kb = k0 + j;
+                    const int8_t *q = xq + n * cols + kb * NF4_BLOCK;
+                    const float *d = xd + n * nbr + kb;
+                    acc0[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q8_BLOCK_DOT(wh0, wl0, q)),
+                                              _mm256_set1_ps(sc[j] * d[0]), acc0[n]);
+                    acc1[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q8_BLOCK_DOT(wh1, wl1, q + NF4_BLOCK)),
+                                              _mm256_set1_ps(sc[j + 1] * d[1]), acc1[n]);
+                }
+            }
+            if (j < kn) {  // an odd block count
+                const __m256i v0 = _mm256_loadu_si256((const __m256i *)cp);
+                const __m256i wh0 = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v0, 4), lo4));
+                const __m256i wl0 = _mm256_shuffle_epi8(table, _mm256_and_si256(v0, lo4));
+                _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) {
+                    const int64_t kb = k0 + j;
+                    acc0[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q8_BLOCK_DOT(wh0, wl0, xq + n * cols + kb * NF4_BLOCK)),
+                                              _mm256_set1_ps(sc[j] * xd[n * nbr + kb]), acc0[n]);
+                }
             }
         }
-        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) out[n * ostride + i] = hsum8(acc[n]);
+        _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) out[n * ostride + i] =
+            hsum8(_mm256_add_ps(acc0[n], acc1[n]));
     }
 }
 
