@@ -141,7 +141,12 @@ void crash_point(const char *event) {
     names[k] = event;
     long n = ++counts[k];
     if (log_all) fprintf(stderr, "crash_point %s %ld\n", event, n);
-    if (want_n && !strcmp(want, event) && n == want_n) raise(SIGKILL);
+    if (want_n && !strcmp(want, event) && n == want_n) {
+        // QLORA_CRASH_SIGNAL=INT: a Ctrl-C there instead of a kill; INT2: two
+        const char *sig = getenv("QLORA_CRASH_SIGNAL");
+        if (sig && !strcmp(sig, "INT2")) raise(SIGINT);
+        raise(sig && !strncmp(sig, "INT", 3) ? SIGINT : SIGKILL);
+    }
 }
 
 // ---- atomic files ----

@@ -79,7 +79,9 @@ void out_unlock(out_lock_t *l);  // no-op on an unlocked l (fd -1)
 // Test hook for crash-safety tests: when the environment holds
 // QLORA_CRASH_AT=<event>:<n>, the n-th call with that event kills the process
 // (SIGKILL, as kill -9 would). QLORA_CRASH_LOG=1 prints every call to stderr
-// ("crash_point <event> <n>") so that a test can count them. Without either
+// ("crash_point <event> <n>") so that a test can count them.
+// QLORA_CRASH_SIGNAL=INT sends SIGINT (a Ctrl-C) there instead, INT2 two of them
+// (a Ctrl-C pressed twice), for the tests of interrupt.h's users. Without either
 // variable it costs one getenv per process.
 void crash_point(const char *event);
 

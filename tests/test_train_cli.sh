@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_train_cli.sh QLORA SOURCE_DIR: qlora train end to end on the project's
 # tiny model: checkpoint -> resume gives bitwise-identical losses and adapter,
+# Ctrl-C keeps a checkpoint that resumes to the same result (twice: exits at once),
 # the adapter directory is complete and loads back, recipes apply and the
 # command line overrides them, bad input fails cleanly.
 q=$1; src=$2
@@ -29,6 +30,24 @@ for s in 6 7 8 9 10 11 12; do
     a=$(grep "^step=$s loss=" "$tmp/full.log" | sed 's/ lr=.*//'); b=$(grep "^step=$s loss=" "$tmp/p2.log" | sed 's/ lr=.*//')
     [ -n "$a" ] && [ "$a" = "$b" ] || fail "step $s: '$a' vs resumed '$b'"
 done
+# Ctrl-C in step 5 (a SIGINT from the crash_point hook, in its first micro-batch):
+# the step finishes, the checkpoint and adapter of step 5 are written, exit 130, and
+# --resume ends where the uninterrupted run did, bit for bit
+QLORA_CRASH_AT=step:9 QLORA_CRASH_SIGNAL=INT "$q" train "${common[@]}" --out "$tmp/intr" --save-every 12 2>"$tmp/i1.log"
+rc=$?
+[ $rc -eq 130 ] || fail "Ctrl-C: exit $rc, expected 130: $(tail -3 "$tmp/i1.log")"
+grep -q "interrupted after step 5 of 12; .* holds the checkpoint and the adapter of that step. Continue with the same command and --resume" "$tmp/i1.log" \
+    || fail "Ctrl-C: no resume hint: $(tail -3 "$tmp/i1.log")"
+grep -q "\"steps\": 5, \"planned_steps\": 12" "$tmp/intr/training_record.json" 2>/dev/null || fail "Ctrl-C: no adapter of step 5"
+"$q" train "${common[@]}" --out "$tmp/intr" --save-every 12 --resume 2>"$tmp/i2.log" || fail "resume after Ctrl-C failed: $(tail -3 "$tmp/i2.log")"
+cmp -s "$tmp/full/checkpoint.safetensors" "$tmp/intr/checkpoint.safetensors" || fail "Ctrl-C then resume: checkpoint differs from the uninterrupted run"
+# Ctrl-C twice: exit 130 at once; nothing is written
+QLORA_CRASH_AT=step:9 QLORA_CRASH_SIGNAL=INT2 "$q" train "${common[@]}" --out "$tmp/intr2" --save-every 12 2>"$tmp/i3.log"
+rc=$?
+[ $rc -eq 130 ] || fail "Ctrl-C twice: exit $rc, expected 130"
+grep -q "interrupted again: exiting now" "$tmp/i3.log" || fail "Ctrl-C twice: no message"
+[ ! -e "$tmp/intr2/adapter_model.safetensors" ] || fail "Ctrl-C twice: an adapter was written"
+
 # the same through a backend whose memory is apart from the host's (ref stands in
 # for a GPU): the trainer's flat state goes in and out by copies for the
 # checkpoint, the resume and the final adapter

@@ -23,6 +23,7 @@
 #include "curve.h"
 #include "../model/lora.h"
 #include "checkpoint.h"
+#include "../common/interrupt.h"
 #include "optim.h"
 #include "peft.h"
 #include "recipe.h"
@@ -339,7 +340,7 @@ int cmd_train(int argc, char **argv) {
     if (rac) memcpy(all, rav, sizeof(char *) * (size_t)rac);
     if (argc) memcpy(all + rac, argv, sizeof(char *) * (size_t)argc);
     int pr = cli_parse("train", SUMMARY, opts, nopt, rac + argc, all);
-    int code = 0, rc = QL_OK;
+    int code = 0, rc = QL_OK, interrupted = 0;
     if (pr) { code = pr > 0 ? 0 : 2; goto done_args; }
     if (o.verbose) log_set_level(LOG_DEBUG);
     unsigned targets;
@@ -454,6 +455,8 @@ int cmd_train(int argc, char **argv) {
         }
         long perm_epoch = -1;
         int tty = isatty(2);
+        intr_install("\nCtrl-C: stopping after this step, with a checkpoint and the adapter "
+                     "(Ctrl-C again to quit at once, losing the step)\n");
         double t0 = time_now(), trained_total = 0;
         int stop = o.stop_after > 0 && o.stop_after < steps ? o.stop_after : steps;
         for (int step = step0; step < stop && !rc; step++) {
@@ -502,10 +505,20 @@ int cmd_train(int argc, char **argv) {
             // a checkpoint goes out with the adapter of its step (the final one below)
             if (!last && ((o.save_every && (step + 1) % o.save_every == 0) || (stop < steps && step + 1 == stop)))
                 rc = write_out(&ro, &t, step + 1, 1);
+            if (!rc && !last && intr_requested()) {  // Ctrl-C: keep what this run has done
+                if (tty) fputc('\n', stderr);
+                rc = write_out(&ro, &t, step + 1, 1);
+                if (!rc) {
+                    log_info("interrupted after step %d of %d; %s holds the checkpoint and the adapter of that step. "
+                             "Continue with the same command and --resume.", step + 1, steps, o.out);
+                    interrupted = 1;
+                }
+                break;
+            }
         }
         free(rows);
-        if (tty) fputc('\n', stderr);
-        if (rc) goto done;
+        if (tty && !interrupted) fputc('\n', stderr);
+        if (rc || interrupted) goto done;
         if (stop < steps) {
             log_info("stopped after step %d of %d; %s holds the checkpoint and the adapter of that step (continue with "
                      "--resume)", stop, steps, o.out);
@@ -521,7 +534,10 @@ int cmd_train(int argc, char **argv) {
         if (rc) {
             fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
             code = rc == QL_EINVAL ? 2 : 1;
+        } else if (interrupted) {
+            code = QL_EXIT_INTERRUPTED;
         }
+        intr_restore();
         trainer_free(&t);
         lora_free(&a);
         ds_packed_free(&tp_rows), ds_packed_free(&vp_rows);
