@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../common/err.h"
+#include "../common/interrupt.h"
 #include "../model/forward.h"
 #include "../common/log.h"
 #include "engine.h"
@@ -112,6 +113,9 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
                         "/quit\n", ds_template_name(co->tmpl), T, e0 ? e0->name : "base");
     char *line = NULL;
     size_t cap = 0;
+    // Ctrl-C stops the answer being generated (back to the prompt); at the prompt,
+    // twice quits; Ctrl-D (end of input) or /quit leaves
+    intr_install("\n(Ctrl-C: the answer stops; Ctrl-D or /quit leaves, Ctrl-C twice quits)\n");
     while (!rc) {
         if (tty) fprintf(stderr, "you> "), fflush(stderr);
         ssize_t len = getline(&line, &cap, in);
@@ -180,7 +184,10 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
         fprintf(out, "%s> ", ce ? ce->name : "base");
         fflush(out);
         eng_stats es;
+        intr_clear();  // a Ctrl-C pressed at the prompt does not stop this answer
         rc = engine_run(&f, tok, &r, 1, &es);
+        if (!rc && r.finish && !strcmp(r.finish, "cancelled")) fprintf(out, " (stopped)");
+        intr_clear();
         fprintf(out, "\n");
         fflush(out);
         if (!rc && !strcmp(r.finish, "error")) rc = ql_err(QL_EINVAL, "chat: %s", r.err);
@@ -197,6 +204,7 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
         eng_req_free(&r);
         free(ids);
     }
+    intr_restore();
     free(line);
     free(fed);
     convo_drop(&c, 0, c.n);

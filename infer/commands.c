@@ -8,6 +8,7 @@
 
 #include "../common/cli.h"
 #include "../common/err.h"
+#include "../common/interrupt.h"
 #include "../model/forward.h"
 #include "../common/log.h"
 #include "../model/model.h"
@@ -127,7 +128,7 @@ static int fanout(session *s, const adapter_store *st, const int *ids, int nids,
                 } else {
                     if (i < 0) printf("=== base ===\n");
                     else printf("=== %s (scale %g) ===\n", name, (double)st->e[i].scale);
-                    printf("%s\n\n", q->finish && !strcmp(q->finish, "error") ? q->err : q->text);
+                    printf("%s\n\n", q->finish && !strcmp(q->finish, "error") ? q->err : q->text ? q->text : "");
                 }
             }
             free(qn);
@@ -143,6 +144,15 @@ static int fanout(session *s, const adapter_store *st, const int *ids, int nids,
     fwd_free(&f);
     if (!rc && nbad) rc = ql_err(QL_EFORMAT, "%d of %d adapters were not loaded (see their blocks)", nbad, st->n);
     return rc;
+}
+
+// After a command that intr_install'ed: 130 when Ctrl-C stopped it (said on
+// stderr), else 0; SIGINT gets its default back either way.
+static int interrupted_code(void) {
+    int hit = intr_requested();
+    intr_restore();
+    if (hit) log_warn("interrupted: the output holds what was generated until Ctrl-C");
+    return hit ? QL_EXIT_INTERRUPTED : 0;
 }
 
 int cmd_infer(int argc, char **argv) {
@@ -219,6 +229,8 @@ int cmd_infer(int argc, char **argv) {
     }
     session s;
     int rc = session_open(&s, base, base_dtype, backend, threads);
+    // Ctrl-C: generation stops and what each request has is printed (written), exit 130
+    intr_install("\nCtrl-C: stopping; what was generated is kept (Ctrl-C again to quit at once)\n");
     if (!rc && requests[0] && !tmpl_name[0]) rc = ds_template_choose(&tmpl, "", s.m.chat_template);
     if (!rc && requests[0]) {
         requests_opts ro = {requests, out, store_dir, store_list, batch, ctx, tmpl, max_tokens, top_k, seed, !no_stop,
@@ -228,7 +240,7 @@ int cmd_infer(int argc, char **argv) {
         if (!rc && failed) rc = ql_err(QL_EFORMAT, "%d requests failed (their results say why)", failed);
     }
     if (rc || requests[0]) {
-        int code = rc ? fail("infer", rc) : 0;
+        int code = rc ? fail("infer", rc) : interrupted_code();
         session_close(&s);
         return code;
     }
@@ -253,7 +265,7 @@ int cmd_infer(int argc, char **argv) {
             free(ids);
             if (rc) { int code = fail("infer", rc); session_close(&s); return code; }
             session_close(&s);
-            return 0;
+            return interrupted_code();
         } else rc = fwd_init(&f, &s.m, s.o, T, T < 512 ? T : 512);
     }
     lora_adapter ad = {0};
@@ -276,7 +288,7 @@ int cmd_infer(int argc, char **argv) {
     lora_free(&ad);
     if (rc) { int code = fail("infer", rc); session_close(&s); return code; }
     session_close(&s);
-    return 0;
+    return interrupted_code();
 }
 
 int cmd_chat(int argc, char **argv) {

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../common/fileio.h"
+#include "../common/interrupt.h"
 #include "../common/log.h"
 
 static void req_fail(eng_req *r, const char *msg) {
@@ -202,6 +204,13 @@ int engine_run(fwd_state *f, const tokenizer *tok, eng_req *r, int n, eng_stats 
     while (!rc) {
         while (!rc && next < n && engine_free_slots(&e) > 0) rc = engine_start(&e, &r[next++]);
         if (rc || engine_active(&e) == 0) break;
+        crash_point("decode");  // a Ctrl-C here in tests (QLORA_CRASH_SIGNAL=INT)
+        if (intr_requested()) {  // Ctrl-C (interrupt.h): every request ends with what it has
+            for (int i = 0; i < n; i++)
+                if (r[i].active) engine_cancel(&e, &r[i]);
+                else if (i >= next) r[i].finish = "cancelled";
+            break;
+        }
         rc = engine_step(&e);
     }
     *st = e.st;

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../common/fileio.h"
+#include "../common/interrupt.h"
 #include "../common/log.h"
 
 int tokenize_prompt(const model *m, const tokenizer *tok, const char *text, int **ids_out, int *n_out) {
@@ -67,6 +69,8 @@ int generate(fwd_state *f, const tokenizer *tok, sampler *smp, const gen_options
             fflush(out);
         }
         if (rc || st->generated >= opt->max_tokens || pos >= f->max_T) break;
+        crash_point("decode");  // a Ctrl-C here in tests (QLORA_CRASH_SIGNAL=INT)
+        if (intr_requested()) break;  // Ctrl-C (interrupt.h): stop with what was generated
         rc = fwd_forward(f, logits, &next, 1, pos++, 0);
     }
     if (!rc && ss) {

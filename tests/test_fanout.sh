@@ -3,7 +3,8 @@
 # model: two adapters trained on different sample sets and the base answer one
 # prompt in one batch, and each answer equals the same request run alone
 # (greedy); scale 0 equals the base; a broken adapter in the store is reported
-# and the others still answer; bad options fail cleanly.
+# and the others still answer; Ctrl-C prints what was generated and exits 130;
+# bad options fail cleanly.
 q=$1; src=$2
 source "$src/tests/store_lib.sh"
 store_train pirate support
@@ -31,6 +32,21 @@ done
 "$q" infer "${gen[@]}" --adapter-dir "$tmp/store" --adapters support --format json >"$tmp/fan.json" 2>/dev/null || fail "json run failed"
 grep -q '"adapter": "support", "scale": 1, "text": ' "$tmp/fan.json" || fail "json result missing: $(cat "$tmp/fan.json")"
 grep -q '"finish_reason": "length"' "$tmp/fan.json" || fail "json finish_reason missing"
+# Ctrl-C (a SIGINT before the 4th decoding step): exit 130, every block printed,
+# each answer a prefix of the uninterrupted one; in JSON, finish_reason "cancelled"
+QLORA_CRASH_AT=decode:4 QLORA_CRASH_SIGNAL=INT "$q" infer "${gen[@]}" --adapter-dir "$tmp/store" --with-base \
+    >"$tmp/int.txt" 2>"$tmp/int.log"
+rc=$?
+[ $rc -eq 130 ] || fail "Ctrl-C: exit $rc, expected 130: $(tail -2 "$tmp/int.log")"
+grep -q "interrupted: the output holds what was generated" "$tmp/int.log" || fail "Ctrl-C: not said"
+[ "$(grep '^=== ' "$tmp/int.txt" | cut -d' ' -f2 | tr '\n' ' ')" = "base pirate support " ] || fail "Ctrl-C: blocks missing"
+for d in base pirate support; do
+    part=$(block "$tmp/int.txt" "$d"); full=$(block "$tmp/fan.txt" "$d")
+    [ -n "$part" ] && [ "$part" != "$full" ] && [ "${full#"$part"}" != "$full" ] || fail "Ctrl-C: $d's '$part' is not a proper prefix of '$full'"
+done
+QLORA_CRASH_AT=decode:4 QLORA_CRASH_SIGNAL=INT "$q" infer "${gen[@]}" --adapter-dir "$tmp/store" --format json \
+    >"$tmp/int.json" 2>/dev/null
+[ $? -eq 130 ] && grep -q '"finish_reason": "cancelled"' "$tmp/int.json" || fail "Ctrl-C, json: $(cat "$tmp/int.json")"
 # a broken adapter: reported, the others answer, exit non-zero
 mkdir -p "$tmp/store/broken" && echo '{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true}' >"$tmp/store/broken/adapter_config.json"
 "$q" infer "${gen[@]}" --adapter-dir "$tmp/store" >"$tmp/bad.txt" 2>"$tmp/bad.log" && fail "a broken adapter in the store exited 0"

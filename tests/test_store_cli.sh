@@ -113,6 +113,15 @@ echo /quit | "$q" chat "${chat[@]}" --adapter .. >/dev/null 2>"$tmp/e.txt"
 grep 'error:' "$tmp/e.txt"
 echo '/load sneaky' | "$q" chat "${chat[@]}" --follow-symlinks >"$tmp/chat2.txt" 2>/dev/null
 grep -q "^(loaded sneaky: r 4" "$tmp/chat2.txt" || fail "chat --follow-symlinks /load sneaky: $(cat "$tmp/chat2.txt")"
+# Ctrl-C while an answer is generated (a SIGINT before the 3rd decoding step): the
+# answer stops, marked "(stopped)"; the chat goes on and the next answer is whole
+# (the same message then answers as a fresh chat would); end of input leaves, exit 0
+printf 'Tell me about the sea\n/reset\nTell me about the sea\n' \
+    | QLORA_CRASH_AT=decode:3 QLORA_CRASH_SIGNAL=INT "$q" chat "${chat[@]}" --adapter pirate --temperature 0 \
+        --max-tokens 12 >"$tmp/chat3.txt" 2>"$tmp/chat3.log" || fail "chat after Ctrl-C: exit $?: $(tail -2 "$tmp/chat3.log")"
+grep -q "^pirate> .* (stopped)$" "$tmp/chat3.txt" || fail "chat: the interrupted answer is not marked: $(cat "$tmp/chat3.txt")"
+a1=$(grep "^pirate> " "$tmp/chat3.txt" | sed -n 1p | sed 's/ (stopped)$//'); a2=$(grep "^pirate> " "$tmp/chat3.txt" | sed -n 2p)
+[ -n "$a2" ] && [ "$a1" != "$a2" ] && [ "${a2#"$a1"}" != "$a2" ] || fail "chat: '$a1' is not a prefix of the whole answer '$a2'"
 
 # ---- serve ----
 if command -v curl >/dev/null && command -v jq >/dev/null; then
