@@ -19,7 +19,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 
 # ---- Debian packages ----
-pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev libmicrohttpd-dev libpcre2-dev curl jq"
+pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsmn-dev libopenblas-dev libmicrohttpd-dev libpcre2-dev libedit-dev curl jq"
 # the tests also build the fuzz harnesses, which need clang's libFuzzer
 [ "$what" = test ] && pkgs="$pkgs clang libclang-rt-dev"
 missing=""

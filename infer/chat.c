@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef QLORA_HAVE_LIBEDIT
+#include <histedit.h>
+#endif
 
 #include "../common/err.h"
 #include "../common/interrupt.h"
@@ -79,6 +82,88 @@ static int render_fit(convo *c, const tokenizer *tok, const dataset_options *dop
     }
 }
 
+// ---- the line editor (libedit's own API) ----
+// While a line is edited the terminal does not turn Ctrl-C into SIGINT (-isig):
+// it is a key bound to "discard the line", so it works whatever the timing (a
+// signal can land between two reads of the editor). During an answer the terminal
+// is as usual and SIGINT stops the answer (interrupt.h).
+typedef struct {
+#ifdef QLORA_HAVE_LIBEDIT
+    EditLine *el;
+    History *h;
+#endif
+    int discard;
+} line_editor;
+
+#ifdef QLORA_HAVE_LIBEDIT
+static char *editor_prompt(EditLine *el) {
+    (void)el;
+    return "you> ";
+}
+
+static unsigned char editor_discard(EditLine *el, int ch) {
+    (void)ch;
+    line_editor *ed;
+    el_get(el, EL_CLIENTDATA, &ed);
+    ed->discard = 1;
+    return CC_EOF;
+}
+
+static int editor_open(line_editor *ed) {
+    ed->el = el_init("qlora", stdin, stderr, stderr);
+    ed->h = history_init();
+    if (!ed->el || !ed->h) {
+        if (ed->el) el_end(ed->el);
+        if (ed->h) history_end(ed->h);
+        return -1;
+    }
+    HistEvent ev;
+    history(ed->h, &ev, H_SETSIZE, 1000);
+    el_set(ed->el, EL_CLIENTDATA, ed);
+    el_set(ed->el, EL_EDITOR, "emacs");  // arrows, Ctrl-A/E, Ctrl-R search
+    el_set(ed->el, EL_HIST, history, ed->h);
+    el_set(ed->el, EL_PROMPT, editor_prompt);
+    el_set(ed->el, EL_ADDFN, "qlora-discard", "discard the line", editor_discard);
+    el_set(ed->el, EL_BIND, "^C", "qlora-discard", NULL);
+    el_set(ed->el, EL_SETTY, "-d", "-isig", NULL);
+    el_source(ed->el, NULL);  // the user's ~/.editrc, if any
+    return 0;
+}
+
+// The next line into *line (no newline), its length; -1 at Ctrl-D (end of input);
+// *discarded set (and 0 returned) when Ctrl-C dropped the line.
+static ssize_t editor_read(line_editor *ed, char **line, size_t *cap, int *discarded) {
+    int n = 0;
+    ed->discard = 0;
+    const char *l = el_gets(ed->el, &n);
+    if (ed->discard) {
+        fputs("^C\n", stderr);
+        *discarded = 1;
+        return 0;
+    }
+    if (!l || n <= 0) return -1;
+    size_t len = (size_t)n;
+    while (len > 0 && (l[len - 1] == '\n' || l[len - 1] == '\r')) len--;
+    if (len + 1 > *cap) {
+        char *g = realloc(*line, len + 1);
+        if (!g) return -1;
+        *line = g, *cap = len + 1;
+    }
+    memcpy(*line, l, len);
+    (*line)[len] = '\0';
+    if (len) {
+        HistEvent ev;
+        history(ed->h, &ev, H_ENTER, *line);
+    }
+    return (ssize_t)len;
+}
+
+static void editor_close(line_editor *ed) {
+    el_end(ed->el);
+    history_end(ed->h);
+}
+#endif
+
 int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *in, FILE *out) {
     adapter_store st;
     int rc = store_open(&st, &m->cfg, co->adapter_dir, co->adapters, co->follow_symlinks);
@@ -110,16 +195,33 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
     int tty = isatty(fileno(in));
     if (!rc)
         fprintf(stderr, "qlora chat: %s template, context %d; answering with %s. /adapter NAME, /adapters, /load, /unload, /reset, "
-                        "/quit\n", ds_template_name(co->tmpl), T, e0 ? e0->name : "base");
+                        "/quit; Ctrl-C stops an answer, Ctrl-D leaves\n", ds_template_name(co->tmpl), T, e0 ? e0->name : "base");
     char *line = NULL;
     size_t cap = 0;
-    // Ctrl-C stops the answer being generated (back to the prompt); at the prompt,
-    // twice quits; Ctrl-D (end of input) or /quit leaves
-    intr_install("\n(Ctrl-C: the answer stops; Ctrl-D or /quit leaves, Ctrl-C twice quits)\n");
+    // A terminal gets line editing and history (libedit: arrow keys, Ctrl-R); the
+    // prompt goes to stderr, so that stdout holds only the answers
+    line_editor ed = {0};
+    int edit = 0;
+#ifdef QLORA_HAVE_LIBEDIT
+    edit = tty && in == stdin && editor_open(&ed) == 0;
+#endif
+    // Ctrl-C stops the answer being generated (back to the prompt); at a terminal's
+    // prompt it discards the line (twice at once quits); Ctrl-D or /quit leaves
+    intr_install(NULL);
     while (!rc) {
-        if (tty) fprintf(stderr, "you> "), fflush(stderr);
-        ssize_t len = getline(&line, &cap, in);
-        if (len < 0) break;
+        ssize_t len;
+        if (edit) {
+#ifdef QLORA_HAVE_LIBEDIT
+            int discarded = 0;
+            len = editor_read(&ed, &line, &cap, &discarded);
+            if (discarded) continue;  // Ctrl-C: a fresh line
+            if (len < 0) break;       // Ctrl-D
+#endif
+        } else {
+            if (tty) fprintf(stderr, "you> "), fflush(stderr);
+            len = getline(&line, &cap, in);
+            if (len < 0) break;
+        }
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
         if (!line[0]) continue;
         if (line[0] == '/') {
@@ -205,6 +307,9 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
         free(ids);
     }
     intr_restore();
+#ifdef QLORA_HAVE_LIBEDIT
+    if (edit) editor_close(&ed);
+#endif
     free(line);
     free(fed);
     convo_drop(&c, 0, c.n);
