@@ -509,7 +509,7 @@ int cmd_bench(int argc, char **argv) {
         {"--prompt-tokens", OPT_INT, &P, "128", "prompt length (per sequence with --multi-adapter: try 16)"},
         {"--gen-tokens", OPT_INT, &G, "64", "tokens to decode"},
         {"--reps", OPT_INT, &reps, "3", "repetitions; the best is reported"},
-        {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
+        {"--backend", OPT_STR, &backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},
         {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
         {"--train", OPT_FLAG, &train, NULL, "measure LoRA training steps instead (--prompt-tokens is the sequence)"},
         {"--multi-adapter", OPT_FLAG, &multi, NULL,

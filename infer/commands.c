@@ -184,7 +184,7 @@ int cmd_infer(int argc, char **argv) {
         {"--seed", OPT_INT, &seed, "1", "random seed for sampling"},
         {"--ignore-eos", OPT_FLAG, &no_stop, NULL, "keep generating after the end-of-sequence token"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
-        {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
+        {"--backend", OPT_STR, &backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},
         {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
         {"--ctx", OPT_INT, &ctx, "0", "context length; 0 is prompt + max-tokens, at most max_position_embeddings"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
@@ -310,7 +310,7 @@ int cmd_chat(int argc, char **argv) {
         {"--seed", OPT_INT, &co.seed, "1", "random seed for sampling"},
         {"--ctx", OPT_INT, &co.ctx, "0", "context length; 0 is max_position_embeddings, at most 2048"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
-        {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
+        {"--backend", OPT_STR, &backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},
         {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
@@ -343,7 +343,7 @@ int cmd_eval(int argc, char **argv) {
         {"--data", OPT_STR, &data, NULL, "text file (one sample per non-empty line) or .jsonl with a \"text\" field"},
         {"--adapter", OPT_STR, &adapter_dir, "", "a LoRA adapter directory (PEFT layout) to apply; empty is none"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
-        {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
+        {"--backend", OPT_STR, &backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},
         {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };

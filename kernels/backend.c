@@ -3,19 +3,23 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../common/log.h"
 #include "ops.h"
 
 #ifndef QLORA_HAVE_CUDA
 ops *ops_cuda_new(int device) {
-    ql_err(QL_EUNSUP, "this qlora was built without CUDA (configure with nvcc installed and QLORA_CUDA=ON)");
+    ql_err(QL_EUNSUP, "this qlora was built without CUDA (configure with nvcc installed and QLORA_CUDA=ON); "
+                      "--backend cpu runs on the CPU");
     return NULL;
 }
 #endif
 
 ops *ops_new(const char *name, int n_threads) {
-    if (!name || !strcmp(name, "auto")) {
+    if (!name || !strcmp(name, "auto")) {  // the GPU when one is usable, else the CPU
         ops *o = ops_cuda_new(0);
-        return o ? o : ops_cpu_new(n_threads);
+        if (o) return o;
+        log_debug("backend auto: cpu (%s)", ql_errmsg());
+        return ops_cpu_new(n_threads);
     }
     if (!strcmp(name, "cpu")) return ops_cpu_new(n_threads);
     if (!strcmp(name, "cuda")) return ops_cuda_new(0);

@@ -48,7 +48,7 @@ int cmd_serve(int argc, char **argv) {
         {"--drain-timeout", OPT_INT, &drain, "10", "seconds to finish running requests on SIGINT/SIGTERM before cancelling them"},
         {"--ctx", OPT_INT, &ctx, "0", "context per sequence; 0 is max_position_embeddings, at most 2048"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
-        {"--backend", OPT_STR, &backend, "cpu", "auto, cpu or cuda"},
+        {"--backend", OPT_STR, &backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},
         {"--threads", OPT_INT, &threads, "0", "CPU threads; 0 is all cores"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more (every request's status)"},
     };

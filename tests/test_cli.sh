@@ -76,5 +76,16 @@ printf '{"text": "the keeper lit the lamp"}\n{"text": "waves broke on the rocks"
 tail -1 "$tmp/e1" | grep -Eq '^loss=[0-9.]+ ppl=[0-9.]+ tokens=[0-9]+$' || fail "eval last line: $(tail -1 "$tmp/e1")"
 cmp -s "$tmp/e1" "$tmp/e2" || fail "eval of the same samples as text and JSONL differs: $(cat "$tmp/e1") vs $(cat "$tmp/e2")"
 
+# --backend: auto by default (the CPU here when no GPU is usable); cuda without a
+# usable GPU fails in words and points at --backend cpu, whether CUDA is built or not
+"$q" infer --base "$model" --prompt "The" --max-tokens 2 --verbose >/dev/null 2>"$tmp/auto.log" || fail "infer with the default backend failed"
+grep -q "backend: cpu" "$tmp/auto.log" || fail "default backend: $(grep backend "$tmp/auto.log")"
+"$q" infer --base "$model" --prompt "The" --max-tokens 2 --backend cuda >/dev/null 2>"$tmp/cuda.log"
+rc=$?
+if [ $rc -ne 0 ]; then  # no usable GPU (where there is one, the run succeeds)
+    grep -q -- "--backend cpu runs on the CPU" "$tmp/cuda.log" || fail "--backend cuda without a GPU: $(cat "$tmp/cuda.log")"
+    grep -qi "insufficient" "$tmp/cuda.log" && ! grep -q "driver is older" "$tmp/cuda.log" && fail "CUDA's jargon alone: $(cat "$tmp/cuda.log")"
+fi
+
 [ $fails -eq 0 ] && echo "test_cli: passed" || echo "test_cli: $fails failed checks"
 [ $fails -eq 0 ]

@@ -73,7 +73,7 @@ typedef struct {
     {"--skip-invalid", OPT_FLAG, &o.skip_invalid, NULL, "skip and count bad JSONL lines instead of failing"},       \
     {"--grad-checkpoint", OPT_FLAG, &o.grad_ckpt, NULL, "recompute activations block by block (less memory)"},     \
     {"--base-dtype", OPT_STR, &o.base_dtype, "nf4", "linear weights of the frozen base: nf4, f16 or f32"},         \
-    {"--backend", OPT_STR, &o.backend, "cpu", "cpu (training runs on the CPU backends for now)"},                  \
+    {"--backend", OPT_STR, &o.backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},                  \
     {"--threads", OPT_INT, &o.threads, "0", "CPU threads; 0 is all cores"},                                        \
     {"--verbose", OPT_FLAG, &o.verbose, NULL, "log more"},
 

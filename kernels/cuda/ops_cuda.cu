@@ -413,8 +413,15 @@ extern "C" ops *ops_cuda_new(int device) {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
         cudaGetLastError();
-        ql_err(QL_EDEVICE, "no CUDA device: %s",
-               e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found none");
+        // in words a user can act on; CUDA's own string after it
+        const char *why = e == cudaErrorInsufficientDriver
+                              ? "the NVIDIA driver is older than the CUDA runtime this qlora was built with (update the driver)"
+                          : e == cudaErrorNoDevice || (e == cudaSuccess && count == 0) ? "no NVIDIA GPU was found"
+                          : e == cudaErrorInitializationError || e == cudaErrorSystemDriverMismatch
+                              ? "the NVIDIA driver is not loaded or does not match its kernel module"
+                              : "the GPU cannot be used";
+        ql_err(QL_EDEVICE, "no usable GPU: %s (CUDA: %s); --backend cpu runs on the CPU", why,
+               e != cudaSuccess ? cudaGetErrorString(e) : "no devices");
         return NULL;
     }
     if (device < 0 || device >= count) {
