@@ -30,6 +30,24 @@ for s in 6 7 8 9 10 11 12; do
     a=$(grep "^step=$s loss=" "$tmp/full.log" | sed 's/ lr=.*//'); b=$(grep "^step=$s loss=" "$tmp/p2.log" | sed 's/ lr=.*//')
     [ -n "$a" ] && [ "$a" = "$b" ] || fail "step $s: '$a' vs resumed '$b'"
 done
+# metrics.jsonl: JSON lines for the logged steps and each evaluation (steps 0, 6, 12);
+# the last step's loss is the one logged; the stopped-and-resumed run has the same
+# history as the uninterrupted one, timings aside
+if command -v jq >/dev/null; then
+    jq -e . "$tmp/full/metrics.jsonl" >/dev/null || fail "metrics.jsonl is not JSON lines"
+    [ "$(jq -r 'select(.val_loss) | .step' "$tmp/full/metrics.jsonl" | tr '\n' ' ')" = "0 6 12 " ] \
+        || fail "metrics.jsonl evaluations: $(jq -c 'select(.val_loss)' "$tmp/full/metrics.jsonl")"
+    want=$(grep "^step=12 loss=" "$tmp/full.log" | sed 's/.*loss=\([0-9.]*\).*/\1/')
+    got=$(jq -r 'select(.step == 12 and .loss) | .loss' "$tmp/full/metrics.jsonl" | xargs printf '%.6f')
+    [ -n "$want" ] && [ "$got" = "$want" ] || fail "metrics.jsonl step 12 loss '$got', logged '$want'"
+    hist() { jq -c '{step, epoch, loss, lr, grad_norm, val_loss}' "$1"; }
+    [ "$(hist "$tmp/full/metrics.jsonl")" = "$(hist "$tmp/part/metrics.jsonl")" ] \
+        || fail "metrics.jsonl after --resume differs: $(diff <(hist "$tmp/full/metrics.jsonl") <(hist "$tmp/part/metrics.jsonl"))"
+else
+    echo "jq not found: metrics.jsonl checked for presence only"
+    [ -s "$tmp/full/metrics.jsonl" ] || fail "no metrics.jsonl"
+fi
+
 # Ctrl-C in step 5 (a SIGINT from the crash_point hook, in its first micro-batch):
 # the step finishes, the checkpoint and adapter of step 5 are written, exit 130, and
 # --resume ends where the uninterrupted run did, bit for bit
@@ -59,7 +77,7 @@ refc=(--base "$model" --data "$data" --max-steps $rsteps --batch-size 2 --seq-le
 cmp -s "$tmp/rfull/checkpoint.safetensors" "$tmp/rpart/checkpoint.safetensors" || fail "ref backend: checkpoint after resume differs"
 cmp -s "$tmp/rfull/adapter_model.safetensors" "$tmp/rpart/adapter_model.safetensors" || fail "ref backend: adapter after resume differs"
 # the adapter directory
-for f in adapter_config.json adapter_model.safetensors training_record.json loss.svg; do
+for f in adapter_config.json adapter_model.safetensors training_record.json loss.svg metrics.jsonl; do
     [ -s "$tmp/full/$f" ] || fail "missing $f"
 done
 grep -q '"peft_type": "LORA"' "$tmp/full/adapter_config.json" || fail "adapter_config.json lacks peft_type LORA"

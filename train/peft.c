@@ -184,7 +184,7 @@ int lora_write_peft_files(const lora_adapter *a, const char *dir, const char *ex
 // The files an adapter directory may hold: what qlora writes, and a README
 // (Hugging Face's hub adds one). Anything else makes it not an adapter directory.
 static const char *const ADAPTER_FILES[] = {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME, PEFT_RECORD_NAME, "loss.svg",
-                                            "checkpoint.safetensors", "README.md", NULL};
+                                            "metrics.jsonl", "checkpoint.safetensors", "README.md", NULL};
 
 static int dir_kind(const char *dir, int *kind);
 

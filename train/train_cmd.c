@@ -18,6 +18,7 @@
 #include "../common/rng.h"
 #include "../model/model.h"
 #include "../common/safetensors.h"
+#include "../common/strbuf.h"
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "curve.h"
@@ -63,7 +64,7 @@ typedef struct {
     {"--val-split", OPT_FLOAT, &o.val_split, "0.1", "fraction of samples held out for validation"},                \
     {"--val-data", OPT_STR, &o.val_data, "", "validation JSONL instead of --val-split"},                           \
     {"--eval-every", OPT_INT, &o.eval_every, "50", "steps between validation losses (and at the end)"},            \
-    {"--log-every", OPT_INT, &o.log_every, "1", "steps between metric lines when stderr is not a terminal"},      \
+    {"--log-every", OPT_INT, &o.log_every, "1", "steps between metric lines (on stderr when it is not a terminal, and in metrics.jsonl)"},      \
     {"--save-every", OPT_INT, &o.save_every, "0", "steps between checkpoints in --out; 0: none"},                  \
     {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the checkpoint in --out"},                              \
     {"--overwrite", OPT_FLAG, &o.overwrite, NULL, "replace the adapter already in --out (never another kind of directory)"}, \
@@ -264,7 +265,25 @@ typedef struct {
     const int *vstep;
     const float *vloss;
     int nval;
+    strbuf *metrics;  // metrics.jsonl so far (docs/formats.md)
 } run_out;
+
+// The lines of the metrics.jsonl at path whose "step" is at most step, into b: a
+// resumed run keeps the history up to its checkpoint. A missing or unreadable
+// file leaves b empty (the history starts again; training does not depend on it).
+static void metrics_resume(strbuf *b, const char *path, int step) {
+    char *text = NULL;
+    size_t len = 0;
+    if (file_read_all(path, (size_t)256 << 20, &text, &len)) return;
+    for (char *l = text; l && *l;) {
+        char *e = strchr(l, '\n');
+        const char *sp = strstr(l, "\"step\": ");
+        if (!e) break;  // a cut last line is dropped
+        if (sp && sp < e && atol(sp + 8) <= step) sb_addn(b, l, (size_t)(e - l) + 1);
+        l = e + 1;
+    }
+    free(text);
+}
 
 // training_record.json after step steps of r->steps, malloc'd.
 static char *record_json(const run_out *r, int step) {
@@ -314,6 +333,8 @@ static int write_out(const run_out *r, trainer *t, int step, int with_ckpt) {
         rc = save_checkpoint(path, t, step, (float *)r->losses, r->nval, (int *)r->vstep, (float *)r->vloss, r->fingerprint);
     snprintf(path, sizeof path, "%s/loss.svg", d.tmp);
     if (!rc) rc = curve_write_svg(path, r->losses, step, r->vstep, r->vloss, r->nval, "qlora train: loss");
+    snprintf(path, sizeof path, "%s/metrics.jsonl", d.tmp);
+    if (!rc) rc = file_write_atomic(path, r->metrics->s ? r->metrics->s : "", r->metrics->n);
     if (rc) rc = adir_fail(&d, rc);  // --out stays as it was
     else rc = adir_commit(&d);
     if (rc) rc = ql_err(rc, "%s: cannot write the adapter and checkpoint of step %d (--out is left as it was): %s",
@@ -374,6 +395,7 @@ int cmd_train(int argc, char **argv) {
         ds_packed tp_rows = {0}, vp_rows = {0};
         lora_adapter a = {0};
         trainer t = {0};
+        strbuf metrics = {0};
         float *losses = NULL, *vloss = NULL;
         int *vstep = NULL, nval = 0, *buf = NULL, *perm = NULL;
         char ckpt[4200], fingerprint[1024];
@@ -442,16 +464,22 @@ int cmd_train(int argc, char **argv) {
         int *rows = malloc(sizeof(int) * (size_t)o.batch);
         if (!losses || !vloss || !vstep || !buf || !perm || !rows) { free(rows); rc = ql_err(QL_ENOMEM, "out of memory"); goto done; }
         int step0 = 0;
+        run_out ro = {.o = &o, .recipe = recipe, .rtext = rtext, .fingerprint = fingerprint, .ds = &ds, .vs = &vs,
+                      .tmpl = tmpl, .steps = steps, .losses = losses, .vstep = vstep, .vloss = vloss,
+                      .metrics = &metrics};
         if (o.resume) {
             if ((rc = load_checkpoint(ckpt, &t, steps, fingerprint, &step0, losses, &nval, vstep, vloss))) { free(rows); goto done; }
             log_info("resumed from %s at step %d", ckpt, step0);
+            char mp[4200];
+            snprintf(mp, sizeof mp, "%s/metrics.jsonl", o.out);
+            metrics_resume(&metrics, mp, step0);
         }
-        run_out ro = {.o = &o, .recipe = recipe, .rtext = rtext, .fingerprint = fingerprint, .ds = &ds, .vs = &vs,
-                      .tmpl = tmpl, .steps = steps, .losses = losses, .vstep = vstep, .vloss = vloss};
+        const double rows_per_step = (double)o.batch * o.accum;  // for the epoch in metrics.jsonl
         if (vp_rows.R && step0 == 0 && nval == 0) {  // where training starts from
             double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
             vloss[nval] = (float)vl, vstep[nval++] = 0;
             fprintf(stderr, "step=0 val_loss=%.6f\n", vl);
+            sb_addf(&metrics, "{\"step\": 0, \"epoch\": 0, \"val_loss\": %.6f, \"elapsed_s\": 0}\n", vl);
         }
         long perm_epoch = -1;
         int tty = isatty(2);
@@ -494,12 +522,19 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "step=%d loss=%.6f lr=%.3e grad_norm=%.4f trained_tok/s=%.1f eta_s=%.0f\n", step + 1,
                         loss, lr, norm, tps, el / (step + 1 - step0) * (steps - step - 1));
             }
+            if ((step + 1) % o.log_every == 0 || step + 1 == steps)
+                sb_addf(&metrics,
+                        "{\"step\": %d, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+                        "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
+                        step + 1, (step + 1) * rows_per_step / (double)tp_rows.R, loss, lr, norm, tps, el);
             int last = step + 1 == steps;
             if (vp_rows.R && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
                 double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
                 vloss[nval] = (float)vl, vstep[nval++] = step + 1;
                 if (tty) fputc('\n', stderr);
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
+                sb_addf(&metrics, "{\"step\": %d, \"epoch\": %.4f, \"val_loss\": %.6f, \"elapsed_s\": %.3f}\n",
+                        step + 1, (step + 1) * rows_per_step / (double)tp_rows.R, vl, time_now() - t0);
             }
             ro.nval = nval;
             // a checkpoint goes out with the adapter of its step (the final one below)
@@ -527,7 +562,7 @@ int cmd_train(int argc, char **argv) {
         ro.nval = nval;
         rc = write_out(&ro, &t, steps, o.save_every > 0);
         if (!rc)
-            log_info("wrote %s (adapter_config.json, adapter_model.safetensors, training_record.json, loss.svg%s); "
+            log_info("wrote %s (adapter_config.json, adapter_model.safetensors, training_record.json, loss.svg, metrics.jsonl%s); "
                      "final train loss %.4f", o.out, o.save_every > 0 ? ", checkpoint.safetensors" : "",
                      steps ? losses[steps - 1] : 0.0f);
     done:
@@ -543,6 +578,7 @@ int cmd_train(int argc, char **argv) {
         ds_packed_free(&tp_rows), ds_packed_free(&vp_rows);
         dataset_free(&ds), dataset_free(&vs);
         free(losses), free(vloss), free(vstep), free(buf), free(perm);
+        sb_free(&metrics);
         ops_delete(be);
         tok_free(tok);
         model_free(&m);
