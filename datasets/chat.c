@@ -197,6 +197,7 @@ static int render(seqbuf *b, ds_format f, const ds_message *m, int nm, const dat
         QL_CHECK(push_text(b, 1, m[1].content, NULL, NULL, NULL, NULL));
         return push_id(b, eos, 1);
     case DS_FORMAT_CHAT:
+    case DS_FORMAT_SHAREGPT:
     case DS_FORMAT_ALPACA: {
         int has_assistant = 0;
         for (int i = 0; i < nm; i++) has_assistant |= m[i].role == DS_ROLE_ASSISTANT;
@@ -223,7 +224,7 @@ static int render_all(int **ids, uint8_t **mask, int *n, ds_format f, const ds_m
     int bos = opt->bos_id >= 0 ? opt->bos_id : tok_bos_id(tok);
     int eos = opt->eos_id >= 0 ? opt->eos_id : tok_eos_id(tok);
     if (eos < 0) return ql_err(QL_EINVAL, "dataset: the tokenizer has no EOS id and none was given");
-    int chat = f == DS_FORMAT_CHAT || f == DS_FORMAT_ALPACA;
+    int chat = f == DS_FORMAT_CHAT || f == DS_FORMAT_ALPACA || f == DS_FORMAT_SHAREGPT;
     if (bos < 0 && (opt->add_bos || (chat && (opt->chat_template == DS_TEMPLATE_LLAMA2 || opt->chat_template == DS_TEMPLATE_LLAMA3))))
         return ql_err(QL_EINVAL, "dataset: the tokenizer has no BOS id and none was given");
     seqbuf b = {.tok = tok, .train_all = opt->train_on_inputs, .open = open};

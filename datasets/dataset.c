@@ -34,6 +34,7 @@ const char *ds_format_name(ds_format f) {
     case DS_FORMAT_PROMPT: return "prompt/completion";
     case DS_FORMAT_CHAT: return "messages";
     case DS_FORMAT_ALPACA: return "alpaca";
+    case DS_FORMAT_SHAREGPT: return "sharegpt";
     default: return "none";
     }
 }

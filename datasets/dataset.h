@@ -30,9 +30,10 @@ typedef enum {
     DS_FORMAT_PROMPT,  // {"prompt": "...", "completion": "..."}
     DS_FORMAT_CHAT,    // {"messages": [{"role": "system|user|assistant", "content": "..."}, ...]}
     DS_FORMAT_ALPACA,  // {"instruction": "...", "input": "..." (optional), "output": "..."}
+    DS_FORMAT_SHAREGPT,  // {"conversations": [{"from": "system|human|gpt", "value": "..."}, ...]} (axolotl's sharegpt)
 } ds_format;
 
-// Chat templates, used for DS_FORMAT_CHAT and DS_FORMAT_ALPACA.
+// Chat templates, used for DS_FORMAT_CHAT, DS_FORMAT_ALPACA and DS_FORMAT_SHAREGPT.
 typedef enum { DS_TEMPLATE_LLAMA2 = 0, DS_TEMPLATE_CHATML, DS_TEMPLATE_ZEPHYR, DS_TEMPLATE_LLAMA3 } ds_template;
 
 typedef struct {
@@ -85,7 +86,7 @@ int dataset_load_mem(dataset *d /* out */, const char *text, size_t len, const c
 // dataset_free releases samples; a zeroed or freed dataset is a no-op.
 void dataset_free(dataset *d);
 
-const char *ds_format_name(ds_format f);      // "text", "prompt/completion", "messages", "alpaca"
+const char *ds_format_name(ds_format f);      // "text", "prompt/completion", "messages", "alpaca", "sharegpt"
 const char *ds_template_name(ds_template t);  // "llama2", "chatml", "zephyr", "llama3"
 // What ends a reply in template t besides EOS: the markers that begin the next
 // turn. A NULL-terminated list of at most 2.

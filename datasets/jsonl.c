@@ -111,7 +111,7 @@ static int detect(const where *w, int obj, ds_format *f) {
     static const struct { const char *key; ds_format f; } keys[] = {
         {"text", DS_FORMAT_TEXT},           {"prompt", DS_FORMAT_PROMPT},  {"completion", DS_FORMAT_PROMPT},
         {"messages", DS_FORMAT_CHAT},       {"instruction", DS_FORMAT_ALPACA}, {"input", DS_FORMAT_ALPACA},
-        {"output", DS_FORMAT_ALPACA},
+        {"output", DS_FORMAT_ALPACA},       {"conversations", DS_FORMAT_SHAREGPT},
     };
     *f = DS_FORMAT_NONE;
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
@@ -131,55 +131,70 @@ static int detect(const where *w, int obj, ds_format *f) {
                                   d->js + d->tok[key].start);
         }
         return bad(w, 1,
-                   "unknown format: expected {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"} or "
-                   "{\"instruction\",\"input\",\"output\"}; found keys %s",
+                   "unknown format: expected {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"}, "
+                   "{\"instruction\",\"input\",\"output\"} or {\"conversations\"}; found keys %s",
                    o ? found : "(none)");
     }
     return QL_OK;
 }
 
-static int parse_messages(const where *w, int arr, record *r, int for_prompt) {
+// The keys of a conversation: OpenAI's messages, or ShareGPT's conversations
+// (as axolotl reads them: "from" human / gpt / system, "value"; "user" and
+// "assistant" are taken too).
+typedef struct {
+    const char *field, *role, *content;
+    int sharegpt;
+} convo_keys;
+static const convo_keys KEYS_MESSAGES = {"messages", "role", "content", 0};
+static const convo_keys KEYS_SHAREGPT = {"conversations", "from", "value", 1};
+
+static int parse_convo(const where *w, int arr, record *r, int for_prompt, const convo_keys *ck) {
     const json_doc *d = w->doc;
     if (json_type(d, arr) != JSON_ARRAY)
-        return bad(w, tok_col(d, arr), "field \"messages\": expected an array, found %s", json_type_name(d, arr));
+        return bad(w, tok_col(d, arr), "field \"%s\": expected an array, found %s", ck->field, json_type_name(d, arr));
     int n = json_size(d, arr);
-    if (n == 0) return bad(w, tok_col(d, arr), "field \"messages\" is empty");
+    if (n == 0) return bad(w, tok_col(d, arr), "field \"%s\" is empty", ck->field);
     int has_assistant = 0;
     for (int k = 0; k < n; k++) {
         int it = json_item(d, arr, k), v;
         char label[48];
         if (json_type(d, it) != JSON_OBJECT)
-            return bad(w, tok_col(d, it), "messages[%d]: expected an object, found %s", k, json_type_name(d, it));
-        v = json_find(d, it, "role");
-        if (v < 0) return bad(w, tok_col(d, it), "messages[%d]: missing field \"role\"", k);
-        snprintf(label, sizeof label, "messages[%d].role", k);
+            return bad(w, tok_col(d, it), "%s[%d]: expected an object, found %s", ck->field, k, json_type_name(d, it));
+        v = json_find(d, it, ck->role);
+        if (v < 0) return bad(w, tok_col(d, it), "%s[%d]: missing field \"%s\"", ck->field, k, ck->role);
+        snprintf(label, sizeof label, "%s[%d].%s", ck->field, k, ck->role);
         char *role = NULL;
         QL_CHECK(get_text(w, v, label, 0, &role));
         ds_role rl;
         if (!strcmp(role, "system")) rl = DS_ROLE_SYSTEM;
-        else if (!strcmp(role, "user")) rl = DS_ROLE_USER;
-        else if (!strcmp(role, "assistant")) rl = DS_ROLE_ASSISTANT;
+        else if (!strcmp(role, "user") || (ck->sharegpt && !strcmp(role, "human"))) rl = DS_ROLE_USER;
+        else if (!strcmp(role, "assistant") || (ck->sharegpt && !strcmp(role, "gpt"))) rl = DS_ROLE_ASSISTANT;
         else {
-            int rc = bad(w, tok_col(d, v), "messages[%d]: unknown role \"%.40s\" (expected system, user or assistant)",
-                         k, role);
+            int rc = bad(w, tok_col(d, v), "%s[%d]: unknown %s \"%.40s\" (expected %s)", ck->field, k, ck->role, role,
+                         ck->sharegpt ? "system, human or gpt" : "system, user or assistant");
             free(role);
             return rc;
         }
         free(role);
         has_assistant |= rl == DS_ROLE_ASSISTANT;
-        v = json_find(d, it, "content");
-        if (v < 0) return bad(w, tok_col(d, it), "messages[%d]: missing field \"content\"", k);
-        snprintf(label, sizeof label, "messages[%d].content", k);
+        v = json_find(d, it, ck->content);
+        if (v < 0) return bad(w, tok_col(d, it), "%s[%d]: missing field \"%s\"", ck->field, k, ck->content);
+        snprintf(label, sizeof label, "%s[%d].%s", ck->field, k, ck->content);
         char *content = NULL;
         QL_CHECK(get_text(w, v, label, 0, &content));
         QL_CHECK(add_msg(r, rl, content));
     }
     if (for_prompt && r->m[r->nm - 1].role != DS_ROLE_USER)
-        return bad(w, tok_col(d, arr), "messages: the last message must be the user's turn to answer, found %s",
+        return bad(w, tok_col(d, arr), "%s: the last message must be the user's turn to answer, found %s", ck->field,
                    r->m[r->nm - 1].role == DS_ROLE_SYSTEM ? "system" : "assistant");
     if (!for_prompt && !has_assistant)
-        return bad(w, tok_col(d, arr), "messages: no assistant turn (nothing to train)");
+        return bad(w, tok_col(d, arr), "%s: no %s turn (nothing to train)", ck->field,
+                   ck->sharegpt ? "gpt" : "assistant");
     return QL_OK;
+}
+
+static int parse_messages(const where *w, int arr, record *r, int for_prompt) {
+    return parse_convo(w, arr, r, for_prompt, &KEYS_MESSAGES);
 }
 
 int ds_parse_messages(ds_message **m, int *nm, const json_doc *d, int arr, const char *name, int line,
@@ -225,6 +240,10 @@ static int parse_record(const where *w, int first_line, ds_format file_format, r
         v = json_find(d, 0, "messages");
         r->col = tok_col(d, v);
         return parse_messages(w, v, r, 0);
+    case DS_FORMAT_SHAREGPT:
+        v = json_find(d, 0, "conversations");
+        r->col = tok_col(d, v);
+        return parse_convo(w, v, r, 0, &KEYS_SHAREGPT);
     case DS_FORMAT_ALPACA: {
         char *ins = NULL, *inp = NULL;
         QL_CHECK(need(w, 0, "instruction", &v));
@@ -275,7 +294,7 @@ static int make_sample(const where *w, const record *r, const tokenizer *tok, co
                        int *truncated) {
     int *ids = NULL, n = 0;
     uint8_t *mask = NULL;
-    ds_format f = r->format == DS_FORMAT_ALPACA ? DS_FORMAT_CHAT : r->format;
+    ds_format f = r->format == DS_FORMAT_ALPACA || r->format == DS_FORMAT_SHAREGPT ? DS_FORMAT_CHAT : r->format;
     int rc = ds_render(&ids, &mask, &n, f, r->m, r->nm, tok, opt);
     if (rc == QL_EFORMAT) {
         char msg[400];

@@ -292,6 +292,52 @@ static void test_shuffle_split(const char *path) {
     dataset_free(&va), dataset_free(&vb), dataset_free(&a), dataset_free(&b);
 }
 
+// ShareGPT (axolotl's {"conversations": [{"from", "value"}]}): detected, and each
+// line gives the very tokens and loss mask of the same conversation written as
+// OpenAI messages, in each template; its errors name conversations[i].from/value.
+static void test_sharegpt(void) {
+    const char *sg = "{\"conversations\": [{\"from\": \"system\", \"value\": \"Be terse.\"}, "
+                     "{\"from\": \"human\", \"value\": \"Hi there\"}, {\"from\": \"gpt\", \"value\": \"Hello.\"}, "
+                     "{\"from\": \"human\", \"value\": \"And?\"}, {\"from\": \"gpt\", \"value\": \"Done.\"}]}\n"
+                     "{\"conversations\": [{\"from\": \"user\", \"value\": \"x\"}, {\"from\": \"assistant\", \"value\": \"y\"}]}\n";
+    const char *oa = "{\"messages\": [{\"role\": \"system\", \"content\": \"Be terse.\"}, "
+                     "{\"role\": \"user\", \"content\": \"Hi there\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}, "
+                     "{\"role\": \"user\", \"content\": \"And?\"}, {\"role\": \"assistant\", \"content\": \"Done.\"}]}\n"
+                     "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\n";
+    for (int t = 0; t < 3; t++) {  // llama2, chatml, zephyr (this tokenizer lacks llama3's special tokens)
+        dataset_options o;
+        dataset_options_default(&o);
+        o.chat_template = (ds_template)t;
+        dataset a, b;
+        CHECK_OK(load_str(&a, sg, &o));
+        CHECK_OK(load_str(&b, oa, &o));
+        if (test_failures) return;
+        CHECKF(a.format == DS_FORMAT_SHAREGPT, "format %s", ds_format_name(a.format));
+        CHECK(a.n_samples == 2 && b.n_samples == 2);
+        for (int i = 0; i < a.n_samples && i < b.n_samples; i++) {
+            const ds_sample *x = &a.samples[i], *y = &b.samples[i];
+            CHECKF(x->n == y->n && !memcmp(x->ids, y->ids, sizeof(int) * (size_t)x->n) &&
+                       !memcmp(x->mask, y->mask, (size_t)x->n),
+                   "template %d, line %d: ShareGPT and messages render differently", t, i + 1);
+        }
+        dataset_free(&a), dataset_free(&b);
+    }
+    dataset_options o;
+    dataset_options_default(&o);
+    dataset d;
+    CHECK(load_str(&d, "{\"conversations\": [{\"from\": \"human\", \"value\": \"a\"}, {\"from\": \"bot\", \"value\": \"b\"}]}\n",
+                   &o) == QL_EFORMAT);
+    CHECKF(strstr(ql_errmsg(), "mem.jsonl:1:") && strstr(ql_errmsg(), "conversations[1]: unknown from \"bot\"") &&
+               strstr(ql_errmsg(), "system, human or gpt"),
+           "got: %s", ql_errmsg());
+    CHECK(load_str(&d, "{\"conversations\": [{\"from\": \"human\", \"text\": \"a\"}]}\n", &o) == QL_EFORMAT);
+    CHECKF(strstr(ql_errmsg(), "conversations[0]: missing field \"value\""), "got: %s", ql_errmsg());
+    CHECK(load_str(&d, "{\"conversations\": [{\"from\": \"human\", \"value\": \"a\"}]}\n", &o) == QL_EFORMAT);
+    CHECKF(strstr(ql_errmsg(), "conversations: no gpt turn"), "got: %s", ql_errmsg());
+    CHECK(load_str(&d, "{\"conversations\": [], \"messages\": []}\n", &o) == QL_EFORMAT);
+    CHECKF(strstr(ql_errmsg(), "keys of two formats"), "got: %s", ql_errmsg());
+}
+
 static void test_samples(void) {
     const char *names[] = {"pirate.jsonl", "support.jsonl", "victorian.jsonl"};
     ds_format want[] = {DS_FORMAT_PROMPT, DS_FORMAT_CHAT, DS_FORMAT_ALPACA};
@@ -383,6 +429,7 @@ int main(void) {
     test_truncation_and_packing();
     test_shuffle_split(test_path(test_path(test_source_dir(), "datasets/samples"), "pirate.jsonl"));
     test_samples();
+    test_sharegpt();
     test_bad();
     tok_free(tok);
     return test_finish("test_datasets");

@@ -39,7 +39,7 @@ typedef struct {
 
 #define OPTS(o)                                                                                                   \
     {"--base", OPT_STR, &o.base, NULL, "model: a Hugging Face directory or a qlora base file"},                   \
-    {"--data", OPT_STR, &o.data, NULL, "training data, JSONL (text, prompt/completion, messages or Alpaca)"},      \
+    {"--data", OPT_STR, &o.data, NULL, "training data, JSONL (text, prompt/completion, messages, Alpaca or ShareGPT)"},      \
     {"--out", OPT_STR, &o.out, NULL, "the adapter directory to write (adapters/NAME)"},                            \
     {"--recipe", OPT_STR, &o.recipe, "", "a JSON recipe (recipes/); command-line options override it"},            \
     {"--rank", OPT_INT, &o.rank, "16", "LoRA rank r"},                                                             \
@@ -69,7 +69,7 @@ typedef struct {
     {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the checkpoint in --out"},                              \
     {"--overwrite", OPT_FLAG, &o.overwrite, NULL, "replace the adapter already in --out (never another kind of directory)"}, \
     {"--stop-after", OPT_INT, &o.stop_after, "0", "stop (with a checkpoint) after this many steps; 0: run to the end"}, \
-    {"--chat-template", OPT_STR, &o.chat_template, "", "for messages and Alpaca: llama2, chatml, zephyr or llama3; empty: the base's (tokenizer_config.json), else llama2"}, \
+    {"--chat-template", OPT_STR, &o.chat_template, "", "for messages, Alpaca and ShareGPT: llama2, chatml, zephyr or llama3; empty: the base's (tokenizer_config.json), else llama2"}, \
     {"--train-on-inputs", OPT_FLAG, &o.train_on_inputs, NULL, "train on prompt tokens too"},                       \
     {"--skip-invalid", OPT_FLAG, &o.skip_invalid, NULL, "skip and count bad JSONL lines instead of failing"},       \
     {"--grad-checkpoint", OPT_FLAG, &o.grad_ckpt, NULL, "recompute activations block by block (less memory)"},     \
@@ -299,7 +299,8 @@ static char *record_json(const run_out *r, int step) {
     char vtext[32] = "null";
     if (isfinite(vfinal)) snprintf(vtext, sizeof vtext, "%.6f", vfinal);
     // the template the adapter learned its turns in (qlora serve renders chat requests with it)
-    int chat = r->ds->format == DS_FORMAT_CHAT || r->ds->format == DS_FORMAT_ALPACA;
+    int chat = r->ds->format == DS_FORMAT_CHAT || r->ds->format == DS_FORMAT_ALPACA ||
+               r->ds->format == DS_FORMAT_SHAREGPT;
     sprintf(rec,
             "{\n  \"recipe\": %s,\n  \"recipe_values\": %s,\n  \"options\": %s,\n  \"base\": %s,\n"
             "  \"dataset\": {\"path\": %s, \"fnv1a64\": \"%016llx\", \"format\": \"%s\", \"samples\": %d, "

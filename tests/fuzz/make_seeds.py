@@ -107,12 +107,14 @@ qa = [("base_model.model.model.layers.%d.self_attn.q_proj.lora_%s.weight" % (l, 
       for l in range(3) for w, s in (("A", [1, 96]), ("B", [96, 1]))]
 put("adapter", "rank1_q", json.dumps(cfg).encode() + SEP + safetensors(qa, {"format": "pt"}))
 
-# ---- training JSONL: the four formats ----
+# ---- training JSONL: the five formats ----
 put("dataset", "text", '{"text": "Once upon a time there was a cat."}\n{"text": "The end."}\n')
 put("dataset", "prompt", '{"prompt": "Say hi", "completion": " hi"}\n\n{"prompt": "2+2=", "completion": "4"}\r\n')
 put("dataset", "messages", '{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, '
     '{"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye."}]}\n')
 put("dataset", "alpaca", '{"instruction": "Add", "input": "1 and 2", "output": "3"}\n{"instruction": "Greet", "output": "Hi"}\n')
+put("dataset", "sharegpt", '{"conversations": [{"from": "system", "value": "Be terse."}, {"from": "human", "value": "Hi"}, '
+    '{"from": "gpt", "value": "Hello."}]}\n{"conversations": [{"from": "user", "value": "x"}, {"from": "assistant", "value": "y"}]}\n')
 for f in sorted(os.listdir(os.path.join(FIX, "datasets"))):
     put("dataset", "fixture_" + f.replace(".jsonl", ""), fixture("datasets", f))
 
