@@ -163,8 +163,9 @@ int cmd_infer(int argc, char **argv) {
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
         {"--prompt", OPT_STR, &prompt, "", "the prompt text (required unless --requests)"},
-        {"--requests", OPT_STR, &requests, "", "a JSONL file of requests (id, prompt|messages, adapter, max_tokens, "
-                                               "temperature, top_p, top_k, seed, stop); JSONL results in input order"},
+        {"--requests", OPT_STR, &requests, "", "a JSONL file of requests (id, prompt|messages, adapter as NAME or "
+                                               "NAME:SCALE, scale, max_tokens, temperature, top_p, top_k, seed, stop; "
+                                               "other fields are ignored with a warning); JSONL results in input order"},
         {"--out", OPT_STR, &out, "", "--requests: write the results to this file (atomically); empty is stdout"},
         {"--batch", OPT_INT, &batch, "16", "--requests: sequences in one batch at most"},
         {"--chat-template", OPT_STR, &tmpl_name, "",

@@ -54,6 +54,19 @@ static int get_stops(const json_doc *d, req_line *q) {
     return QL_OK;
 }
 
+// A field no request takes is ignored; the first line with each such name says so
+// (at most 16 names are remembered; past that each is said again).
+static void warn_unknown(const char *where, const char *key, int len) {
+    static char seen[16][41];
+    static int nseen;
+    if (len > 40) len = 40;
+    for (int i = 0; i < nseen; i++)
+        if ((int)strlen(seen[i]) == len && !memcmp(seen[i], key, (size_t)len)) return;
+    if (nseen < 16) memcpy(seen[nseen], key, (size_t)len), seen[nseen++][len] = '\0';
+    log_warn("%s: unknown field \"%.*s\" ignored (a request takes id, prompt or messages, adapter, scale, max_tokens, "
+             "temperature, top_p, top_k, seed, stop)", where, len, key);
+}
+
 // Parses line text into q (the defaults already in q); an error leaves its message.
 static int parse_line(req_line *q, const char *text, size_t len, const char *file, const model *m, const tokenizer *tok,
                       const requests_opts *ro) {
@@ -83,20 +96,26 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
         } else rc = ql_err(QL_EFORMAT, "%s: field 'id': expected a string or a number, found %s", what, json_type_name(&d, v));
         if (!rc && !q->id) rc = ql_err(QL_ENOMEM, "out of memory");
     }
-    for (int k = 0; !rc && k < json_size(&d, 0); k++) {
+    for (int k = 0; !rc && k < json_size(&d, 0); k++) {  // an unknown field is ignored, and said once per name
         int key = json_member(&d, 0, k, NULL), known = 0, kl = d.tok[key].end - d.tok[key].start;
         for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) known |= json_eq(&d, key, fields[f]);
-        if (!known)
-            rc = ql_err(QL_EFORMAT,
-                        "%s: unknown field \"%.*s\" (expected id, prompt or messages, adapter, scale, max_tokens, "
-                        "temperature, top_p, top_k, seed, stop)",
-                        what, kl > 40 ? 40 : kl, d.js + d.tok[key].start);
+        if (!known) warn_unknown(what, d.js + d.tok[key].start, kl);
     }
+    double name_scale = -1;  // from "adapter": "name:scale"
     v = rc ? -1 : json_find(&d, 0, "adapter");
     if (v >= 0 && !json_is_null(&d, v)) {
         size_t an = 0;
         rc = json_get_string(&d, v, "adapter", &q->adapter, &an);
         if (!rc && !q->adapter[0] && an == 0) free(q->adapter), q->adapter = NULL;
+        char *colon = !rc && q->adapter ? strrchr(q->adapter, ':') : NULL;
+        if (colon) {  // name:scale, as --adapters takes it
+            char *end;
+            name_scale = strtod(colon + 1, &end);
+            if (end == colon + 1 || *end || !(name_scale >= 0 && name_scale <= 100))
+                rc = ql_err(QL_EFORMAT, "%s: field 'adapter': '%s': expected NAME or NAME:SCALE with a scale in [0, 100]",
+                            what, q->adapter);
+            else *colon = '\0', an = (size_t)(colon - q->adapter);
+        }
         if (!rc && q->adapter && store_check_name(q->adapter, an))
             rc = ql_err(QL_EFORMAT, "%s: field 'adapter': %s", what, ql_errmsg());
     }
@@ -107,6 +126,9 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
     if (!rc) rc = json_get_ranged(&d, 0, "top_k", 1, 0, 0, 1 << 30, &tk);
     if (!rc) rc = json_get_ranged(&d, 0, "seed", 1, 0, 0, 9e15, &sd);
     if (!rc) rc = json_get_ranged(&d, 0, "scale", 0, 0, 0, 100, &sc);
+    if (!rc && name_scale >= 0 && sc >= 0 && sc != name_scale)
+        rc = ql_err(QL_EFORMAT, "%s: the scale in 'adapter' (%g) and the field 'scale' (%g) disagree", what, name_scale, sc);
+    if (!rc && name_scale >= 0) sc = name_scale;
     q->max_tokens = (int)x, q->temperature = (float)temp, q->top_p = (float)tp, q->top_k = (int)tk;
     q->seed = (long long)sd, q->scale = (float)sc;
     if (!rc) rc = get_stops(&d, q);

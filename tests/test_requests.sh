@@ -4,8 +4,8 @@
 # order, ids echoed; each result equals the same request run alone (batch of
 # one) and, for a prompt, the plain `qlora infer` answer; a "messages" request
 # equals its llama2 rendering sent as a prompt; stop strings, max_tokens 0 and
-# seeds behave; bad lines get error results naming file:line and the field while
-# the rest run; --out is written atomically; bad options fail cleanly.
+# seeds behave; an unknown field is a warning; "adapter": "name:scale" works; bad
+# lines get error results naming file:line and the field while the rest run; --out is written atomically; bad options fail cleanly.
 q=$1; src=$2
 source "$src/tests/store_lib.sh"
 store_train pirate support
@@ -27,11 +27,13 @@ cat >"$tmp/req.jsonl" <<EOF
 {"id": 12, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
 {"id": 13, "adapter": "pirate"}
 {"id": 14, "prompt": "Tell me about the sea", "adapter": "support", $g}
+{"id": 15, "prompt": "Tell me about the sea", "adapter": "pirate:0", $g}
+{"id": 16, "prompt": "Tell me", "adapter": "pirate:0.5", "scale": 1}
 EOF
 "$q" infer "${run[@]}" --requests "$tmp/req.jsonl" --batch 4 >"$tmp/out.jsonl" 2>"$tmp/log" && fail "failed lines but exit 0"
 grep -q "6 requests failed" "$tmp/log" || fail "no summary of failures: $(tail -3 "$tmp/log")"
-[ "$(wc -l <"$tmp/out.jsonl")" = 14 ] || fail "expected 14 results, got $(wc -l <"$tmp/out.jsonl")"
-[ "$(sed 's/^{"id": \([^,]*\),.*/\1/' "$tmp/out.jsonl" | tr '\n' ' ')" = '1 "two" 3 4 5 6 7 8 9 10 null 12 13 14 ' ] \
+[ "$(wc -l <"$tmp/out.jsonl")" = 16 ] || fail "expected 16 results, got $(wc -l <"$tmp/out.jsonl")"
+[ "$(sed 's/^{"id": \([^,]*\),.*/\1/' "$tmp/out.jsonl" | tr '\n' ' ')" = '1 "two" 3 4 5 6 7 8 9 10 null 12 13 14 15 16 ' ] \
     || fail "ids not in input order: $(cut -c1-16 "$tmp/out.jsonl" | tr '\n' ' ')"
 res() { sed -n "$1p" "$tmp/out.jsonl"; }
 text() { res "$1" | sed 's/.*"text": \(".*"\), "tokens".*/\1/'; }
@@ -57,7 +59,13 @@ res 2 | grep -q '"adapter": null' || fail "a base request's adapter is not null:
 # error results (file line = result line + 1 after the blank line)
 want_err() { res "$1" | grep -q "\"error\": \".*$2.*\", \"finish_reason\": \"error\"" || fail "line $1: want error '$2': $(res "$1")"; }
 want_err 8 "req.jsonl:9: adapter 'nope' not loaded: .*no such adapter directory"
-want_err 9 'req.jsonl:10: unknown field \\"max_tokns\\"'
+# an unknown field is ignored with a warning that names it (once per name)
+res 9 | grep -q '"finish_reason": "error"' && fail "line 9 (an unknown field) did not run: $(res 9)"
+[ "$(grep -c 'req.jsonl:10: unknown field "max_tokns" ignored' "$tmp/log")" = 1 ] || fail "no single warning for max_tokns: $(grep -i unknown "$tmp/log")"
+# "adapter": "name:scale" as --adapters takes it: pirate:0 is the base; a scale given twice must agree
+[ "$(text 15)" = "$(text 2)" ] || fail "pirate:0 differs from the base: $(text 15) vs $(text 2)"
+res 15 | grep -q '"adapter": "pirate"' || fail "line 15's adapter: $(res 15)"
+want_err 16 "req.jsonl:17: the scale in 'adapter' (0.5) and the field 'scale' (1) disagree"
 want_err 10 "req.jsonl:11: field 'temperature': expected a number"
 want_err 11 'req.jsonl:12:11: invalid JSON: expected .,. or .}. after the value of key \\"id\\"'
 want_err 12 "req.jsonl:13:[0-9]*: messages: the last message must be the user's turn"
