@@ -40,6 +40,13 @@ if command -v jq >/dev/null; then
     want=$(grep "^step=12 loss=" "$tmp/full.log" | sed 's/.*loss=\([0-9.]*\).*/\1/')
     got=$(jq -r 'select(.step == 12 and .loss) | .loss' "$tmp/full/metrics.jsonl" | xargs printf '%.6f')
     [ -n "$want" ] && [ "$got" = "$want" ] || fail "metrics.jsonl step 12 loss '$got', logged '$want'"
+    # training_record.json: the options in readable form, the resources used
+    r=$tmp/full/training_record.json
+    [ "$(jq -c '.options | [.targets, .rank, .alpha, .schedule, .warmup_steps, .grad_accum, .dropout]' "$r")" = \
+      '[["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"],4,8,"cosine",3,2,0.1]' ] \
+        || fail "training_record options: $(jq -c .options "$r")"
+    jq -e '.resources.wall_s >= 0 and .resources.peak_rss_mb > 1 and (.fingerprint | type) == "string"' "$r" >/dev/null \
+        || fail "training_record resources: $(jq -c '{resources, fingerprint}' "$r")"
     hist() { jq -c '{step, epoch, loss, lr, grad_norm, val_loss}' "$1"; }
     [ "$(hist "$tmp/full/metrics.jsonl")" = "$(hist "$tmp/part/metrics.jsonl")" ] \
         || fail "metrics.jsonl after --resume differs: $(diff <(hist "$tmp/full/metrics.jsonl") <(hist "$tmp/part/metrics.jsonl"))"

@@ -266,7 +266,33 @@ typedef struct {
     const float *vloss;
     int nval;
     strbuf *metrics;  // metrics.jsonl so far (docs/formats.md)
+    double t0;        // when training started (this process), for the record's wall time
 } run_out;
+
+// The run's options in readable form (training_record.json's "options"), malloc'd
+static char *options_json(const train_opts *o, const dataset *ds) {
+    strbuf b = {0};
+    unsigned targets = 0;
+    lora_targets_parse(&targets, o->targets);
+    sb_add(&b, "{\"targets\": [");
+    for (int k = 0, first = 1; k < LORA_NMODULES; k++)
+        if (targets & (1u << k)) sb_addf(&b, "%s\"%s\"", first ? "" : ", ", LORA_MODULE_NAMES[k]), first = 0;
+    sb_addf(&b, "], \"rank\": %d, \"alpha\": %g, \"use_rslora\": %s, \"dropout\": %g, ", o->rank, (double)o->alpha,
+            o->rslora ? "true" : "false", (double)o->dropout);
+    sb_addf(&b, "\"lr\": %g, \"schedule\": \"%s\", \"warmup_steps\": %d, \"epochs\": %d, \"max_steps\": %d, ",
+            (double)o->lr, o->schedule, o->warmup, o->epochs, o->max_steps);
+    sb_addf(&b, "\"batch_size\": %d, \"grad_accum\": %d, \"seq_len\": %d, \"seed\": %d, ", o->batch, o->accum,
+            o->seq_len, o->seed);
+    sb_addf(&b, "\"weight_decay\": %g, \"betas\": [%g, %g], \"eps\": %g, \"max_grad_norm\": %g, ", (double)o->wd,
+            (double)o->beta1, (double)o->beta2, (double)o->eps, (double)o->max_grad_norm);
+    sb_addf(&b, "\"val_split\": %g, \"base_dtype\": \"%s\", \"train_on_inputs\": %s, \"skip_invalid\": %s, ",
+            (double)o->val_split, o->base_dtype, o->train_on_inputs ? "true" : "false", o->skip_invalid ? "true" : "false");
+    char *qv = json_quote(o->val_data);
+    sb_addf(&b, "\"val_data\": %s, \"grad_checkpoint\": %s, \"format\": \"%s\"}", o->val_data[0] && qv ? qv : "null",
+            o->grad_ckpt ? "true" : "false", ds_format_name(ds->format));
+    free(qv);
+    return b.s;
+}
 
 // The lines of the metrics.jsonl at path whose "step" is at most step, into b: a
 // resumed run keeps the history up to its checkpoint. A missing or unreadable
@@ -288,11 +314,12 @@ static void metrics_resume(strbuf *b, const char *path, int step) {
 // training_record.json after step steps of r->steps, malloc'd.
 static char *record_json(const run_out *r, int step) {
     const train_opts *o = r->o;
-    char *rec = malloc(8192 + (r->rtext ? strlen(r->rtext) : 0));
+    char *opts = options_json(o, r->ds);
+    char *rec = malloc(8192 + (r->rtext ? strlen(r->rtext) : 0) + (opts ? strlen(opts) : 0));
     char *qdata = json_quote(o->data), *qbase = json_quote(o->base), *qfp = json_quote(r->fingerprint),
          *qrec = json_quote(r->recipe ? r->recipe : "");
-    if (!rec || !qdata || !qbase || !qfp || !qrec) {
-        free(rec), free(qdata), free(qbase), free(qfp), free(qrec);
+    if (!rec || !qdata || !qbase || !qfp || !qrec || !opts) {
+        free(rec), free(qdata), free(qbase), free(qfp), free(qrec), free(opts);
         return NULL;
     }
     double vfinal = r->nval ? r->vloss[r->nval - 1] : NAN;
@@ -302,16 +329,19 @@ static char *record_json(const run_out *r, int step) {
     int chat = r->ds->format == DS_FORMAT_CHAT || r->ds->format == DS_FORMAT_ALPACA ||
                r->ds->format == DS_FORMAT_SHAREGPT;
     sprintf(rec,
-            "{\n  \"recipe\": %s,\n  \"recipe_values\": %s,\n  \"options\": %s,\n  \"base\": %s,\n"
+            "{\n  \"recipe\": %s,\n  \"recipe_values\": %s,\n  \"options\": %s,\n  \"fingerprint\": %s,\n"
+            "  \"base\": %s,\n"
             "  \"dataset\": {\"path\": %s, \"fnv1a64\": \"%016llx\", \"format\": \"%s\", \"samples\": %d, "
             "\"val_samples\": %d, \"trained_tokens\": %ld, \"truncated\": %ld, \"skipped\": %ld},\n"
             "  \"chat_template\": %s%s%s,\n"
-            "  \"final\": {\"steps\": %d, \"planned_steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s}\n}\n",
-            r->recipe ? qrec : "null", r->rtext ? r->rtext : "null", qfp, qbase, qdata, (unsigned long long)fnv1a(o->data),
+            "  \"final\": {\"steps\": %d, \"planned_steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s},\n"
+            "  \"resources\": {\"wall_s\": %.1f, \"peak_rss_mb\": %.1f}\n}\n",
+            r->recipe ? qrec : "null", r->rtext ? r->rtext : "null", opts, qfp, qbase, qdata, (unsigned long long)fnv1a(o->data),
             ds_format_name(r->ds->format), r->ds->n_samples, r->vs->n_samples, r->ds->stats.trained_tokens,
             r->ds->stats.truncated, r->ds->stats.skipped, chat ? "\"" : "", chat ? ds_template_name(r->tmpl) : "null",
-            chat ? "\"" : "", step, r->steps, step ? r->losses[step - 1] : 0.0, vtext);
-    free(qdata), free(qbase), free(qfp), free(qrec);
+            chat ? "\"" : "", step, r->steps, step ? r->losses[step - 1] : 0.0, vtext, time_now() - r->t0,
+            mem_peak_rss() / 1e6);
+    free(qdata), free(qbase), free(qfp), free(qrec), free(opts);
     return rec;
 }
 
@@ -467,7 +497,7 @@ int cmd_train(int argc, char **argv) {
         int step0 = 0;
         run_out ro = {.o = &o, .recipe = recipe, .rtext = rtext, .fingerprint = fingerprint, .ds = &ds, .vs = &vs,
                       .tmpl = tmpl, .steps = steps, .losses = losses, .vstep = vstep, .vloss = vloss,
-                      .metrics = &metrics};
+                      .metrics = &metrics, .t0 = time_now()};
         if (o.resume) {
             if ((rc = load_checkpoint(ckpt, &t, steps, fingerprint, &step0, losses, &nval, vstep, vloss))) { free(rows); goto done; }
             log_info("resumed from %s at step %d", ckpt, step0);
