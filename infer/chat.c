@@ -192,6 +192,7 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
     if (!rc && !fed) rc = ql_err(QL_ENOMEM, "out of memory");
     sampler smp;
     sampler_init(&smp, co->temperature, co->top_k, co->top_p, (uint64_t)co->seed);
+    sampler_penalties(&smp, co->pen.repetition, co->pen.frequency, co->pen.presence, co->pen.min_p);
     int tty = isatty(fileno(in));
     if (!rc)
         fprintf(stderr, "qlora chat: %s template, context %d; answering with %s. /adapter NAME, /adapters, /load, /unload, /reset, "

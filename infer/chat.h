@@ -20,6 +20,7 @@
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"
+#include "sample.h"
 
 typedef struct {
     const char *adapter_dir, *adapters;  // the store (either may be empty)
@@ -29,6 +30,7 @@ typedef struct {
     int max_tokens, top_k, seed, ctx;
     int follow_symlinks;                 // links in the store may point out of it
     float temperature, top_p;
+    sample_penalties pen;
 } chat_opts;
 
 // Reads user lines from in until /quit or end of input; answers go to out as

@@ -73,6 +73,7 @@ static int adapter_open(lora_adapter *a, fwd_state *f, const model *m, const cha
 typedef struct {
     int max_tokens, top_k, seed, stop_at_eos, with_base, json;
     float temperature, top_p;
+    sample_penalties pen;
 } fanout_opts;
 
 // Fan-out: one prompt through the base (with --with-base) and every chosen adapter
@@ -89,6 +90,7 @@ static int fanout(session *s, const adapter_store *st, const int *ids, int nids,
         r[k] = (eng_req){.prompt = ids, .n_prompt = nids, .max_tokens = fo->max_tokens, .stop_at_eos = fo->stop_at_eos};
         if (i >= 0) r[k].adapter = &st->e[i].a, r[k].scale = st->e[i].scale;
         sampler_init(&r[k].smp, fo->temperature, fo->top_k, fo->top_p, (uint64_t)fo->seed);  // same draws for all
+        sampler_penalties(&r[k].smp, fo->pen.repetition, fo->pen.frequency, fo->pen.presence, fo->pen.min_p);
         k++;
     }
     fwd_state f = {0};
@@ -160,11 +162,13 @@ int cmd_infer(int argc, char **argv) {
         *out, *tmpl_name;
     int max_tokens, top_k, seed, threads, ctx, verbose, no_stop, with_base, batch, follow;
     float temperature, top_p;
+    sample_penalties pen;
     cli_opt opts[] = {
         {"--base", OPT_STR, &base, NULL, "model: a Hugging Face directory or a qlora base file"},
         {"--prompt", OPT_STR, &prompt, "", "the prompt text (required unless --requests)"},
         {"--requests", OPT_STR, &requests, "", "a JSONL file of requests (id, prompt|messages, adapter as NAME or "
-                                               "NAME:SCALE, scale, max_tokens, temperature, top_p, top_k, seed, stop; "
+                                               "NAME:SCALE, scale, max_tokens, temperature, top_p, top_k, seed, stop, "
+                                               "repetition_penalty, frequency_penalty, presence_penalty, min_p; "
                                                "other fields are ignored with a warning); JSONL results in input order"},
         {"--out", OPT_STR, &out, "", "--requests: write the results to this file (atomically); empty is stdout"},
         {"--batch", OPT_INT, &batch, "16", "--requests: sequences in one batch at most"},
@@ -183,6 +187,10 @@ int cmd_infer(int argc, char **argv) {
         {"--top-k", OPT_INT, &top_k, "40", "sample from the k most likely tokens; 0 is off"},
         {"--top-p", OPT_FLOAT, &top_p, "0.95", "nucleus sampling mass; 1 is off"},
         {"--seed", OPT_INT, &seed, "1", "random seed for sampling"},
+        {"--repetition-penalty", OPT_FLOAT, &pen.repetition, "1", "divide the logit of a token this answer already has (x it when negative); 1 is off"},
+        {"--frequency-penalty", OPT_FLOAT, &pen.frequency, "0", "subtract this times the token's count in the answer so far; 0 is off"},
+        {"--presence-penalty", OPT_FLOAT, &pen.presence, "0", "subtract this from every token the answer already has; 0 is off"},
+        {"--min-p", OPT_FLOAT, &pen.min_p, "0", "keep only tokens at least this times as likely as the most likely; 0 is off"},
         {"--ignore-eos", OPT_FLAG, &no_stop, NULL, "keep generating after the end-of-sequence token"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
         {"--backend", OPT_STR, &backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},
@@ -196,6 +204,11 @@ int cmd_infer(int argc, char **argv) {
     if (verbose) log_set_level(LOG_DEBUG);
     if (max_tokens < 0 || ctx < 0 || temperature < 0 || top_k < 0 || top_p <= 0 || top_p > 1) {
         fprintf(stderr, "qlora infer: error: --max-tokens, --ctx, --temperature and --top-k must be >= 0, --top-p in (0, 1]\n");
+        return 2;
+    }
+    const char *bad_pen = sample_penalties_check(&pen);
+    if (bad_pen) {
+        fprintf(stderr, "qlora infer: error: --%s\n", bad_pen);
         return 2;
     }
     int fan = store_dir[0] || store_list[0];
@@ -235,7 +248,7 @@ int cmd_infer(int argc, char **argv) {
     if (!rc && requests[0] && !tmpl_name[0]) rc = ds_template_choose(&tmpl, "", s.m.chat_template);
     if (!rc && requests[0]) {
         requests_opts ro = {requests, out, store_dir, store_list, batch, ctx, tmpl, max_tokens, top_k, seed, !no_stop,
-                            temperature, top_p, follow};
+                            temperature, top_p, follow, pen};
         int failed = 0;
         rc = requests_run(&s.m, s.tok, s.o, &ro, &failed);
         if (!rc && failed) rc = ql_err(QL_EFORMAT, "%d requests failed (their results say why)", failed);
@@ -260,7 +273,8 @@ int cmd_infer(int argc, char **argv) {
         else if (fan) {
             adapter_store st;
             rc = store_open(&st, &s.m.cfg, store_dir, store_list, follow);
-            fanout_opts fo = {max_tokens, top_k, seed, !no_stop, with_base, !strcmp(format, "json"), temperature, top_p};
+            fanout_opts fo = {max_tokens, top_k, seed, !no_stop, with_base, !strcmp(format, "json"), temperature, top_p,
+                              pen};
             if (!rc) rc = fanout(&s, &st, ids, nids, T, prompt, &fo);
             store_free(&st);
             free(ids);
@@ -274,6 +288,7 @@ int cmd_infer(int argc, char **argv) {
     if (!rc) {
         sampler smp;
         sampler_init(&smp, temperature, top_k, top_p, (uint64_t)seed);
+        sampler_penalties(&smp, pen.repetition, pen.frequency, pen.presence, pen.min_p);
         gen_options go = {.max_tokens = max_tokens, .stop_at_eos = !no_stop, .max_prefill = 512};
         gen_stats st;
         rc = generate(&f, s.tok, &smp, &go, ids, nids, stdout, NULL, &st);
@@ -309,6 +324,11 @@ int cmd_chat(int argc, char **argv) {
         {"--top-k", OPT_INT, &co.top_k, "40", "sample from the k most likely tokens; 0 is off"},
         {"--top-p", OPT_FLOAT, &co.top_p, "0.95", "nucleus sampling mass; 1 is off"},
         {"--seed", OPT_INT, &co.seed, "1", "random seed for sampling"},
+        {"--repetition-penalty", OPT_FLOAT, &co.pen.repetition, "1", "divide the logit of a token this answer already has (x it when negative); 1 is off"},
+        {"--frequency-penalty", OPT_FLOAT, &co.pen.frequency, "0", "subtract this times the token's count in the answer so far; 0 is off"},
+        {"--presence-penalty", OPT_FLOAT, &co.pen.presence, "0", "subtract this from every token the answer already has; 0 is off"},
+        {"--min-p", OPT_FLOAT, &co.pen.min_p, "0", "keep only tokens at least this times as likely as the most likely; 0 is off"},
+
         {"--ctx", OPT_INT, &co.ctx, "0", "context length; 0 is max_position_embeddings, at most 2048"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
         {"--backend", OPT_STR, &backend, "auto", "auto (the GPU when one is usable, else the CPU), cpu or cuda"},
@@ -323,6 +343,11 @@ int cmd_chat(int argc, char **argv) {
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
     if (tmpl_name[0] && ds_template_parse(&co.tmpl, tmpl_name)) return fail("chat", QL_EINVAL);
+    const char *bad_pen = sample_penalties_check(&co.pen);
+    if (bad_pen) {
+        fprintf(stderr, "qlora chat: error: --%s\n", bad_pen);
+        return 2;
+    }
     if (co.max_tokens < 1 || co.ctx < 0 || co.temperature < 0 || co.top_k < 0 || co.top_p <= 0 || co.top_p > 1) {
         fprintf(stderr, "qlora chat: error: --max-tokens must be >= 1, --ctx, --temperature and --top-k >= 0, --top-p in (0, 1]\n");
         return 2;

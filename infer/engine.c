@@ -123,6 +123,7 @@ int engine_start(engine *e, eng_req *r) {
     while (s < e->f->n_slots && e->slot[s]) s++;
     QL_ASSERT(s < e->f->n_slots);
     r->slot = s;
+    sampler_reset_history(&r->smp);  // penalties count this answer's tokens only
     QL_CHECK(req_start(e->f, e->tok, r));
     if (r->active) e->slot[s] = r;
     return QL_OK;

@@ -29,6 +29,7 @@ struct req_line {
     int max_tokens, top_k;
     float temperature, top_p;
     long long seed;
+    sample_penalties pen;
     char err[1400];      // not empty: this line cannot run
 };
 
@@ -38,7 +39,8 @@ static void line_free(req_line *q) {
 }
 
 static const char *const fields[] = {"id",          "prompt", "messages", "adapter", "scale", "max_tokens",
-                                     "temperature", "top_p",  "top_k",    "seed",    "stop"};
+                                     "temperature", "top_p",  "top_k",    "seed",    "stop",  "repetition_penalty",
+                                     "frequency_penalty", "presence_penalty", "min_p"};
 
 
 static int get_stops(const json_doc *d, req_line *q) {
@@ -64,7 +66,8 @@ static void warn_unknown(const char *where, const char *key, int len) {
         if ((int)strlen(seen[i]) == len && !memcmp(seen[i], key, (size_t)len)) return;
     if (nseen < 16) memcpy(seen[nseen], key, (size_t)len), seen[nseen++][len] = '\0';
     log_warn("%s: unknown field \"%.*s\" ignored (a request takes id, prompt or messages, adapter, scale, max_tokens, "
-             "temperature, top_p, top_k, seed, stop)", where, len, key);
+             "temperature, top_p, top_k, seed, stop, repetition_penalty, frequency_penalty, presence_penalty, min_p)",
+             where, len, key);
 }
 
 // Parses line text into q (the defaults already in q); an error leaves its message.
@@ -131,6 +134,12 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
     if (!rc && name_scale >= 0) sc = name_scale;
     q->max_tokens = (int)x, q->temperature = (float)temp, q->top_p = (float)tp, q->top_k = (int)tk;
     q->seed = (long long)sd, q->scale = (float)sc;
+    double rp = q->pen.repetition, fp = q->pen.frequency, pp = q->pen.presence, mp = q->pen.min_p;
+    if (!rc) rc = json_get_ranged(&d, 0, "repetition_penalty", 0, 0, 1e-6, 10, &rp);
+    if (!rc) rc = json_get_ranged(&d, 0, "frequency_penalty", 0, 0, -2, 2, &fp);
+    if (!rc) rc = json_get_ranged(&d, 0, "presence_penalty", 0, 0, -2, 2, &pp);
+    if (!rc) rc = json_get_ranged(&d, 0, "min_p", 0, 0, 0, 1, &mp);
+    q->pen = (sample_penalties){(float)rp, (float)fp, (float)pp, (float)mp};
     if (!rc) rc = get_stops(&d, q);
     int vp = rc ? -1 : json_find(&d, 0, "prompt"), vm = rc ? -1 : json_find(&d, 0, "messages");
     if (!rc && (vp >= 0) == (vm >= 0))
@@ -231,7 +240,7 @@ int requests_parse(req_line **out, int *n_out, const char *text, size_t len, con
         }
         req_line *r = &q[n++];
         *r = (req_line){.line = line, .max_tokens = ro->max_tokens, .top_k = ro->top_k, .temperature = ro->temperature,
-                        .top_p = ro->top_p, .seed = ro->seed};
+                        .top_p = ro->top_p, .seed = ro->seed, .pen = ro->pen};
         int prc = parse_line(r, text + s, l - s, path, m, tok, ro);
         if (prc == QL_ENOMEM) rc = prc;
         else if (prc) snprintf(r->err, sizeof r->err, "%s", ql_errmsg());
@@ -290,6 +299,7 @@ int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_op
         if (se) r->adapter = &se->a, r->scale = q[i].scale >= 0 ? q[i].scale : se->scale;
         for (int k = 0; k < ENGINE_MAX_STOPS; k++) r->stop[k] = q[i].stop[k];
         sampler_init(&r->smp, q[i].temperature, q[i].top_k, q[i].top_p, (uint64_t)q[i].seed);
+        sampler_penalties(&r->smp, q[i].pen.repetition, q[i].pen.frequency, q[i].pen.presence, q[i].pen.min_p);
         long long need = (long long)q[i].n + (q[i].max_tokens > 0 ? q[i].max_tokens : 1);
         if (need > T) T = need;
         of[i] = ne++;

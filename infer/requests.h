@@ -16,6 +16,7 @@
 #include "../common/tokenizer.h"
 #include "../datasets/dataset.h"
 #include "../kernels/ops.h"
+#include "sample.h"
 
 typedef struct {
     const char *path;          // the JSONL file
@@ -29,6 +30,7 @@ typedef struct {
     int max_tokens, top_k, seed, stop_at_eos;
     float temperature, top_p;
     int follow_symlinks;       // links in the store may point out of it (--follow-symlinks)
+    sample_penalties pen;      // defaults of repetition_penalty, frequency_penalty, presence_penalty, min_p
 } requests_opts;
 
 // One line of a requests file, parsed and checked (private to requests.c).

@@ -76,6 +76,17 @@ printf '{"text": "the keeper lit the lamp"}\n{"text": "waves broke on the rocks"
 tail -1 "$tmp/e1" | grep -Eq '^loss=[0-9.]+ ppl=[0-9.]+ tokens=[0-9]+$' || fail "eval last line: $(tail -1 "$tmp/e1")"
 cmp -s "$tmp/e1" "$tmp/e2" || fail "eval of the same samples as text and JSONL differs: $(cat "$tmp/e1") vs $(cat "$tmp/e2")"
 
+# sampling penalties: out of range is refused by name; in range they run (greedy,
+# a strong repetition penalty changes a tiny model's repetitive answer)
+"$q" infer --base "$model" --prompt "The" --min-p 2 >/dev/null 2>"$tmp/pen.log"
+[ $? = 2 ] && grep -q -- "--min-p: expected \[0, 1\]" "$tmp/pen.log" || fail "--min-p 2: $(cat "$tmp/pen.log")"
+"$q" chat --base "$model" --repetition-penalty 0 </dev/null >/dev/null 2>"$tmp/pen.log"
+[ $? = 2 ] && grep -q -- "--repetition-penalty: expected" "$tmp/pen.log" || fail "chat --repetition-penalty 0: $(cat "$tmp/pen.log")"
+"$q" infer --base "$model" --prompt "The" --temperature 0 --max-tokens 24 --ignore-eos >"$tmp/g0" 2>/dev/null || fail "greedy run failed"
+"$q" infer --base "$model" --prompt "The" --temperature 0 --max-tokens 24 --ignore-eos --repetition-penalty 5 \
+    --frequency-penalty 1 --presence-penalty 1 --min-p 0.05 >"$tmp/g1" 2>/dev/null || fail "run with penalties failed"
+cmp -s "$tmp/g0" "$tmp/g1" && fail "penalties changed nothing in a 24-token greedy answer: $(cat "$tmp/g0")"
+
 # --backend: auto by default (the CPU here when no GPU is usable); cuda without a
 # usable GPU fails in words and points at --backend cpu, whether CUDA is built or not
 "$q" infer --base "$model" --prompt "The" --max-tokens 2 --verbose >/dev/null 2>"$tmp/auto.log" || fail "infer with the default backend failed"
