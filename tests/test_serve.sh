@@ -40,7 +40,8 @@ ref() { sed -n "$1p" "$tmp/ref.out" | sed 's/.*"text": "\(.*\)", "tokens".*/\1/'
 for i in 1 2 3; do [ -n "$(ref $i)" ] || fail "reference $i is empty: $(sed -n "${i}p" "$tmp/ref.out")"; done
 [ "$(ref 1)" != "$(ref 2)" ] || fail "the pirate adapter does not change the answer; the test would prove nothing"
 
-serve_start "$tmp/serve.log" --base "$model" --adapter-dir "$tmp/store" --threads 2 --max-batch 4 || exit 1
+# a long drain: the request in flight at SIGTERM (below) must finish even on a loaded machine or under ASan
+serve_start "$tmp/serve.log" --base "$model" --adapter-dir "$tmp/store" --threads 2 --max-batch 4 --drain-timeout 300 || exit 1
 # every body and every server-sent event must be valid JSON to jq (a parser we did not write)
 json_ok() { jq -e . >/dev/null 2>&1 <<<"$1" || fail "not valid JSON ($2): $1"; }
 sse_ok() {
