@@ -27,7 +27,8 @@ const char *sample_penalties_check(const sample_penalties *p) {
 
 // The penalties on the logits of the tokens in the history (each distinct token once)
 static void apply_penalties(const sampler *s, float *logits, int V) {
-    if (s->repetition == 1.0f && s->frequency == 0.0f && s->presence == 0.0f) return;
+    const float rep = s->repetition > 0 ? s->repetition : 1.0f;  // 0: a zeroed struct, off
+    if (rep == 1.0f && s->frequency == 0.0f && s->presence == 0.0f) return;
     const int n = s->nhist < SAMPLER_HISTORY ? s->nhist : SAMPLER_HISTORY;
     for (int i = 0; i < n; i++) {
         const int t = s->hist[i];
@@ -36,7 +37,7 @@ static void apply_penalties(const sampler *s, float *logits, int V) {
         if (seen || t < 0 || t >= V) continue;
         for (int j = i + 1; j < n; j++) count += s->hist[j] == t;
         float l = logits[t];
-        if (s->repetition != 1.0f) l = l > 0 ? l / s->repetition : l * s->repetition;
+        if (rep != 1.0f) l = l > 0 ? l / rep : l * rep;
         logits[t] = l - s->frequency * (float)count - s->presence;
     }
 }

@@ -18,7 +18,7 @@ typedef struct {
     // logit is divided by r when positive and multiplied by r otherwise (as the
     // Hugging Face and llama.cpp samplers do); then frequency * c + presence is
     // subtracted (0: off; OpenAI's frequency_penalty and presence_penalty).
-    float repetition, frequency, presence;
+    float repetition, frequency, presence;  // all 0 (a zeroed struct): off, as 1, 0, 0
     float min_p;  // 0: off; else only tokens with p >= min_p * p(most likely) remain
     int hist[SAMPLER_HISTORY];
     int nhist;    // tokens generated since sampler_init / sampler_reset_history

@@ -62,6 +62,13 @@ int main(void) {
         c2 += sampler_next(&s, m, 3) == 2;
     }
     CHECKF(c2 > 500, "without min-p the e^-3 token was drawn %d times of 20000", c2);  // expected ~730
+    // a zeroed struct's penalties are off (chat_opts and requests built with designated
+    // initializers leave them 0): the logits stay as they are
+    sampler z0;
+    memset(&z0, 0, sizeof z0);
+    z0.hist[0] = 1, z0.nhist = 1;
+    float zl[3] = {0.5f, 2.0f, -1.0f};
+    CHECK(sampler_next(&z0, zl, 3) == 1 && zl[1] == 2.0f);
     // ranges
     sample_penalties p = SAMPLE_PENALTIES_OFF;
     CHECK(sample_penalties_check(&p) == NULL);
