@@ -89,6 +89,11 @@ for f in adapter_config.json adapter_model.safetensors training_record.json loss
 done
 grep -q '"peft_type": "LORA"' "$tmp/full/adapter_config.json" || fail "adapter_config.json lacks peft_type LORA"
 grep -q '<svg' "$tmp/full/loss.svg" || fail "loss.svg is not an SVG"
+# labelled axes, a grid, the train curve and the validation curve (evaluations at 0, 6, 12)
+for want in '>step</text>' '>loss</text>' 'stroke="#e0e0e0"' '<polyline fill="none" stroke="#1f77b4"' '<polyline fill="none" stroke="#d62728"'; do
+    grep -qF "$want" "$tmp/full/loss.svg" || fail "loss.svg lacks $want"
+done
+[ "$(grep -c '<circle' "$tmp/full/loss.svg")" = 3 ] || fail "loss.svg: $(grep -c '<circle' "$tmp/full/loss.svg") validation points, expected 3"
 grep -q '"fnv1a64"' "$tmp/full/training_record.json" || fail "training record lacks the dataset hash"
 ls "$tmp/full"/*.tmp.* >/dev/null 2>&1 && fail "temp files left in the adapter directory"
 "$q" eval --base "$model" --adapter "$tmp/full" --data "$src/tests/fixtures/stories260K/eval.txt" >/dev/null 2>&1 || fail "eval --adapter on the trained adapter failed"
