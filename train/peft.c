@@ -305,17 +305,7 @@ static int64_t to_f32(float *dst, const st_tensor *t) {
     prefault(dst, sizeof(float) * (size_t)t->numel);
     qweight w = {.type = t->type, .rows = t->shape[0], .cols = t->shape[1], .data = t->data};
     nf4_dequantize_rows(dst, &w, 0, w.rows);
-    // x - x is 0 for a finite x and NaN for NaN or Inf (and NaN != 0): an OR of
-    // comparisons per block, which vectorizes, then the block searched when hit
-    for (int64_t i = 0; i < t->numel; i += 1024) {
-        int64_t e = i + 1024 < t->numel ? i + 1024 : t->numel;
-        int bad = 0;
-        for (int64_t j = i; j < e; j++) bad |= dst[j] - dst[j] != 0.0f;
-        if (bad)
-            for (int64_t j = i; j < e; j++)
-                if (!isfinite(dst[j])) return j;
-    }
-    return -1;
+    return dtype_first_nonfinite(dst, DT_F32, t->numel);
 }
 
 // Element i of t as fp32 (exact), for a message about it
@@ -486,11 +476,10 @@ static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed,
         if (!fp) return ql_err(QL_ENOMEM, "out of memory");
     }
     QL_CHECK(st_open(fp, path));  // on error, the caller's lora_free frees res_file
-    st_file f = *fp;
-    float **dsts = calloc((size_t)f.n + 1, sizeof *dsts);  // f.n may be 0
+    float **dsts = calloc((size_t)fp->n + 1, sizeof *dsts);  // fp->n may be 0
     int rc = dsts ? QL_OK : ql_err(QL_ENOMEM, "out of memory");
-    for (int i = 0; i < f.n && !rc; i++) {
-        const st_tensor *t = &f.t[i];
+    for (int i = 0; i < fp->n && !rc; i++) {
+        const st_tensor *t = &fp->t[i];
         long l;
         int k, is_b;
         if (parse_name(t->name, &l, &k, &is_b)) {
@@ -554,15 +543,16 @@ static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed,
             if (has_a) n_pairs++, a->targets |= 1u << k;
         }
     if (!rc && !n_pairs) rc = ql_err(QL_EFORMAT, "%s: no LoRA tensors", path);
-    int64_t *bad = rc ? NULL : malloc(sizeof *bad * (size_t)f.n);
+    int64_t *bad = rc ? NULL : malloc(sizeof *bad * (size_t)fp->n);
     if (!rc && !bad) rc = ql_err(QL_ENOMEM, "out of memory");
     if (!rc) {
-#pragma omp parallel for schedule(dynamic, 1) if (f.n > 1)
-        for (int i = 0; i < f.n; i++)
-            bad[i] = resident ? dtype_first_nonfinite(f.t[i].data, f.t[i].type, f.t[i].numel) : to_f32(dsts[i], &f.t[i]);
-        for (int i = 0; i < f.n && !rc; i++)  // the first in file order, whatever thread found it
+#pragma omp parallel for schedule(dynamic, 1) if (fp->n > 1)
+        for (int i = 0; i < fp->n; i++)
+            bad[i] = resident ? dtype_first_nonfinite(fp->t[i].data, fp->t[i].type, fp->t[i].numel)
+                              : to_f32(dsts[i], &fp->t[i]);
+        for (int i = 0; i < fp->n && !rc; i++)  // the first in file order, whatever thread found it
             if (bad[i] >= 0) {
-                const st_tensor *t = &f.t[i];
+                const st_tensor *t = &fp->t[i];
                 float x = resident ? value_f32(t, bad[i]) : dsts[i][bad[i]];
                 rc = ql_err(QL_EFORMAT, "%s: tensor '%s': value %s at [%lld, %lld] (every value must be finite)",
                             path, t->name, isnan(x) ? "NaN" : x > 0 ? "+Inf" : "-Inf",
@@ -571,7 +561,7 @@ static int read_tensors(lora_adapter *a, const model_config *c, unsigned listed,
     }
     free(bad);
     free(dsts);
-    if (!resident) st_close(&f);
+    if (!resident) st_close(fp);
     return rc;
 }
 

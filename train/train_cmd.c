@@ -545,35 +545,37 @@ int cmd_train(int argc, char **argv) {
             losses[step] = (float)loss;
             trained_total += (double)ntr;
             double el = time_now() - t0, tps = trained_total / (el > 0 ? el : 1e-9);
+            const int last = step + 1 == steps, logged = (step + 1) % o.log_every == 0 || last;
+            const double epoch = (step + 1) * rows_per_step / (double)tp_rows.R;
             if (tty) {
                 char what[128];
                 snprintf(what, sizeof what, "step %d/%d loss %.4f lr %.2e %.0f tok/s", step + 1, steps, loss, lr, tps);
                 progress_bar(what, step + 1 - step0, steps - step0, "steps", t0);
-            } else if ((step + 1) % o.log_every == 0 || step + 1 == steps) {
+            } else if (logged) {
                 fprintf(stderr, "step=%d loss=%.6f lr=%.3e grad_norm=%.4f trained_tok/s=%.1f eta_s=%.0f\n", step + 1,
                         loss, lr, norm, tps, el / (step + 1 - step0) * (steps - step - 1));
             }
-            if ((step + 1) % o.log_every == 0 || step + 1 == steps)
+            if (logged)
                 sb_addf(&metrics,
                         "{\"step\": %d, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
                         "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
-                        step + 1, (step + 1) * rows_per_step / (double)tp_rows.R, loss, lr, norm, tps, el);
-            int last = step + 1 == steps;
+                        step + 1, epoch, loss, lr, norm, tps, el);
             if (vp_rows.R && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
                 double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
                 vloss[nval] = (float)vl, vstep[nval++] = step + 1;
                 if (tty) fputc('\n', stderr);
                 fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
                 sb_addf(&metrics, "{\"step\": %d, \"epoch\": %.4f, \"val_loss\": %.6f, \"elapsed_s\": %.3f}\n",
-                        step + 1, (step + 1) * rows_per_step / (double)tp_rows.R, vl, time_now() - t0);
+                        step + 1, epoch, vl, time_now() - t0);
             }
             ro.nval = nval;
             // a checkpoint goes out with the adapter of its step (the final one below)
-            if (!last && ((o.save_every && (step + 1) % o.save_every == 0) || (stop < steps && step + 1 == stop)))
-                rc = write_out(&ro, &t, step + 1, 1);
-            if (!rc && !last && intr_requested()) {  // Ctrl-C: keep what this run has done
+            const int save =
+                !last && ((o.save_every && (step + 1) % o.save_every == 0) || (stop < steps && step + 1 == stop));
+            if (save) rc = write_out(&ro, &t, step + 1, 1);
+            if (!rc && !last && intr_requested()) {  // Ctrl-C: keep what this run has done (once)
                 if (tty) fputc('\n', stderr);
-                rc = write_out(&ro, &t, step + 1, 1);
+                if (!save) rc = write_out(&ro, &t, step + 1, 1);
                 if (!rc) {
                     log_info("interrupted after step %d of %d; %s holds the checkpoint and the adapter of that step. "
                              "Continue with the same command and --resume.", step + 1, steps, o.out);
