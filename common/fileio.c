@@ -233,7 +233,9 @@ int file_write_atomic(const char *path, const void *data, size_t n) {
     return afile_commit(&f);
 }
 
-void dir_discard(const char *dir) {
+// Removes dir and what it holds, subdirectories included (never following a
+// link: a link is removed, not what it points to). depth bounds the recursion.
+static void discard_at(const char *dir, int depth) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *de;
@@ -241,13 +243,31 @@ void dir_discard(const char *dir) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        if (unlink(path) != 0) log_warn("%s: cannot remove: %s", path, strerror(errno));
+        struct stat st;
+        if (depth < 8 && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) discard_at(path, depth + 1);
+        else if (unlink(path) != 0) log_warn("%s: cannot remove: %s", path, strerror(errno));
     }
     closedir(d);
     if (rmdir(dir) != 0) log_warn("%s: cannot remove: %s", dir, strerror(errno));
 }
 
-// ---- atomic directories ----
+void dir_discard(const char *dir) { discard_at(dir, 0); }
+
+int file_link_or_copy(const char *src, const char *dst) {
+    if (link(src, dst) == 0) return QL_OK;
+    if (errno != EXDEV && errno != EPERM && errno != EMLINK && errno != ENOTSUP && errno != ENOSYS)
+        return ql_err(QL_EIO, "%s: cannot link it as %s: %s", src, dst, strerror(errno));
+    int fd = open(src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ql_err(QL_EIO, "%s: cannot open: %s", src, strerror(errno));
+    afile f;
+    int rc = afile_open(&f, dst);
+    char buf[1 << 16];
+    for (ssize_t n; !rc && (n = read(fd, buf, sizeof buf)) != 0;)
+        rc = n < 0 ? ql_err(QL_EIO, "%s: read failed: %s", src, strerror(errno)) : afile_write(&f, buf, (size_t)n);
+    close(fd);
+    if (rc) { afile_abort(&f); return rc; }
+    return afile_commit(&f);
+}
 
 int adir_open(adir *d, const char *path) {
     memset(d, 0, sizeof *d);

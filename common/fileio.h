@@ -38,10 +38,15 @@ int afile_commit(afile *f);
 void afile_abort(afile *f);
 // One-shot convenience.
 int file_write_atomic(const char *path, const void *data, size_t n);
-// Removes dir and the files in it (a flat output directory built aside before a
-// rename, after a failure): best effort, a warning for what stays; the error
-// message of the failure (ql_errmsg) is left alone.
+// Removes dir and everything in it (an output directory built aside before a
+// rename, after a failure; links are removed, never followed): best effort, a
+// warning for what stays; the error message of the failure (ql_errmsg) is left alone.
 void dir_discard(const char *dir);
+// dst (new) becomes a second name of the file src (a hard link), or where the
+// file system has none, a copy written atomically. For files never changed in
+// place once written (checkpoints carried from one version of a directory to
+// the next).
+int file_link_or_copy(const char *src, const char *dst);
 
 // A directory written atomically: files go into d->tmp (a hidden temp sibling of
 // path, mode 0755), and adir_commit swaps it in with one rename: into place when

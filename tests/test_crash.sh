@@ -18,7 +18,9 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 "$q" quantize --base "$src/tests/fixtures/models/tiny_gqa" --out "$tmp/base.qlb" 2>/dev/null || { echo "FAIL: quantize"; exit 1; }
 common=(--base "$tmp/base.qlb" --data "$src/datasets/samples/pirate.jsonl" --max-steps 24 --batch-size 2 --seq-len 64
         --rank 4 --alpha 8 --lr 1e-3 --warmup 3 --dropout 0.1 --eval-every 6 --save-every 4 --threads 1)
-files="adapter_config.json adapter_model.safetensors checkpoint.safetensors loss.svg metrics.jsonl training_record.json"
+files="adapter_config.json adapter_model.safetensors checkpoints loss.svg metrics.jsonl training_record.json"
+# the files compared with the uninterrupted run's (--keep-checkpoints 1: the newest checkpoint only)
+cmpfiles="adapter_config.json adapter_model.safetensors checkpoints/checkpoint-24.safetensors loss.svg metrics.jsonl training_record.json"
 # a file as it must match the uninterrupted run's: timings and resources are the
 # run's own (the record's "resources" line, metrics.jsonl's tokens_per_s and elapsed_s)
 norm() {
@@ -52,7 +54,9 @@ check_after_kill() {
         fail "$what: the adapter left does not load: $(tail -2 "$tmp/inf.log")"
     local rs cs
     rs=$(sed -n 's/.*"final": {"steps": \([0-9]*\),.*/\1/p' "$dir/ad/training_record.json")
-    cs=$(head -c 65536 "$dir/ad/checkpoint.safetensors" | grep -ao '"step":"[0-9]*"' | grep -o '[0-9][0-9]*')
+    [ "$(ls "$dir/ad/checkpoints" | wc -l)" = 1 ] || fail "$what: checkpoints/ holds '$(ls "$dir/ad/checkpoints" | tr '\n' ' ')', not one checkpoint"
+    cs=$(cat "$dir"/ad/checkpoints/checkpoint-*.safetensors | head -c 65536 | grep -ao '"step":"[0-9]*"' | grep -o '[0-9][0-9]*')
+    [ -e "$dir/ad/checkpoints/checkpoint-$cs.safetensors" ] || fail "$what: the checkpoint of step $cs is not named checkpoint-$cs.safetensors"
     [ -n "$rs" ] && [ "$rs" = "$cs" ] || fail "$what: record at step '$rs' beside a checkpoint at step '$cs'"
     resumable=1
 }
@@ -62,7 +66,7 @@ check_resume() {
     local what=$1 dir=$2 f s
     local flag=(); [ "$resumable" = 1 ] && flag=(--resume)
     "$q" train "${common[@]}" "${flag[@]}" --out "$dir/ad" 2>"$dir.resume.log" || { fail "$what: resume failed: $(tail -2 "$dir.resume.log")"; return; }
-    for f in $files; do
+    for f in $cmpfiles; do
         cmp -s <(norm "$tmp/ref/ad/$f") <(norm "$dir/ad/$f") || fail "$what: $f after the resume differs from the uninterrupted run's"
     done
     local from=0

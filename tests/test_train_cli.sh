@@ -24,7 +24,7 @@ common=(--base "$model" --data "$data" --max-steps 12 --batch-size 2 --grad-accu
 grep -q "\"steps\": 5, \"planned_steps\": 12" "$tmp/part/training_record.json" || fail "a stopped run did not write the adapter of step 5"
 "$q" train "${common[@]}" --out "$tmp/part" --save-every 12 --resume 2>"$tmp/p2.log" || fail "resume failed: $(tail -3 "$tmp/p2.log")"
 grep -q "resumed from .* at step 5" "$tmp/p2.log" || fail "resume did not start at step 5"
-cmp -s "$tmp/full/checkpoint.safetensors" "$tmp/part/checkpoint.safetensors" || fail "checkpoint after resume differs from the uninterrupted run (losses, masters or moments)"
+cmp -s "$tmp/full/checkpoints/checkpoint-12.safetensors" "$tmp/part/checkpoints/checkpoint-12.safetensors" || fail "checkpoint after resume differs from the uninterrupted run (losses, masters or moments)"
 cmp -s "$tmp/full/adapter_model.safetensors" "$tmp/part/adapter_model.safetensors" || fail "adapter after resume differs"
 for s in 6 7 8 9 10 11 12; do
     a=$(grep "^step=$s loss=" "$tmp/full.log" | sed 's/ lr=.*//'); b=$(grep "^step=$s loss=" "$tmp/p2.log" | sed 's/ lr=.*//')
@@ -61,11 +61,11 @@ fi
 QLORA_CRASH_AT=step:9 QLORA_CRASH_SIGNAL=INT "$q" train "${common[@]}" --out "$tmp/intr" --save-every 12 2>"$tmp/i1.log"
 rc=$?
 [ $rc -eq 130 ] || fail "Ctrl-C: exit $rc, expected 130: $(tail -3 "$tmp/i1.log")"
-grep -q "interrupted after step 5 of 12; .* holds the checkpoint and the adapter of that step. Continue with the same command and --resume" "$tmp/i1.log" \
+grep -q "interrupted after step 5 of 12; .* holds the checkpoint (checkpoints/) and the adapter of that step. Continue with the same command and --resume" "$tmp/i1.log" \
     || fail "Ctrl-C: no resume hint: $(tail -3 "$tmp/i1.log")"
 grep -q "\"steps\": 5, \"planned_steps\": 12" "$tmp/intr/training_record.json" 2>/dev/null || fail "Ctrl-C: no adapter of step 5"
 "$q" train "${common[@]}" --out "$tmp/intr" --save-every 12 --resume 2>"$tmp/i2.log" || fail "resume after Ctrl-C failed: $(tail -3 "$tmp/i2.log")"
-cmp -s "$tmp/full/checkpoint.safetensors" "$tmp/intr/checkpoint.safetensors" || fail "Ctrl-C then resume: checkpoint differs from the uninterrupted run"
+cmp -s "$tmp/full/checkpoints/checkpoint-12.safetensors" "$tmp/intr/checkpoints/checkpoint-12.safetensors" || fail "Ctrl-C then resume: checkpoint differs from the uninterrupted run"
 # Ctrl-C twice: exit 130 at once; nothing is written
 QLORA_CRASH_AT=step:9 QLORA_CRASH_SIGNAL=INT2 "$q" train "${common[@]}" --out "$tmp/intr2" --save-every 12 2>"$tmp/i3.log"
 rc=$?
@@ -81,7 +81,7 @@ refc=(--base "$model" --data "$data" --max-steps $rsteps --batch-size 2 --seq-le
 "$q" train "${refc[@]}" --out "$tmp/rfull" --save-every $rsteps 2>"$tmp/rf.log" || fail "ref run failed: $(tail -3 "$tmp/rf.log")"
 "$q" train "${refc[@]}" --out "$tmp/rpart" --save-every $rsteps --stop-after $rstop 2>/dev/null || fail "ref stopped run failed"
 "$q" train "${refc[@]}" --out "$tmp/rpart" --save-every $rsteps --resume 2>"$tmp/rp.log" || fail "ref resume failed: $(tail -3 "$tmp/rp.log")"
-cmp -s "$tmp/rfull/checkpoint.safetensors" "$tmp/rpart/checkpoint.safetensors" || fail "ref backend: checkpoint after resume differs"
+cmp -s "$tmp/rfull/checkpoints/checkpoint-$rsteps.safetensors" "$tmp/rpart/checkpoints/checkpoint-$rsteps.safetensors" || fail "ref backend: checkpoint after resume differs"
 cmp -s "$tmp/rfull/adapter_model.safetensors" "$tmp/rpart/adapter_model.safetensors" || fail "ref backend: adapter after resume differs"
 # the adapter directory
 for f in adapter_config.json adapter_model.safetensors training_record.json loss.svg metrics.jsonl; do

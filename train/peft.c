@@ -198,6 +198,40 @@ int lora_peft_dir_kind(const char *dir_arg, int *kind) {
     return rc;
 }
 
+// checkpoints/ of an adapter directory dir holds checkpoint-<step>.safetensors
+// files (and temp files of ours), nothing else.
+static int checkpoints_kind(const char *dir, const char *sub) {
+    DIR *d = opendir(sub);
+    if (!d) return ql_err(QL_EIO, "%s: cannot list: %s", sub, strerror(errno));
+    struct dirent *de;
+    int rc = QL_OK;
+    while ((de = readdir(d)) && !rc) {
+        const char *e = de->d_name;
+        if (!strcmp(e, ".") || !strcmp(e, "..") || (e[0] == '.' && strstr(e, ".tmp-"))) continue;
+        char *p = path_join(sub, e);
+        struct stat st;
+        if (!p) rc = ql_err(QL_ENOMEM, "out of memory");
+        else if (peft_checkpoint_step(e) < 0 || lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
+            rc = ql_err(QL_EINVAL, "%s: not an adapter directory (its %s/ holds %s, which qlora does not write); not "
+                        "replaced", dir, PEFT_CHECKPOINTS_DIR, e);
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+long peft_checkpoint_step(const char *name) {
+    const char *pre = "checkpoint-", *suf = ".safetensors";
+    size_t n = strlen(name), lp = strlen(pre), ls = strlen(suf);
+    if (n <= lp + ls || strncmp(name, pre, lp) || strcmp(name + n - ls, suf)) return -1;
+    long v = 0;
+    for (size_t i = lp; i < n - ls; i++) {
+        if (name[i] < '0' || name[i] > '9' || v > 100000000L) return -1;
+        v = v * 10 + (name[i] - '0');
+    }
+    return v;
+}
+
 static int dir_kind(const char *dir, int *kind) {
     struct stat st;
     *kind = PEFT_DIR_ABSENT;
@@ -217,7 +251,9 @@ static int dir_kind(const char *dir, int *kind) {
         for (int i = 0; ADAPTER_FILES[i]; i++) known |= !strcmp(de->d_name, ADAPTER_FILES[i]);
         known |= de->d_name[0] == '.' && strstr(de->d_name, ".tmp-") != NULL;  // a temp file of ours (fileio.h)
         char *p = path_join(dir, de->d_name);
-        if (!p) rc = ql_err(QL_ENOMEM, "out of memory");
+        if (p && !strcmp(de->d_name, PEFT_CHECKPOINTS_DIR) && lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            rc = checkpoints_kind(dir, p);  // train's checkpoints/: checkpoint-<step>.safetensors files only
+        else if (!p) rc = ql_err(QL_ENOMEM, "out of memory");
         else if (!known || lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
             rc = ql_err(QL_EINVAL, "%s: not an adapter directory (it holds %s, which qlora does not write); not replaced",
                         dir, de->d_name);

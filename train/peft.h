@@ -15,6 +15,11 @@
 #define PEFT_CONFIG_NAME "adapter_config.json"
 #define PEFT_WEIGHTS_NAME "adapter_model.safetensors"
 #define PEFT_RECORD_NAME "training_record.json"
+// qlora train's checkpoints: PEFT_CHECKPOINTS_DIR/checkpoint-<step>.safetensors
+#define PEFT_CHECKPOINTS_DIR "checkpoints"
+// The step of a checkpoint file's name ("checkpoint-120.safetensors": 120), or -1
+// when name is not one.
+long peft_checkpoint_step(const char *name);
 
 // Writes a's directory atomically: the whole directory is built aside (a hidden
 // temp sibling) and swapped in with one rename (fileio.h adir), so a reader sees
@@ -29,10 +34,17 @@ int lora_save_peft_as(const lora_adapter *a, const char *dir, const char *extra_
 // existing directory dir, each atomically: for a caller that builds a directory
 // aside with more files in it (qlora train adds its checkpoint and loss.svg).
 int lora_write_peft_files(const lora_adapter *a, const char *dir, const char *extra_record_json, dtype type);
+// adapter_config.json's base_model_name_or_path names the model, never a local
+// path: the writers above put lora_base_model_name(a->base_model) there. base, a
+// local model (what train's and export's --base give: a Hugging Face directory or
+// a qlora base file), gives model_name_of's name; a path to a .qlb file that is no
+// longer there gives its name without ".qlb"; anything else (a Hub id such as
+// "meta-llama/Llama-3.2-1B") stays as it is. *name malloc'd.
+int lora_base_model_name(char **name /* out */, const char *base);
 
 // What is at dir, before writing an adapter there: PEFT_DIR_ABSENT (nothing, or
 // an empty directory) or PEFT_DIR_ADAPTER (a directory of only adapter files,
-// adapter_config.json a LoRA config). Anything else (a file, a symbolic link, a
+// and train's checkpoints/ of only checkpoint files; adapter_config.json a LoRA config). Anything else (a file, a symbolic link, a
 // directory with other files or an adapter_config.json that is not a LoRA one)
 // is QL_EINVAL with a message that says why it is not replaced.
 enum { PEFT_DIR_ABSENT, PEFT_DIR_ADAPTER };

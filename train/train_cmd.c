@@ -2,6 +2,7 @@
 #include "train_cmd.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@ typedef struct {
     const char *base, *data, *out, *recipe, *targets, *schedule, *val_data, *base_dtype, *backend, *chat_template;
     int rank, epochs, max_steps, stop_after, batch, accum, seq_len, seed, warmup, save_every, eval_every, log_every, threads;
     int rslora, resume, overwrite, train_on_inputs, skip_invalid, grad_ckpt, verbose;
+    int keep_ckpts, early_stop, save_best;
     float alpha, dropout, lr, val_split, wd, beta1, beta2, eps, max_grad_norm;
 } train_opts;
 
@@ -65,8 +67,11 @@ typedef struct {
     {"--val-data", OPT_STR, &o.val_data, "", "validation JSONL instead of --val-split"},                           \
     {"--eval-every", OPT_INT, &o.eval_every, "50", "steps between validation losses (and at the end)"},            \
     {"--log-every", OPT_INT, &o.log_every, "1", "steps between metric lines (on stderr when it is not a terminal, and in metrics.jsonl)"},      \
-    {"--save-every", OPT_INT, &o.save_every, "0", "steps between checkpoints in --out; 0: none"},                  \
-    {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the checkpoint in --out"},                              \
+    {"--save-every", OPT_INT, &o.save_every, "0", "steps between checkpoints (--out/checkpoints/); 0: none"},      \
+    {"--keep-checkpoints", OPT_INT, &o.keep_ckpts, "1", "checkpoints kept in --out/checkpoints/, the newest; 0: removed after a run that completes"}, \
+    {"--early-stopping", OPT_INT, &o.early_stop, "0", "stop when the validation loss has not improved for N evaluations in a row; 0: off"}, \
+    {"--save-best", OPT_FLAG, &o.save_best, NULL, "the adapter in --out is the one with the lowest validation loss, not the last step's"}, \
+    {"--resume", OPT_FLAG, &o.resume, NULL, "continue from the newest checkpoint in --out"},                      \
     {"--overwrite", OPT_FLAG, &o.overwrite, NULL, "replace the adapter already in --out (never another kind of directory)"}, \
     {"--stop-after", OPT_INT, &o.stop_after, "0", "stop (with a checkpoint) after this many steps; 0: run to the end"}, \
     {"--chat-template", OPT_STR, &o.chat_template, "", "for messages, Alpaca and ShareGPT: llama2, chatml, zephyr or llama3; empty: the base's (tokenizer_config.json), else llama2"}, \
@@ -238,16 +243,51 @@ static int mkdir_parents(const char *path) {
     return QL_OK;
 }
 
+// The checkpoints in dir/checkpoints/ (peft.h), by step: their steps into
+// steps (at most cap, the newest), the count returned; 0 when there are none.
+static int list_checkpoints(const char *dir, long *steps, int cap) {
+    char sub[4300];
+    snprintf(sub, sizeof sub, "%s/%s", dir, PEFT_CHECKPOINTS_DIR);
+    DIR *d = cap > 0 ? opendir(sub) : NULL;
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        long st = peft_checkpoint_step(de->d_name);
+        if (st < 0) continue;
+        int i = n < cap ? n++ : (st > steps[0] ? 0 : -1);  // full: the oldest (steps[0]) makes room
+        if (i < 0) continue;
+        steps[i] = st;
+        for (; i > 0 && steps[i] < steps[i - 1]; i--) { long x = steps[i]; steps[i] = steps[i - 1]; steps[i - 1] = x; }
+        for (; i + 1 < n && steps[i] > steps[i + 1]; i++) { long x = steps[i]; steps[i] = steps[i + 1]; steps[i + 1] = x; }
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+// The checkpoint --resume continues: the newest in dir/checkpoints/, else the
+// checkpoint.safetensors that versions before checkpoints/ wrote beside the
+// adapter. QL_EINVAL when there is none.
+static int find_checkpoint(const char *dir, char *path, size_t cap) {
+    long steps[1];
+    if (list_checkpoints(dir, steps, 1)) {
+        snprintf(path, cap, "%s/%s/checkpoint-%ld.safetensors", dir, PEFT_CHECKPOINTS_DIR, steps[0]);
+        return QL_OK;
+    }
+    snprintf(path, cap, "%s/checkpoint.safetensors", dir);
+    if (access(path, R_OK) == 0) return QL_OK;
+    return ql_err(QL_EINVAL, "%s: --resume, but it holds no checkpoint (%s/checkpoint-<step>.safetensors); a run "
+                  "writes one with --save-every, --stop-after or Ctrl-C", dir, PEFT_CHECKPOINTS_DIR);
+}
+
 // What --out may be: new, or an adapter directory when resuming or told to
 // overwrite; never another kind of directory or a file (lora_peft_dir_kind).
 static int check_out(const train_opts *o) {
     int kind;
     QL_CHECK(lora_peft_dir_kind(o->out, &kind));
     if (o->resume) {
-        char ckpt[4200];
-        snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o->out);
-        if (kind != PEFT_DIR_ADAPTER || access(ckpt, R_OK) != 0)
-            return ql_err(QL_EINVAL, "%s: --resume, but there is no checkpoint", ckpt);
+        char ckpt[4400];
+        if (kind != PEFT_DIR_ADAPTER) return ql_err(QL_EINVAL, "%s: --resume, but there is no adapter there", o->out);
+        QL_CHECK(find_checkpoint(o->out, ckpt, sizeof ckpt));
     } else if (kind == PEFT_DIR_ADAPTER && !o->overwrite)
         return ql_err(QL_EINVAL, "--out %s already holds an adapter; give --overwrite to replace it (or --resume to "
                       "continue its checkpoint)", o->out);
@@ -267,6 +307,11 @@ typedef struct {
     int nval;
     strbuf *metrics;  // metrics.jsonl so far (docs/formats.md)
     double t0;        // when training started (this process), for the record's wall time
+    int own;          // --out's checkpoints/ are this run's (or the resumed run's): carried to the next version
+    int adapter_step; // the step whose adapter --out holds (--save-best: the best so far); -1: none yet
+    int best_step;    // the evaluation with the lowest validation loss (after step 0); 0: none yet
+    float best_val;
+    int early;        // stopped by --early-stopping
 } run_out;
 
 // The run's options in readable form (training_record.json's "options"), malloc'd
@@ -325,6 +370,8 @@ static char *record_json(const run_out *r, int step) {
     double vfinal = r->nval ? r->vloss[r->nval - 1] : NAN;
     char vtext[32] = "null";
     if (isfinite(vfinal)) snprintf(vtext, sizeof vtext, "%.6f", vfinal);
+    char btext[32] = "null", bstep[16] = "null";
+    if (r->best_step > 0) snprintf(btext, sizeof btext, "%.6f", r->best_val), snprintf(bstep, sizeof bstep, "%d", r->best_step);
     // the template the adapter learned its turns in (qlora serve renders chat requests with it)
     int chat = r->ds->format == DS_FORMAT_CHAT || r->ds->format == DS_FORMAT_ALPACA ||
                r->ds->format == DS_FORMAT_SHAREGPT;
@@ -334,32 +381,65 @@ static char *record_json(const run_out *r, int step) {
             "  \"dataset\": {\"path\": %s, \"fnv1a64\": \"%016llx\", \"format\": \"%s\", \"samples\": %d, "
             "\"val_samples\": %d, \"trained_tokens\": %ld, \"truncated\": %ld, \"skipped\": %ld},\n"
             "  \"chat_template\": %s%s%s,\n"
-            "  \"final\": {\"steps\": %d, \"planned_steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s},\n"
+            "  \"final\": {\"steps\": %d, \"planned_steps\": %d, \"train_loss\": %.6f, \"val_loss\": %s, "
+            "\"early_stopped\": %s},\n"
+            "  \"adapter\": {\"step\": %d, \"best_step\": %s, \"best_val_loss\": %s, \"save_best\": %s},\n"
             "  \"resources\": {\"wall_s\": %.1f, \"peak_rss_mb\": %.1f}\n}\n",
             r->recipe ? qrec : "null", r->rtext ? r->rtext : "null", opts, qfp, qbase, qdata, (unsigned long long)fnv1a(o->data),
             ds_format_name(r->ds->format), r->ds->n_samples, r->vs->n_samples, r->ds->stats.trained_tokens,
             r->ds->stats.truncated, r->ds->stats.skipped, chat ? "\"" : "", chat ? ds_template_name(r->tmpl) : "null",
-            chat ? "\"" : "", step, r->steps, step ? r->losses[step - 1] : 0.0, vtext, time_now() - r->t0,
+            chat ? "\"" : "", step, r->steps, step ? r->losses[step - 1] : 0.0, vtext, r->early ? "true" : "false",
+            r->adapter_step, bstep, btext, o->save_best ? "true" : "false", time_now() - r->t0,
             mem_peak_rss() / 1e6);
     free(qdata), free(qbase), free(qfp), free(qrec), free(opts);
     return rec;
 }
 
-// One version of --out after step steps: the adapter, training_record.json,
-// loss.svg and (with_ckpt) the checkpoint, built in a hidden temp directory and
+// Carries name (a file of --out) into the new version d->tmp unchanged.
+static int carry(const adir *d, const char *out, const char *name) {
+    char src[8600], dst[8600];
+    snprintf(src, sizeof src, "%s/%s", out, name);
+    snprintf(dst, sizeof dst, "%s/%s", d->tmp, name);
+    return file_link_or_copy(src, dst);
+}
+
+// One version of --out after step steps: the adapter (new, or with --save-best
+// the best one so far, carried), training_record.json, loss.svg, metrics.jsonl
+// and checkpoints/: with_ckpt: this step's and the newest keep-1 before it, else
+// the newest keep; older ones are dropped. Built in a hidden temp directory and
 // swapped in with one rename (fileio.h adir): after a crash at any point, --out is
-// the previous version or this one, each complete.
-static int write_out(const run_out *r, trainer *t, int step, int with_ckpt) {
-    char path[4300];
+// the previous version or this one, each complete. Checkpoints are never changed
+// once written, so a version shares them with the previous one (hard links).
+static int write_out(run_out *r, trainer *t, int step, int with_ckpt, int new_adapter, int keep) {
+    char path[4400];
+    if (new_adapter || r->adapter_step < 0) r->adapter_step = step;
     char *rec = record_json(r, step);
     if (!rec) return ql_err(QL_ENOMEM, "out of memory");
     adir d;
     int rc = adir_open(&d, r->o->out);
     if (rc) { free(rec); return rc; }
-    trainer_pull(t);
-    rc = lora_write_peft_files(t->a, d.tmp, rec, DT_F16);
+    if (r->adapter_step == step) {
+        trainer_pull(t);
+        rc = lora_write_peft_files(t->a, d.tmp, rec, DT_F16);
+    } else {  // --save-best: the adapter of an earlier step stays
+        rc = carry(&d, r->o->out, PEFT_CONFIG_NAME);
+        if (!rc) rc = carry(&d, r->o->out, PEFT_WEIGHTS_NAME);
+        snprintf(path, sizeof path, "%s/%s", d.tmp, PEFT_RECORD_NAME);
+        if (!rc) rc = file_write_atomic(path, rec, strlen(rec));
+    }
     free(rec);
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", d.tmp);
+    long old[64];
+    int nold = r->own ? list_checkpoints(r->o->out, old, keep < 64 ? keep : 64) : 0;
+    if (with_ckpt && nold && old[nold - 1] == step) nold--;  // written again below
+    int first = with_ckpt && nold >= keep ? nold - keep + 1 : 0;  // room for this step's
+    snprintf(path, sizeof path, "%s/%s", d.tmp, PEFT_CHECKPOINTS_DIR);
+    if (!rc && (with_ckpt || nold > first) && mkdir(path, 0755) != 0)
+        rc = ql_err(QL_EIO, "%s: cannot create: %s", path, strerror(errno));
+    for (int i = first; i < nold && !rc; i++) {
+        snprintf(path, sizeof path, "%s/checkpoint-%ld.safetensors", PEFT_CHECKPOINTS_DIR, old[i]);
+        rc = carry(&d, r->o->out, path);
+    }
+    snprintf(path, sizeof path, "%s/%s/checkpoint-%d.safetensors", d.tmp, PEFT_CHECKPOINTS_DIR, step);
     if (!rc && with_ckpt)
         rc = save_checkpoint(path, t, step, (float *)r->losses, r->nval, (int *)r->vstep, (float *)r->vloss, r->fingerprint);
     snprintf(path, sizeof path, "%s/loss.svg", d.tmp);
@@ -370,6 +450,7 @@ static int write_out(const run_out *r, trainer *t, int step, int with_ckpt) {
     else rc = adir_commit(&d);
     if (rc) rc = ql_err(rc, "%s: cannot write the adapter and checkpoint of step %d (--out is left as it was): %s",
                         r->o->out, step, ql_errmsg());
+    else r->own = 1;
     return rc;
 }
 
@@ -405,7 +486,8 @@ int cmd_train(int argc, char **argv) {
         goto done_args;
     }
     if (bd < 0 || o.batch < 1 || o.accum < 1 || o.seq_len < 2 || o.epochs < 1 || o.max_steps < 0 || !(o.lr > 0) ||
-        o.warmup < 0 || o.stop_after < 0 || o.val_split < 0 || o.val_split >= 1 || o.eval_every < 0 || o.save_every < 0 || o.log_every < 1) {
+        o.warmup < 0 || o.stop_after < 0 || o.val_split < 0 || o.val_split >= 1 || o.eval_every < 0 || o.save_every < 0 ||
+        o.log_every < 1 || o.keep_ckpts < 0 || o.early_stop < 0) {
         fprintf(stderr, "qlora train: error: bad value: --base-dtype must be nf4/f16/f32; --batch-size, --grad-accum, "
                         "--epochs, --log-every >= 1; --seq-len >= 2; --lr > 0; --val-split in [0, 1); counts >= 0\n");
         code = 2;
@@ -429,8 +511,7 @@ int cmd_train(int argc, char **argv) {
         strbuf metrics = {0};
         float *losses = NULL, *vloss = NULL;
         int *vstep = NULL, nval = 0, *buf = NULL, *perm = NULL;
-        char ckpt[4200], fingerprint[1024];
-        snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out);
+        char ckpt[4400], fingerprint[1024];
 
         be = ops_new(o.backend, o.threads);
         if (!be) { rc = QL_EINVAL; goto done; }
@@ -453,6 +534,16 @@ int cmd_train(int argc, char **argv) {
                  ds.stats.skipped);
         if ((rc = dataset_pack(&tp_rows, &ds, o.seq_len, 0))) goto done;
         if (vs.n_samples && (rc = dataset_pack(&vp_rows, &vs, o.seq_len, 0))) goto done;
+        if ((o.early_stop || o.save_best) && !vp_rows.R) {
+            rc = ql_err(QL_EINVAL, "%s needs a validation set, and there is none: give --val-split > 0 or --val-data",
+                        o.early_stop ? "--early-stopping" : "--save-best");
+            goto done;
+        }
+        if (o.early_stop && !o.eval_every) {
+            rc = ql_err(QL_EINVAL, "--early-stopping %d counts evaluations, and --eval-every 0 evaluates only at the "
+                        "end: give --eval-every > 0", o.early_stop);
+            goto done;
+        }
         int per_step = o.batch * o.accum;
         int steps = o.max_steps > 0 ? o.max_steps : (int)(((long)o.epochs * tp_rows.R + per_step - 1) / per_step);
         // runs that will not do what their options suggest: say so before the hours go
@@ -497,14 +588,25 @@ int cmd_train(int argc, char **argv) {
         int step0 = 0;
         run_out ro = {.o = &o, .recipe = recipe, .rtext = rtext, .fingerprint = fingerprint, .ds = &ds, .vs = &vs,
                       .tmpl = tmpl, .steps = steps, .losses = losses, .vstep = vstep, .vloss = vloss,
-                      .metrics = &metrics, .t0 = time_now()};
+                      .metrics = &metrics, .t0 = time_now(), .adapter_step = -1};
+        int since_best = 0;  // evaluations since the best one (--early-stopping)
         if (o.resume) {
-            if ((rc = load_checkpoint(ckpt, &t, steps, fingerprint, &step0, losses, &nval, vstep, vloss))) { free(rows); goto done; }
+            if ((rc = find_checkpoint(o.out, ckpt, sizeof ckpt)) ||
+                (rc = load_checkpoint(ckpt, &t, steps, fingerprint, &step0, losses, &nval, vstep, vloss))) { free(rows); goto done; }
             log_info("resumed from %s at step %d", ckpt, step0);
-            char mp[4200];
+            char mp[4400];
             snprintf(mp, sizeof mp, "%s/metrics.jsonl", o.out);
             metrics_resume(&metrics, mp, step0);
+            ro.own = 1;
+            // the best evaluation so far; --save-best wrote its adapter when it came
+            for (int i = 0; i < nval; i++) {
+                if (vstep[i] < 1) continue;
+                if (!ro.best_step || vloss[i] < ro.best_val) ro.best_val = vloss[i], ro.best_step = vstep[i], since_best = 0;
+                else since_best++;
+            }
+            if (o.save_best && ro.best_step) ro.adapter_step = ro.best_step;
         }
+        const int keep_now = o.keep_ckpts > 1 ? o.keep_ckpts : 1;  // while running, the newest is always kept
         const double rows_per_step = (double)o.batch * o.accum;  // for the epoch in metrics.jsonl
         if (vp_rows.R && step0 == 0 && nval == 0) {  // where training starts from
             double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
@@ -518,6 +620,8 @@ int cmd_train(int argc, char **argv) {
                      "(Ctrl-C again to quit at once, losing the step)\n");
         double t0 = time_now(), trained_total = 0;
         int stop = o.stop_after > 0 && o.stop_after < steps ? o.stop_after : steps;
+        int done_steps = steps, improved = 0;  // the run's last step (--early-stopping ends it before steps)
+        if (o.early_stop && since_best >= o.early_stop) stop = done_steps = step0, ro.early = 1;  // a resumed run that had stopped
         for (int step = step0; step < stop && !rc; step++) {
             // gather the step's micro-batches first: the loss is normalized by their total trained tokens
             long ntr = 0;
@@ -560,25 +664,37 @@ int cmd_train(int argc, char **argv) {
                         "{\"step\": %d, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
                         "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
                         step + 1, epoch, loss, lr, norm, tps, el);
+            improved = 0;
             if (vp_rows.R && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
                 double vl = val_loss(&t, &vp_rows, o.batch, buf, buf + N, buf + 2 * N, buf + 3 * N);
                 vloss[nval] = (float)vl, vstep[nval++] = step + 1;
                 if (tty) fputc('\n', stderr);
-                fprintf(stderr, "step=%d val_loss=%.6f\n", step + 1, vl);
+                if ((improved = !ro.best_step || (float)vl < ro.best_val)) ro.best_val = (float)vl, ro.best_step = step + 1, since_best = 0;
+                else since_best++;
+                fprintf(stderr, "step=%d val_loss=%.6f%s\n", step + 1, vl, improved ? " (best)" : "");
                 sb_addf(&metrics, "{\"step\": %d, \"epoch\": %.4f, \"val_loss\": %.6f, \"elapsed_s\": %.3f}\n",
                         step + 1, epoch, vl, time_now() - t0);
+                if (!last && o.early_stop && since_best >= o.early_stop) {
+                    log_info("early stopping after step %d: the validation loss has not improved for %d evaluations "
+                             "(best %.6f at step %d)", step + 1, since_best, ro.best_val, ro.best_step);
+                    done_steps = step + 1, ro.early = 1;
+                    break;
+                }
             }
             ro.nval = nval;
-            // a checkpoint goes out with the adapter of its step (the final one below)
+            // a checkpoint goes out with the adapter of its step (the final one below); --save-best
+            // writes each new best adapter when it comes, so that a crash keeps it
             const int save =
                 !last && ((o.save_every && (step + 1) % o.save_every == 0) || (stop < steps && step + 1 == stop));
-            if (save) rc = write_out(&ro, &t, step + 1, 1);
+            const int new_adapter = !o.save_best || improved;
+            if (save || (!last && o.save_best && improved)) rc = write_out(&ro, &t, step + 1, save, new_adapter, keep_now);
             if (!rc && !last && intr_requested()) {  // Ctrl-C: keep what this run has done (once)
                 if (tty) fputc('\n', stderr);
-                if (!save) rc = write_out(&ro, &t, step + 1, 1);
+                if (!save) rc = write_out(&ro, &t, step + 1, 1, new_adapter, keep_now);
                 if (!rc) {
-                    log_info("interrupted after step %d of %d; %s holds the checkpoint and the adapter of that step. "
-                             "Continue with the same command and --resume.", step + 1, steps, o.out);
+                    log_info("interrupted after step %d of %d; %s holds the checkpoint (%s/) and the adapter%s. "
+                             "Continue with the same command and --resume.", step + 1, steps, o.out, PEFT_CHECKPOINTS_DIR,
+                             o.save_best ? " with the lowest validation loss so far" : " of that step");
                     interrupted = 1;
                 }
                 break;
@@ -587,17 +703,27 @@ int cmd_train(int argc, char **argv) {
         free(rows);
         if (tty && !interrupted) fputc('\n', stderr);
         if (rc || interrupted) goto done;
-        if (stop < steps) {
+        if (stop < steps && !ro.early) {
             log_info("stopped after step %d of %d; %s holds the checkpoint and the adapter of that step (continue with "
                      "--resume)", stop, steps, o.out);
             goto done;
         }
         ro.nval = nval;
-        rc = write_out(&ro, &t, steps, o.save_every > 0);
+        // checkpoints/ after a run that completes: the final step's (--save-every) and the newest
+        // before it, --keep-checkpoints in all; 0 removes them
+        rc = write_out(&ro, &t, done_steps, o.save_every > 0 && o.keep_ckpts > 0, !o.save_best || improved, o.keep_ckpts);
+        long kept[1];
+        int nk = rc ? 0 : list_checkpoints(o.out, kept, 1);
+        if (!rc && nk)
+            log_info("checkpoints: %s/%s (the newest: step %ld; --keep-checkpoints %d)", o.out, PEFT_CHECKPOINTS_DIR,
+                     kept[0], o.keep_ckpts);
+        if (!rc && o.save_best)
+            log_info("--save-best: the adapter in %s is the one of step %d (validation loss %.6f)", o.out,
+                     ro.adapter_step, ro.best_val);
         if (!rc)
-            log_info("wrote %s (adapter_config.json, adapter_model.safetensors, training_record.json, loss.svg, metrics.jsonl%s); "
-                     "final train loss %.4f", o.out, o.save_every > 0 ? ", checkpoint.safetensors" : "",
-                     steps ? losses[steps - 1] : 0.0f);
+            log_info("wrote %s (adapter_config.json, adapter_model.safetensors, training_record.json, loss.svg, "
+                     "metrics.jsonl%s); final train loss %.4f", o.out, nk ? ", checkpoints/" : "",
+                     done_steps ? losses[done_steps - 1] : 0.0f);
     done:
         if (rc) {
             fprintf(stderr, "qlora train: error: %s\n", ql_errmsg());
