@@ -56,6 +56,19 @@ static const store_entry *by_serial(const adapter_store *st, int serial) {
     return NULL;
 }
 
+// The chat template of a turn answered by e (NULL: the base): --chat-template when
+// given, else the one e was trained in (its training_record.json), else the base's.
+// A --chat-template that differs from e's recorded one is said once per adapter.
+static ds_template template_for(const chat_opts *co, const store_entry *e) {
+    if (!e || !e->has_tmpl) return co->tmpl;
+    if (!co->tmpl_given) return e->tmpl;
+    static int said[64];
+    if (e->tmpl != co->tmpl && e->serial < 64 && !said[e->serial]++)
+        log_warn("adapter %s was trained in the %s chat template; answering in --chat-template %s as asked", e->name,
+                 ds_template_name(e->tmpl), ds_template_name(co->tmpl));
+    return co->tmpl;
+}
+
 static void list_adapters(const adapter_store *st, int cur, FILE *f) {
     fprintf(f, "%c base\n", cur ? ' ' : '*');
     for (int i = 0; i < st->n; i++) {
@@ -182,10 +195,16 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
     int T = co->ctx > 0 ? co->ctx : m->cfg.max_pos < 2048 ? m->cfg.max_pos : 2048;
     if (T > m->cfg.max_pos) T = m->cfg.max_pos;
     fwd_state f = {0};
-    rc = fwd_init_slots(&f, m, o, T, T < 512 ? T : 512, 1);
+    // --n N: N answers a turn, one slot each (the prefix cache needs a single slot: N > 1 runs the whole prompt)
+    const int nc = co->n_choices > 1 ? co->n_choices : 1;
+    rc = fwd_init_slots(&f, m, o, T, T < 512 ? T : 512, nc);
     dataset_options dopt;
-    prompt_options(&dopt, m, co->tmpl);
+    ds_template tmpl = template_for(co, e0);
+    prompt_options(&dopt, m, tmpl);
     convo c = {0};
+    char **alt = calloc((size_t)nc, sizeof(char *));  // the last turn's answers (--n): /pick K keeps answer K
+    int turn = 0;
+    if (!rc && !alt) rc = ql_err(QL_ENOMEM, "out of memory");
     if (!rc && co->system[0]) rc = convo_add(&c, DS_ROLE_SYSTEM, co->system), c.first = 1;
     int *fed = malloc(sizeof(int) * (size_t)T), nfed = 0;  // the tokens in the KV cache
     int fed_with = -1;                                       // and the adapter that made them
@@ -196,7 +215,8 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
     int tty = isatty(fileno(in));
     if (!rc)
         fprintf(stderr, "qlora chat: %s template, context %d; answering with %s. /adapter NAME, /adapters, /load, /unload, /reset, "
-                        "/quit; Ctrl-C stops an answer, Ctrl-D leaves\n", ds_template_name(co->tmpl), T, e0 ? e0->name : "base");
+                        "/quit%s; Ctrl-C stops an answer, Ctrl-D leaves\n", ds_template_name(tmpl), T, e0 ? e0->name : "base",
+                nc > 1 ? ", /pick K" : "");
     char *line = NULL;
     size_t cap = 0;
     // A terminal gets line editing and history (libedit: arrow keys, Ctrl-R); the
@@ -260,12 +280,27 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
                 if (!base && store_check_name(arg, strlen(arg))) fprintf(out, "(%s)\n", ql_errmsg());
                 else if (e || base) {
                     cur = e ? e->serial : 0;
-                    fprintf(out, "(answering with %s)\n", e ? e->name : "base");
+                    ds_template t = template_for(co, e);
+                    fprintf(out, "(answering with %s%s%s)\n", e ? e->name : "base", t != tmpl ? ", chat template " : "",
+                            t != tmpl ? ds_template_name(t) : "");
                 } else fprintf(out, "(no loaded adapter '%s'; /adapters lists them)\n", arg);
-            } else fprintf(out, "(commands: /adapter NAME, /adapters, /load NAME|PATH[:scale], /unload NAME, /reset, /quit)\n");
+            } else if (!strcmp(line, "/pick") && arg && *arg) {
+                int k = atoi(arg);
+                if (nc < 2 || k < 1 || k > nc || !alt[k - 1] || c.n == 0 || c.m[c.n - 1].role != DS_ROLE_ASSISTANT)
+                    fprintf(out, "(/pick K: K from 1 to %d, after a turn with --n answers)\n", nc);
+                else {
+                    convo_drop(&c, c.n - 1, 1);
+                    rc = convo_add(&c, DS_ROLE_ASSISTANT, alt[k - 1]);
+                    fprintf(out, "(kept answer %d)\n", k);
+                }
+            } else fprintf(out, "(commands: /adapter NAME, /adapters, /load NAME|PATH[:scale], /unload NAME, /reset, %s/quit)\n",
+                           nc > 1 ? "/pick K, " : "");
             fflush(out);
             continue;
         }
+        const store_entry *ce = by_serial(&st, cur);
+        tmpl = template_for(co, ce);  // the answering adapter's own template
+        prompt_options(&dopt, m, tmpl);
         rc = convo_add(&c, DS_ROLE_USER, line);
         int *ids = NULL, n = 0, fits = 1;
         if (!rc) rc = render_fit(&c, tok, &dopt, T, &ids, &n, &fits);
@@ -276,41 +311,57 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
             continue;
         }
         int keep = 0;  // the prefix the cache already holds
-        if (fed_with == cur)
+        if (fed_with == cur && nc == 1)
             while (keep < nfed && keep < n - 1 && fed[keep] == ids[keep]) keep++;
-        const store_entry *ce = by_serial(&st, cur);
-        eng_req r = {.prompt = ids, .n_prompt = n, .max_tokens = co->max_tokens < T - n ? co->max_tokens : T - n,
-                     .stop_at_eos = 1, .smp = smp, .cached = keep, .on_text = stream_out, .on_text_ctx = out};
-        if (ce) r.adapter = &ce->a, r.scale = ce->scale;
-        const char *const *ts = ds_template_stops(co->tmpl);
-        for (int i = 0; ts[i]; i++) r.stop[i] = ts[i];
-        fprintf(out, "%s> ", ce ? ce->name : "base");
+        eng_req r[nc];
+        for (int k = 0; k < nc; k++) {
+            r[k] = (eng_req){.prompt = ids, .n_prompt = n, .max_tokens = co->max_tokens < T - n ? co->max_tokens : T - n,
+                             .stop_at_eos = 1, .smp = smp, .cached = keep};
+            if (nc == 1) r[k].on_text = stream_out, r[k].on_text_ctx = out;  // N answers are printed when done
+            else sampler_init(&r[k].smp, co->temperature, co->top_k, co->top_p,
+                              (uint64_t)co->seed + (uint64_t)turn * (uint64_t)nc + (uint64_t)k),
+                 sampler_penalties(&r[k].smp, co->pen.repetition, co->pen.frequency, co->pen.presence, co->pen.min_p);
+            if (ce) r[k].adapter = &ce->a, r[k].scale = ce->scale;
+            const char *const *ts = ds_template_stops(tmpl);
+            for (int i = 0; ts[i]; i++) r[k].stop[i] = ts[i];
+        }
+        if (nc == 1) fprintf(out, "%s> ", ce ? ce->name : "base");
         fflush(out);
         eng_stats es;
         intr_clear();  // a Ctrl-C pressed at the prompt does not stop this answer
-        rc = engine_run(&f, tok, &r, 1, &es);
-        if (!rc && r.finish && !strcmp(r.finish, "cancelled")) fprintf(out, " (stopped)");
+        rc = engine_run(&f, tok, r, nc, &es);
+        turn++;
+        for (int k = 0; k < nc && !rc && nc > 1; k++) {
+            fprintf(out, "%s [%d/%d]> %s%s\n", ce ? ce->name : "base", k + 1, nc, r[k].text ? r[k].text : "",
+                    r[k].finish && !strcmp(r[k].finish, "cancelled") ? " (stopped)" : "");
+            free(alt[k]);
+            alt[k] = strdup(r[k].text ? r[k].text : "");
+        }
+        if (!rc && nc == 1 && r[0].finish && !strcmp(r[0].finish, "cancelled")) fprintf(out, " (stopped)");
         intr_clear();
-        fprintf(out, "\n");
+        if (nc == 1) fprintf(out, "\n");
+        else if (!rc) fprintf(out, "(answer 1 goes on in the conversation; /pick K keeps answer K instead)\n");
         fflush(out);
-        if (!rc && !strcmp(r.finish, "error")) rc = ql_err(QL_EINVAL, "chat: %s", r.err);
+        if (!rc && !strcmp(r[0].finish, "error")) rc = ql_err(QL_EINVAL, "chat: %s", r[0].err);
         if (!rc) {
-            smp = r.smp;
-            // the cache now holds the prompt and every generated token but the last
+            smp = r[0].smp;
+            // the cache (one slot) now holds the prompt and every generated token but the last
             nfed = n;
             memcpy(fed, ids, sizeof(int) * (size_t)n);
-            for (int i = 0; i + 1 < r.n_ids && nfed < T; i++) fed[nfed++] = r.ids[i];
+            for (int i = 0; i + 1 < r[0].n_ids && nfed < T; i++) fed[nfed++] = r[0].ids[i];
             fed_with = cur;
-            rc = convo_add(&c, DS_ROLE_ASSISTANT, r.text);
-            log_debug("chat: %d prompt tokens (%d cached), %d generated in %.2f s", n, keep, r.n_ids, es.seconds);
+            rc = convo_add(&c, DS_ROLE_ASSISTANT, r[0].text);
+            log_debug("chat: %d prompt tokens (%d cached), %d generated in %.2f s", n, keep, r[0].n_ids, es.seconds);
         }
-        eng_req_free(&r);
+        for (int k = 0; k < nc; k++) eng_req_free(&r[k]);
         free(ids);
     }
     intr_restore();
 #ifdef QLORA_HAVE_LIBEDIT
     if (edit) editor_close(&ed);
 #endif
+    for (int k = 0; alt && k < nc; k++) free(alt[k]);
+    free(alt);
     free(line);
     free(fed);
     convo_drop(&c, 0, c.n);

@@ -6,7 +6,10 @@
 //                   --adapter-dir, else a path)
 //   /unload NAME    drop one (the base and the others are untouched)
 //   /reset          forget the conversation (the system prompt stays)
+//   /pick K         with --n N: keep answer K of the last turn instead of answer 1
 //   /quit           leave (so does end of input)
+// A turn is rendered in the chat template the answering adapter was trained in
+// (its training_record.json), unless --chat-template is given.
 // Each turn renders the whole conversation (datasets' ds_render_prompt) and runs
 // only the tokens past what the KV cache already holds: the prefix is reused
 // while the adapter stays the same. The oldest turns are dropped when the
@@ -26,7 +29,9 @@ typedef struct {
     const char *adapter_dir, *adapters;  // the store (either may be empty)
     const char *adapter;                 // the adapter to start with; "" is the base
     const char *system;                  // a system prompt, or ""
-    ds_template tmpl;
+    ds_template tmpl;                    // the base's turns (and adapters' without a recorded template)
+    int tmpl_given;                      // tmpl was asked for: it overrides adapters' recorded templates
+    int n_choices;                       // answers a turn (--n; 0 is 1)
     int max_tokens, top_k, seed, ctx;
     int follow_symlinks;                 // links in the store may point out of it
     float temperature, top_p;

@@ -30,17 +30,21 @@ struct req_line {
     float temperature, top_p;
     long long seed;
     sample_penalties pen;
+    int n_choices;       // "n": answers to the prompt, each with its own seed (seed + k)
+    ds_message *msg;     // "messages", kept to render again in the adapter's own template
+    int nm;
     char err[1400];      // not empty: this line cannot run
 };
 
 static void line_free(req_line *q) {
     free(q->id), free(q->adapter), free(q->ids);
+    ds_messages_free(q->msg, q->nm);
     for (int i = 0; i < ENGINE_MAX_STOPS; i++) free(q->stop[i]);
 }
 
 static const char *const fields[] = {"id",          "prompt", "messages", "adapter", "scale", "max_tokens",
                                      "temperature", "top_p",  "top_k",    "seed",    "stop",  "repetition_penalty",
-                                     "frequency_penalty", "presence_penalty", "min_p"};
+                                     "frequency_penalty", "presence_penalty", "min_p", "n"};
 
 
 static int get_stops(const json_doc *d, req_line *q) {
@@ -66,7 +70,7 @@ static void warn_unknown(const char *where, const char *key, int len) {
         if ((int)strlen(seen[i]) == len && !memcmp(seen[i], key, (size_t)len)) return;
     if (nseen < 16) memcpy(seen[nseen], key, (size_t)len), seen[nseen++][len] = '\0';
     log_warn("%s: unknown field \"%.*s\" ignored (a request takes id, prompt or messages, adapter, scale, max_tokens, "
-             "temperature, top_p, top_k, seed, stop, repetition_penalty, frequency_penalty, presence_penalty, min_p)",
+             "temperature, top_p, top_k, seed, stop, repetition_penalty, frequency_penalty, presence_penalty, min_p, n)",
              where, len, key);
 }
 
@@ -123,6 +127,9 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
             rc = ql_err(QL_EFORMAT, "%s: field 'adapter': %s", what, ql_errmsg());
     }
     double x = q->max_tokens, temp = q->temperature, tp = q->top_p, tk = q->top_k, sd = (double)q->seed, sc = -1;
+    double nc = q->n_choices;
+    if (!rc) rc = json_get_ranged(&d, 0, "n", 1, 0, 1, REQUESTS_MAX_N, &nc);
+    q->n_choices = (int)nc;
     if (!rc) rc = json_get_ranged(&d, 0, "max_tokens", 1, 0, 0, 1 << 20, &x);
     if (!rc) rc = json_get_ranged(&d, 0, "temperature", 0, 0, 0, 100, &temp);
     if (!rc) rc = json_get_ranged(&d, 0, "top_p", 0, 0, 1e-9, 1, &tp);
@@ -151,15 +158,12 @@ static int parse_line(req_line *q, const char *text, size_t len, const char *fil
         if (!rc) rc = tokenize_prompt(m, tok, p, &q->ids, &q->n);
         free(p);
     } else if (!rc) {
-        ds_message *msg = NULL;
-        int nm = 0;
-        rc = ds_parse_messages(&msg, &nm, &d, vm, file, q->line, 1);
+        rc = ds_parse_messages(&q->msg, &q->nm, &d, vm, file, q->line, 1);
         dataset_options dopt;
         prompt_options(&dopt, m, ro->tmpl);
-        if (!rc) rc = ds_render_prompt(&q->ids, &q->n, msg, nm, tok, &dopt);
+        if (!rc) rc = ds_render_prompt(&q->ids, &q->n, q->msg, q->nm, tok, &dopt);
         if (rc == QL_EFORMAT && !strstr(ql_errmsg(), file))  // a template error has no location yet
             rc = ql_err(QL_EFORMAT, "%s: %s", what, ql_errmsg());
-        ds_messages_free(msg, nm);
     }
     json_free(&d);
     return rc;
@@ -192,7 +196,7 @@ static int open_store(adapter_store *st, const model *m, const requests_opts *ro
     return rc;
 }
 
-// One result line.
+// One result line: r[0..q->n_choices) are its answers.
 static int add_result(strbuf *b, const req_line *q, const eng_req *r) {
     char *qa = q->adapter ? json_quote(q->adapter) : NULL;
     const char *err = q->err[0] ? q->err : r && r->finish && !strcmp(r->finish, "error") ? r->err : NULL;
@@ -207,12 +211,25 @@ static int add_result(strbuf *b, const req_line *q, const eng_req *r) {
         rc = sb_add(b, ", \"error\": ");
         if (!rc) rc = sb_add(b, qe);
         if (!rc) rc = sb_add(b, ", \"finish_reason\": \"error\"}\n");
-    } else if (!rc) {
+    } else if (!rc && q->n_choices == 1) {
         rc = sb_add(b, ", \"text\": ");
         if (!rc) rc = sb_add(b, qt);
         snprintf(num, sizeof num, ", \"tokens\": %d, \"prompt_tokens\": %d, \"finish_reason\": \"%s\"}\n", r->n_ids,
                  r->n_prompt, r->finish);
         if (!rc) rc = sb_add(b, num);
+    } else if (!rc) {  // "n": {"choices": [{"index", "text", "tokens", "finish_reason"}, ...]} as OpenAI's
+        rc = sb_addf(b, ", \"prompt_tokens\": %d, \"choices\": [", r->n_prompt);
+        for (int k = 0; k < q->n_choices && !rc; k++) {
+            char *t = json_quote(r[k].text ? r[k].text : "");
+            const int bad = r[k].finish && !strcmp(r[k].finish, "error");
+            char *e = bad ? json_quote(r[k].err) : NULL;
+            if (!t || (bad && !e)) rc = ql_err(QL_ENOMEM, "out of memory");
+            else if (bad) rc = sb_addf(b, "%s{\"index\": %d, \"error\": %s, \"finish_reason\": \"error\"}", k ? ", " : "", k, e);
+            else rc = sb_addf(b, "%s{\"index\": %d, \"text\": %s, \"tokens\": %d, \"finish_reason\": \"%s\"}", k ? ", " : "",
+                              k, t, r[k].n_ids, r[k].finish);
+            free(t), free(e);
+        }
+        if (!rc) rc = sb_add(b, "]}\n");
     }
     free(qa), free(qe), free(qt);
     return rc;
@@ -240,7 +257,7 @@ int requests_parse(req_line **out, int *n_out, const char *text, size_t len, con
         }
         req_line *r = &q[n++];
         *r = (req_line){.line = line, .max_tokens = ro->max_tokens, .top_k = ro->top_k, .temperature = ro->temperature,
-                        .top_p = ro->top_p, .seed = ro->seed, .pen = ro->pen};
+                        .top_p = ro->top_p, .seed = ro->seed, .pen = ro->pen, .n_choices = ro->n_choices > 0 ? ro->n_choices : 1};
         int prc = parse_line(r, text + s, l - s, path, m, tok, ro);
         if (prc == QL_ENOMEM) rc = prc;
         else if (prc) snprintf(r->err, sizeof r->err, "%s", ql_errmsg());
@@ -272,8 +289,11 @@ int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_op
     // adapters
     adapter_store st = {0};
     if (!rc) rc = open_store(&st, m, ro, q, n);
-    eng_req *er = rc ? NULL : calloc((size_t)n, sizeof *er);
-    int *of = rc ? NULL : malloc(sizeof(int) * (size_t)n);  // line -> its engine request, or -1
+    size_t nreq = 0;
+    for (int i = 0; i < n; i++) nreq += (size_t)q[i].n_choices;
+    eng_req *er = rc ? NULL : calloc(nreq ? nreq : 1, sizeof *er);
+    int *of = rc ? NULL : malloc(sizeof(int) * (size_t)n);  // line -> its first engine request, or -1
+    int warned[64] = {0};  // the store entries whose recorded template a --chat-template overrode (said once)
     if (!rc && (!er || !of)) rc = ql_err(QL_ENOMEM, "out of memory");
     int ne = 0;
     long long T = 0;
@@ -293,16 +313,37 @@ int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_op
                          q[i].adapter, se->err);
         }
         if (q[i].err[0]) continue;
-        eng_req *r = &er[ne];
-        *r = (eng_req){.prompt = q[i].ids, .n_prompt = q[i].n, .max_tokens = q[i].max_tokens,
-                       .stop_at_eos = ro->stop_at_eos};
-        if (se) r->adapter = &se->a, r->scale = q[i].scale >= 0 ? q[i].scale : se->scale;
-        for (int k = 0; k < ENGINE_MAX_STOPS; k++) r->stop[k] = q[i].stop[k];
-        sampler_init(&r->smp, q[i].temperature, q[i].top_k, q[i].top_p, (uint64_t)q[i].seed);
-        sampler_penalties(&r->smp, q[i].pen.repetition, q[i].pen.frequency, q[i].pen.presence, q[i].pen.min_p);
+        // "messages" in the template the adapter was trained in (its training_record.json),
+        // unless --chat-template says otherwise
+        if (q[i].msg && se && se->has_tmpl && se->tmpl != ro->tmpl) {
+            int k = (int)(se - st.e);
+            if (!ro->tmpl_given) {
+                dataset_options dopt;
+                prompt_options(&dopt, m, se->tmpl);
+                free(q[i].ids), q[i].ids = NULL;
+                int prc = ds_render_prompt(&q[i].ids, &q[i].n, q[i].msg, q[i].nm, tok, &dopt);
+                if (prc == QL_ENOMEM) { rc = prc; break; }
+                if (prc) {
+                    snprintf(q[i].err, sizeof q[i].err, "%s:%d: in adapter %s's chat template %s: %s", ro->path,
+                             q[i].line, se->name, ds_template_name(se->tmpl), ql_errmsg());
+                    continue;
+                }
+            } else if (k < 64 && !warned[k]++)
+                log_warn("adapter %s was trained in the %s chat template; its \"messages\" requests use --chat-template "
+                         "%s as asked", se->name, ds_template_name(se->tmpl), ds_template_name(ro->tmpl));
+        }
+        of[i] = ne;
+        for (int c = 0; c < q[i].n_choices; c++) {
+            eng_req *r = &er[ne++];
+            *r = (eng_req){.prompt = q[i].ids, .n_prompt = q[i].n, .max_tokens = q[i].max_tokens,
+                           .stop_at_eos = ro->stop_at_eos};
+            if (se) r->adapter = &se->a, r->scale = q[i].scale >= 0 ? q[i].scale : se->scale;
+            for (int k = 0; k < ENGINE_MAX_STOPS; k++) r->stop[k] = q[i].stop[k];
+            sampler_init(&r->smp, q[i].temperature, q[i].top_k, q[i].top_p, (uint64_t)q[i].seed + (uint64_t)c);
+            sampler_penalties(&r->smp, q[i].pen.repetition, q[i].pen.frequency, q[i].pen.presence, q[i].pen.min_p);
+        }
         long long need = (long long)q[i].n + (q[i].max_tokens > 0 ? q[i].max_tokens : 1);
         if (need > T) T = need;
-        of[i] = ne++;
     }
     if (ro->ctx > 0) T = ro->ctx;
     if (T > m->cfg.max_pos) T = m->cfg.max_pos;
@@ -319,8 +360,11 @@ int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_op
     strbuf out = {0};
     for (int i = 0; i < n && !rc; i++) {
         const eng_req *r = of[i] >= 0 ? &er[of[i]] : NULL;
-        if (r && r->finish && !strcmp(r->finish, "error") && !q[i].err[0])  // the engine's reason, located
+        if (r && q[i].n_choices == 1 && r->finish && !strcmp(r->finish, "error") && !q[i].err[0])  // the engine's reason, located
             snprintf(q[i].err, sizeof q[i].err, "%s:%d: %s", ro->path, q[i].line, r->err);
+        for (int c = 1; r && c < q[i].n_choices && !q[i].err[0]; c++)  // a prompt too long fails every choice: one error
+            if (r[0].finish && !strcmp(r[0].finish, "error") && r[c].finish && !strcmp(r[c].finish, "error"))
+                snprintf(q[i].err, sizeof q[i].err, "%s:%d: %s", ro->path, q[i].line, r[0].err);
         *n_failed += q[i].err[0] != 0;
         rc = add_result(&out, &q[i], q[i].err[0] ? NULL : r);
     }

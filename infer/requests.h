@@ -4,9 +4,15 @@
 //   {"id": any, "prompt": "..." | "messages": [{"role","content"}...],
 //    "adapter": "name" (a folder of --adapter-dir; absent, null or "" is the base),
 //    "scale": x, "max_tokens": n, "temperature": x, "top_p": x, "top_k": n,
-//    "seed": n, "stop": "..." | ["...", ...] (at most 4)}
-// and its result:
+//    "seed": n, "stop": "..." | ["...", ...] (at most 4), "n": answers (1 to
+//    REQUESTS_MAX_N, each with seed + k), repetition_penalty, frequency_penalty,
+//    presence_penalty, min_p}
+// "messages" are rendered in the chat template the adapter was trained in (its
+// training_record.json), else tmpl; with tmpl_given, in tmpl (and a warning).
+// Its result:
 //   {"id", "adapter", "text", "tokens", "prompt_tokens", "finish_reason"}
+// or with "n" > 1 {"id", "adapter", "prompt_tokens", "choices": [{"index", "text",
+// "tokens", "finish_reason"}, ...]}
 // or, for a line that cannot run, {"id", "adapter", "error", "finish_reason": "error"}
 // with the file, line and field in the error; the other lines still run.
 #ifndef QL_REQUESTS_H
@@ -25,13 +31,17 @@ typedef struct {
     const char *adapters;      // a subset to load ("" loads the adapters the requests name)
     int batch;                 // sequences in one batch at most
     int ctx;                   // context per sequence; 0: the longest prompt + max_tokens
-    ds_template tmpl;          // for "messages"
+    ds_template tmpl;          // for "messages" (of the base, and of adapters with no recorded template)
     // defaults for fields a line leaves out
     int max_tokens, top_k, seed, stop_at_eos;
     float temperature, top_p;
     int follow_symlinks;       // links in the store may point out of it (--follow-symlinks)
     sample_penalties pen;      // defaults of repetition_penalty, frequency_penalty, presence_penalty, min_p
+    int n_choices;             // default of "n" (0 is 1)
+    int tmpl_given;            // tmpl was asked for (--chat-template): it overrides adapters' recorded templates
 } requests_opts;
+
+#define REQUESTS_MAX_N 16
 
 // One line of a requests file, parsed and checked (private to requests.c).
 typedef struct req_line req_line;

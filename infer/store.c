@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "../common/err.h"
+#include "../common/json.h"
 #include "../model/forward.h"
 #include "../common/log.h"
 #include "../train/peft.h"
@@ -149,6 +150,24 @@ static size_t adapter_bytes(const lora_adapter *a) {
     return b;
 }
 
+int store_record_template(const char *dir, ds_template *t) {
+    char p[PATH_MAX], *buf = NULL, *name = NULL;
+    size_t len;
+    int found = 0;
+    snprintf(p, sizeof p, "%s/%s", dir, PEFT_RECORD_NAME);
+    struct stat st;  // a FIFO would block the open
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode) || file_read_all(p, 1 << 20, &buf, &len)) return 0;
+    json_doc d;
+    if (!json_parse(&d, buf, len, p)) {
+        int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "chat_template") : -1;
+        if (v >= 0 && json_type(&d, v) == JSON_STRING && !json_get_string(&d, v, "chat_template", &name, NULL))
+            found = ds_template_parse(t, name) == QL_OK;
+        json_free(&d);
+    }
+    free(name), free(buf);
+    return found;
+}
+
 // Adds an entry for name at path with scale, and loads it; a failure to load is
 // recorded in the entry, as is a reason given in why (not loaded at all).
 static int add_entry(adapter_store *st, const model_config *c, const char *name, const char *path, float scale,
@@ -179,6 +198,7 @@ static int add_entry(adapter_store *st, const model_config *c, const char *name,
     }
     e->ok = 1;
     e->bytes = adapter_bytes(&e->a);
+    e->has_tmpl = store_record_template(path, &e->tmpl);
     log_info("adapter %s: r %d, alpha %g, scaling %g, scale %g, %.1f MB, loaded in %.3f s", name, e->a.rank,
              (double)e->a.alpha, (double)e->a.scaling, (double)scale, e->bytes / 1e6, e->load_s);
     return QL_OK;

@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include "../common/config.h"
+#include "../datasets/dataset.h"
 #include "../model/lora.h"
 
 #define STORE_NAME_MAX 128
@@ -35,6 +36,8 @@ typedef struct {
     size_t bytes;         // memory of its fp32 A and B
     double load_s;
     int serial;           // unique within the store's life (1, 2, ...): a reloaded adapter gets a new one
+    int has_tmpl;         // its training_record.json names the chat template it was trained in:
+    ds_template tmpl;     // the one its chat prompts are rendered with by default
 } store_entry;
 
 typedef struct {
@@ -70,6 +73,12 @@ int store_resolve(char **out /* out */, const char *dir, const char *name, int f
 int store_check_inside(const char *root_real, const char *dir_real, const char *shown, int follow_symlinks);
 // 1 when real (a resolved path) is strictly inside root (a resolved folder).
 int store_path_inside(const char *root, const char *real);
+
+// The chat template dir's training_record.json says the adapter learned its
+// turns in (qlora train records it for messages, Alpaca and ShareGPT data): 1
+// and *t, or 0 when there is no record, no template in it (text data) or one we
+// do not know.
+int store_record_template(const char *dir, ds_template *t /* out */);
 
 // Fills st from the two options (either may be empty). Returns an error only for
 // a bad option (an unreadable --adapter-dir, a malformed entry or name, a

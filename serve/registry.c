@@ -65,23 +65,6 @@ static uint64_t stamp_of(const char *dir) {
     return s ? s : 1;
 }
 
-// dir/training_record.json's "chat_template", when there is one.
-static void read_template(reg_adapter *a) {
-    char p[PATH_MAX], *buf = NULL, *name = NULL;
-    size_t len;
-    snprintf(p, sizeof p, "%s/%s", a->path, PEFT_RECORD_NAME);
-    struct stat st;  // a FIFO would block the open
-    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode) || file_read_all(p, 1 << 20, &buf, &len)) return;
-    json_doc d;
-    if (!json_parse(&d, buf, len, p)) {
-        int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "chat_template") : -1;
-        if (v >= 0 && json_type(&d, v) == JSON_STRING && !json_get_string(&d, v, "chat_template", &name, NULL))
-            a->has_template = ds_template_parse(&a->tmpl, name) == QL_OK;
-        json_free(&d);
-    }
-    free(name), free(buf);
-}
-
 // Loads path into a new entry (no lock held: loading takes milliseconds).
 static int load_entry(registry *g, const char *name, const char *path, reg_adapter **out) {
     reg_adapter *a = calloc(1, sizeof *a);
@@ -98,7 +81,7 @@ static int load_entry(registry *g, const char *name, const char *path, reg_adapt
         entry_free(a);
         return rc;
     }
-    read_template(a);
+    a->has_template = store_record_template(path, &a->tmpl);
     a->load_s = time_now() - t0;
     a->last_used = time_now();
     log_info("adapter %s: loaded from %s in %.1f ms (r %d, scaling %g%s%s)", name, path, a->load_s * 1e3, a->a.rank,

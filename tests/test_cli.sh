@@ -46,9 +46,9 @@ expect 2 "expected auto, cpu, cuda or ref" -- "$q" infer --base "$model" --promp
 expect 1 "no such model directory" -- "$q" infer --base "$tmp/none" --prompt x
 expect 1 "cannot open" -- "$q" eval --base "$model" --data "$tmp/none.txt"
 printf '{"text": "ok"}\n{"txt": 1}\n' >"$tmp/bad.jsonl"
-expect 1 "bad.jsonl:2: expected an object with a \"text\" field" -- "$q" eval --base "$model" --data "$tmp/bad.jsonl"
+expect 1 "bad.jsonl:2:1: unknown format" -- "$q" eval --base "$model" --data "$tmp/bad.jsonl"
 printf '{"text": "ok"\n' >"$tmp/bad2.jsonl"
-expect 1 "bad2.jsonl:1: invalid JSON" -- "$q" eval --base "$model" --data "$tmp/bad2.jsonl"
+expect 1 "bad2.jsonl:1:14: invalid JSON" -- "$q" eval --base "$model" --data "$tmp/bad2.jsonl"
 
 # infer: stdout carries only the generated text; greedy is deterministic; the
 # base file gives the same text as quantizing on load
@@ -68,13 +68,15 @@ ls "$tmp"/m.qlb.tmp.* >/dev/null 2>&1 && fail "quantize left a temp file"
 "$q" infer --base "$tmp/m.qlb" --prompt "The" --seed 5 --max-tokens 20 --ignore-eos >"$tmp/s2" 2>/dev/null
 cmp -s "$tmp/s1" "$tmp/s2" || fail "same seed gave different samples"
 
-# eval: the last line is loss=<f> ppl=<f> tokens=<n>; text and JSONL agree
+# eval: the last line is loss=<f> ppl=<f> tokens=<n>; a JSONL "text" line is scored as
+# training renders it: the plain text line's tokens plus a trained EOS
 printf 'the keeper lit the lamp\n\nwaves broke on the rocks\n' >"$tmp/e.txt"
 printf '{"text": "the keeper lit the lamp"}\n{"text": "waves broke on the rocks"}\n' >"$tmp/e.jsonl"
 "$q" eval --base "$model" --data "$tmp/e.txt" >"$tmp/e1" 2>/dev/null || fail "eval (text) failed"
 "$q" eval --base "$model" --data "$tmp/e.jsonl" >"$tmp/e2" 2>/dev/null || fail "eval (jsonl) failed"
 tail -1 "$tmp/e1" | grep -Eq '^loss=[0-9.]+ ppl=[0-9.]+ tokens=[0-9]+$' || fail "eval last line: $(tail -1 "$tmp/e1")"
-cmp -s "$tmp/e1" "$tmp/e2" || fail "eval of the same samples as text and JSONL differs: $(cat "$tmp/e1") vs $(cat "$tmp/e2")"
+[ "$(sed -n 's/.*tokens=//p' "$tmp/e2")" = $(( $(sed -n 's/.*tokens=//p' "$tmp/e1") + 2 )) ] \
+    || fail "eval: JSONL text should score 2 more tokens (EOS) than plain text: $(cat "$tmp/e1") vs $(cat "$tmp/e2")"
 
 # sampling penalties: out of range is refused by name; in range they run (greedy,
 # a strong repetition penalty changes a tiny model's repetitive answer)

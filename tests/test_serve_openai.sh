@@ -19,13 +19,14 @@ spid=
 trap '[ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"' EXIT
 store_train pirate support
 
-# the references: plain `qlora infer` for the base and each adapter, and
-# `qlora infer --requests` for a chat request (rendered with the adapters' llama2 template)
+# the references: plain `qlora infer` for the base and each adapter (the raw prompt,
+# as /v1/completions takes it: --chat-template none), and `qlora infer --requests`
+# for a chat request (rendered with the adapter's recorded template)
 prompt="Tell me about the sea"
 mkdir -p "$tmp/ref"
 for a in base pirate support; do
     opt=(); [ "$a" = base ] || opt=(--adapter "$tmp/store/$a")
-    "$q" infer --base "$model" "${opt[@]}" --prompt "$prompt" --max-tokens 10 --temperature 0 --threads 2 \
+    "$q" infer --base "$model" "${opt[@]}" --chat-template none --prompt "$prompt" --max-tokens 10 --temperature 0 --threads 2 \
         >"$tmp/ref/$a.txt" 2>"$tmp/ref_$a.log" || fail "reference infer ($a) failed: $(tail -2 "$tmp/ref_$a.log")"
 done
 echo '{"id": 1, "messages": [{"role": "user", "content": "Where is my order?"}], "adapter": "support", "max_tokens": 10, "temperature": 0}' \
