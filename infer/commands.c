@@ -448,8 +448,8 @@ int cmd_eval(int argc, char **argv) {
         {"--follow-symlinks", OPT_FLAG, &follow, NULL, "use links in --adapter-dir that point out of it"},
         {"--with-base", OPT_FLAG, &with_base, NULL, "with adapters: score the base too (its line first: adapter=base scale=0)"},
         {"--chat-template", OPT_STR, &tmpl_name, "",
-         "llama2, chatml, zephyr or llama3 for messages, alpaca and sharegpt lines; empty: the model's, else llama2 "
-         "(as train)"},
+         "llama2, chatml, zephyr or llama3 for messages, alpaca and sharegpt lines; empty: each adapter's own (its "
+         "training_record.json), else the model's, else llama2 (as train)"},
         {"--train-on-inputs", OPT_FLAG, &train_on_inputs, NULL, "score prompt tokens too (as train --train-on-inputs)"},
         {"--seq-len", OPT_INT, &seq_len, "0", "longer samples are cut (a warning says how many); 0 is max_position_embeddings"},
         {"--base-dtype", OPT_STR, &base_dtype, "nf4", "linear weights of a model directory: nf4, f16 or f32"},
@@ -538,9 +538,43 @@ int cmd_eval(int argc, char **argv) {
         t[nt] = (eval_target){&st.e[i].a, st.e[i].scale}, scales[nt] = st.e[i].scale, names[nt++] = st.e[i].name;
     }
     if (!rc && nt == 0) rc = ql_err(QL_ENOENT, "no adapter was loaded (%d named above)", st.n);
+    // chat data: each adapter is scored in the template it was trained in (its
+    // training_record.json) unless --chat-template is given; one pass per template
+    ds_template *tt = rc ? NULL : calloc((size_t)nt, sizeof *tt);
+    if (!rc && !tt) rc = ql_err(QL_ENOMEM, "out of memory");
+    int chat_data = jsonl && d.format != DS_FORMAT_TEXT && d.format != DS_FORMAT_PROMPT;
+    for (int j = 0; !rc && j < nt; j++) {
+        ds_template rec;
+        const store_entry *e = fan && t[j].adapter ? store_find(&st, names[j]) : NULL;
+        int has = e ? e->has_tmpl : t[j].adapter && store_record_template(adapter_dir, &rec);
+        if (e && has) rec = e->tmpl;
+        tt[j] = has && !tmpl_name[0] ? rec : tmpl;
+        if (chat_data && has && tmpl_name[0] && rec != tmpl)
+            log_warn("adapter %s was trained in the %s chat template; it is scored in --chat-template %s as asked",
+                     names[j], ds_template_name(rec), ds_template_name(tmpl));
+        else if (chat_data && has && rec != tmpl)
+            log_info("adapter %s: scored in its chat template %s (its training_record.json)", names[j], ds_template_name(rec));
+    }
     if (!rc) {
         double t0 = time_now();
-        rc = eval_run(r, &s.m, s.o, &d, t, nt);
+        if (!chat_data) rc = eval_run(r, &s.m, s.o, &d, t, nt);
+        for (int k = 0; chat_data && k < DS_TEMPLATE_LLAMA3 + 1 && !rc; k++) {
+            int m = 0, *idx = malloc(sizeof(int) * (size_t)nt);
+            eval_target *tk = malloc(sizeof *tk * (size_t)nt);
+            eval_result *rk = malloc(sizeof *rk * (size_t)nt);
+            if (!idx || !tk || !rk) rc = ql_err(QL_ENOMEM, "out of memory");
+            for (int j = 0; !rc && j < nt; j++)
+                if ((int)tt[j] == k) idx[m] = j, tk[m++] = t[j];
+            dataset dk = {0};
+            if (!rc && m && (ds_template)k != tmpl) {  // the data again, in this template
+                eval_options(&dopt, &s.m, (ds_template)k, T, train_on_inputs);
+                rc = eval_load(&dk, data, s.tok, &dopt);
+            }
+            if (!rc && m) rc = eval_run(rk, &s.m, s.o, (ds_template)k != tmpl ? &dk : &d, tk, m);
+            for (int i = 0; !rc && i < m; i++) r[idx[i]] = rk[i];
+            dataset_free(&dk);
+            free(idx), free(tk), free(rk);
+        }
         if (!rc)
             log_info("%d samples, %lld trained tokens, %d model%s scored in %.2f s", r[0].samples, r[0].tokens, nt,
                      nt > 1 ? "s" : "", time_now() - t0);
@@ -554,7 +588,7 @@ int cmd_eval(int argc, char **argv) {
     fflush(stdout);
     if (!rc && nonfinite) rc = ql_err(QL_EFORMAT, "%d of %d losses are not finite (NaN or Inf logits)", nonfinite, nt);
     if (!rc && nbad) rc = ql_err(QL_ENOENT, "%d of %d adapters were not loaded (named above)", nbad, st.n);
-    free(t), free(names), free(scales), free(r);
+    free(t), free(names), free(scales), free(r), free(tt);
     store_free(&st);
     lora_free(&ad);
     dataset_free(&d);

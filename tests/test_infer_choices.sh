@@ -59,6 +59,23 @@ printf '%s\n' "$p" | "$q" chat --base "$model" --adapter-dir "$tmp/store" --adap
 grep -q "adapter support was trained in the chatml chat template; answering in --chat-template llama2" "$tmp/chat2.log" \
     || fail "chat: no warning for an overridden template"
 
+# 3b. eval on messages data: each adapter in its own template, in one command
+head -6 "$src/datasets/samples/support.jsonl" >"$tmp/held.jsonl"
+e=(--base "$model" --threads 2 --data "$tmp/held.jsonl")
+"$q" eval "${e[@]}" --adapter-dir "$tmp/store" --adapters support,pirate >"$tmp/ev.txt" 2>"$tmp/ev.log" || fail "eval failed: $(tail -2 "$tmp/ev.log")"
+"$q" eval "${e[@]}" --adapter "$tmp/store/support" --chat-template chatml >"$tmp/ev_s.txt" 2>/dev/null || fail "eval support chatml failed"
+"$q" eval "${e[@]}" --adapter "$tmp/store/pirate" --chat-template llama2 >"$tmp/ev_p.txt" 2>/dev/null || fail "eval pirate llama2 failed"
+"$q" eval "${e[@]}" --adapter "$tmp/store/support" --chat-template llama2 >"$tmp/ev_s2.txt" 2>"$tmp/ev_s2.log" || fail "eval support llama2 failed"
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" | head -1; }
+[ "$(grep '^adapter=support ' "$tmp/ev.txt" | field loss)" = "$(grep '^adapter=support ' "$tmp/ev_s.txt" | field loss)" ] \
+    || fail "eval: support not scored in its chatml template: $(cat "$tmp/ev.txt") vs $(cat "$tmp/ev_s.txt")"
+[ "$(grep '^adapter=pirate ' "$tmp/ev.txt" | field tokens)" = "$(grep '^adapter=pirate ' "$tmp/ev_p.txt" | field tokens)" ] \
+    || fail "eval: pirate (no recorded template) not scored in the default llama2"
+[ "$(grep '^adapter=support ' "$tmp/ev_s.txt" | field tokens)" != "$(grep '^adapter=support ' "$tmp/ev_s2.txt" | field tokens)" ] \
+    || fail "eval: chatml and llama2 score the same tokens: the template checks above prove nothing"
+grep -q "adapter support was trained in the chatml chat template; it is scored in --chat-template llama2 as asked" "$tmp/ev_s2.log" \
+    || fail "eval: no warning for an overridden template"
+
 # 4. --n: answer k is the single answer with --seed + k
 s=(--base "$model" --max-tokens 8 --temperature 1 --top-k 0 --top-p 1 --threads 2 --chat-template none)
 "$q" infer "${s[@]}" --seed 5 --n 3 --format json --prompt "Once upon" >"$tmp/n3.json" 2>"$tmp/n3.log" || fail "--n 3 failed: $(tail -2 "$tmp/n3.log")"
