@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "json.h"
+#include "strbuf.h"
 
 static int get_int(json_doc *d, const char *key, int required, int def, int lo, int hi, int *out) {
     int v = json_find(d, 0, key);
@@ -244,27 +245,99 @@ int config_parse_tokenizer_config(model_config *c, const char *js, size_t len, c
     return rc;
 }
 
+// The shortest decimal that reads back as the same float, with a '.' or an
+// exponent, as Python's json writes a float (1e-05, 500000.0).
+static void fmt_f32(char *buf, size_t n, float v) {
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    if (!strpbrk(buf, ".eEn")) strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
+// The top-level keys qlora writes itself (head_dim and torch_dtype only at times,
+// "dtype" never: newer transformers write torch_dtype under that name, and a
+// stale one would name the base's dtype, not the one written): a base's own
+// value of any of them is never copied.
+static const char *const OWN_KEYS[] = {
+    "architectures", "model_type", "hidden_act", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings",
+    "rms_norm_eps", "rope_theta", "rope_scaling", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+    "attention_bias", "mlp_bias", "torch_dtype", "dtype", NULL};
+
+static int own_key(const json_doc *d, int k) {
+    for (int i = 0; OWN_KEYS[i]; i++)
+        if (json_eq(d, k, OWN_KEYS[i])) return 1;
+    return 0;
+}
+
+static int build_json(strbuf *b, const model_config *c, dtype torch_dtype, const json_doc *base) {
+    char eps[32], theta[32];
+    fmt_f32(eps, sizeof eps, c->norm_eps);
+    fmt_f32(theta, sizeof theta, c->rope_theta);
+    int mistral = c->arch == ARCH_MISTRAL;
+    QL_CHECK(sb_addf(b,
+        "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"hidden_act\": \"silu\",\n"
+        "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
+        "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n",
+        mistral ? "MistralForCausalLM" : "LlamaForCausalLM", mistral ? "mistral" : "llama", c->dim, c->hidden_dim,
+        c->n_layers, c->n_heads, c->n_kv_heads));
+    // head_dim: only when it is not hidden_size / heads, the default of config_parse and of transformers
+    if (c->head_dim != c->dim / c->n_heads) QL_CHECK(sb_addf(b, "  \"head_dim\": %d,\n", c->head_dim));
+    QL_CHECK(sb_addf(b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %s,\n"
+                        "  \"rope_theta\": %s,\n  \"rope_scaling\": ", c->vocab_size, c->max_pos, eps, theta));
+    if (c->rope_scaling == ROPE_LLAMA3) {
+        char f[32], lo[32], hi[32];
+        fmt_f32(f, sizeof f, c->rope_factor);
+        fmt_f32(lo, sizeof lo, c->rope_low_freq_factor);
+        fmt_f32(hi, sizeof hi, c->rope_high_freq_factor);
+        QL_CHECK(sb_addf(b, "{\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, \"high_freq_factor\": "
+                            "%s, \"original_max_position_embeddings\": %d}", f, lo, hi, c->rope_original_max_pos));
+    } else {
+        QL_CHECK(sb_add(b, "null"));
+    }
+    QL_CHECK(sb_addf(b, ",\n  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": ", c->tie_embeddings ? "true" : "false"));
+    QL_CHECK(c->bos_id >= 0 ? sb_addf(b, "%d", c->bos_id) : sb_add(b, "null"));
+    QL_CHECK(sb_add(b, ",\n  \"eos_token_id\": "));  // a number when one, as most configs write it
+    if (c->n_eos == 0) QL_CHECK(sb_add(b, "null"));
+    else if (c->n_eos == 1) QL_CHECK(sb_addf(b, "%d", c->eos_ids[0]));
+    for (int i = 0; c->n_eos > 1 && i < c->n_eos; i++) QL_CHECK(sb_addf(b, "%s%d", i ? ", " : "[", c->eos_ids[i]));
+    if (c->n_eos > 1) QL_CHECK(sb_add(b, "]"));
+    QL_CHECK(sb_add(b, ",\n  \"attention_bias\": false,\n  \"mlp_bias\": false"));
+    for (int k = 0, n = base ? json_size(base, 0) : 0; k < n; k++) {  // the base's other fields, as they are
+        int v, key = json_member(base, 0, k, &v);
+        if (own_key(base, key)) continue;
+        const jsmntok_t *tk = &base->tok[key], *tv = &base->tok[v];
+        int str = json_type(base, v) == JSON_STRING;  // jsmn's string tokens exclude the quotes
+        QL_CHECK(sb_addf(b, ",\n  \"%.*s\": %s%.*s%s", tk->end - tk->start, base->js + tk->start, str ? "\"" : "",
+                         tv->end - tv->start, base->js + tv->start, str ? "\"" : ""));
+    }
+    const char *td = torch_dtype == DT_F16 ? "float16" : torch_dtype == DT_BF16 ? "bfloat16"
+                   : torch_dtype == DT_F32 ? "float32" : NULL;
+    if (td) QL_CHECK(sb_addf(b, ",\n  \"torch_dtype\": \"%s\"", td));
+    return sb_add(b, "\n}\n");
+}
+
+int config_to_hf_json(char **out, const model_config *c, dtype torch_dtype, const char *base, size_t base_len,
+                      const char *what) {
+    *out = NULL;
+    if (torch_dtype != DT_F16 && torch_dtype != DT_BF16 && torch_dtype != DT_F32 && torch_dtype != DT_COUNT)
+        return ql_err(QL_EINVAL, "config.json: torch_dtype %s: expected F16, BF16 or F32", dtype_name(torch_dtype));
+    json_doc d;
+    int have = base != NULL;
+    if (have) QL_CHECK(json_parse(&d, base, base_len, what));
+    strbuf b = {0};
+    int rc = have && json_type(&d, 0) != JSON_OBJECT ? ql_err(QL_EFORMAT, "%s: expected a JSON object", what) : QL_OK;
+    if (!rc) rc = build_json(&b, c, torch_dtype, have ? &d : NULL);
+    if (have) json_free(&d);
+    if (rc) sb_free(&b);
+    else *out = b.s;
+    return rc;
+}
+
 char *config_to_json(const model_config *c) {
-    char *s = malloc(2048);
-    if (!s) return NULL;
-    int n = snprintf(s, 2048,
-        "{\"architectures\":[\"%s\"],\"hidden_size\":%d,\"intermediate_size\":%d,\"num_hidden_layers\":%d,"
-        "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"head_dim\":%d,\"vocab_size\":%d,"
-        "\"max_position_embeddings\":%d,\"rms_norm_eps\":%.9g,\"rope_theta\":%.9g,\"tie_word_embeddings\":%s,"
-        "\"bos_token_id\":%d,\"eos_token_id\":[",
-        c->arch == ARCH_MISTRAL ? "MistralForCausalLM" : "LlamaForCausalLM", c->dim, c->hidden_dim, c->n_layers,
-        c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_pos, c->norm_eps, c->rope_theta,
-        c->tie_embeddings ? "true" : "false", c->bos_id);
-    for (int i = 0; i < c->n_eos; i++) n += snprintf(s + n, 2048 - (size_t)n, i ? ",%d" : "%d", c->eos_ids[i]);
-    n += snprintf(s + n, 2048 - (size_t)n, "],\"rope_scaling\":");
-    if (c->rope_scaling == ROPE_LLAMA3)
-        snprintf(s + n, 2048 - (size_t)n,
-                 "{\"rope_type\":\"llama3\",\"factor\":%.9g,\"low_freq_factor\":%.9g,\"high_freq_factor\":%.9g,"
-                 "\"original_max_position_embeddings\":%d}}",
-                 c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
-    else
-        snprintf(s + n, 2048 - (size_t)n, "null}");
-    return s;
+    char *s = NULL;
+    return config_to_hf_json(&s, c, DT_COUNT, NULL, 0, NULL) ? NULL : s;
 }
 
 void config_rope_inv_freq(const model_config *c, float *inv_freq) {

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "dtype.h"
+
 enum { ARCH_LLAMA = 0, ARCH_MISTRAL = 1 };
 enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1 };
 
@@ -40,7 +42,21 @@ int config_parse_tokenizer_config(model_config *c, const char *json, size_t len,
 int config_load_dir(model_config *c, const char *dir);
 // 1 when id ends a sequence (any of eos_ids).
 int config_is_eos(const model_config *c, int id);
-// Canonical JSON of c (for the quantized base file); malloc'd.
+// config.json for a Hugging Face directory, one that transformers' AutoConfig
+// loads: every field of c in Hugging Face's names, with model_type ("llama" or
+// "mistral"), hidden_act "silu", attention_bias and mlp_bias false, head_dim only
+// when it is not hidden_size / num_attention_heads, eos_token_id a number (one id)
+// or a list, floats as the shortest decimal that reads back the same. torch_dtype:
+// the weights' dtype beside it (DT_F16 "float16", DT_BF16 "bfloat16", DT_F32
+// "float32"), or DT_COUNT to leave it out. base: a base directory's own
+// config.json text (base_len bytes, named what in errors) or NULL; its other
+// top-level fields (pad_token_id, sliding_window, _name_or_path, ...) are kept as
+// they are, while a field written here (and "dtype") is never copied from it.
+// *out: malloc'd JSON text.
+int config_to_hf_json(char **out, const model_config *c, dtype torch_dtype, const char *base, size_t base_len,
+                      const char *what);
+// The same with neither torch_dtype nor a base (the quantized base file's
+// "config"); malloc'd, NULL when out of memory. config_parse reads it back to c.
 char *config_to_json(const model_config *c);
 // RoPE inverse frequencies, D/2 values, including llama3 scaling, as HF computes them.
 void config_rope_inv_freq(const model_config *c, float *inv_freq /* out: D/2 */);

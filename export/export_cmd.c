@@ -15,6 +15,7 @@
 #include "../model/model.h"
 #include "../common/tokenizer.h"
 #include "../train/peft.h"
+#include "gguf.h"
 #include "llama_gguf.h"
 #include "merge.h"
 
@@ -41,6 +42,10 @@ static int export_peft(const char *adapter, const char *base, dtype dt, const ch
     }
     lora_adapter a = {0};
     if (!rc) rc = lora_load_peft(&a, &c, adapter);
+    if (!rc && base[0]) {  // base_model_name_or_path: --base's name (lora_base_model_name), not what the adapter said
+        free(a.base_model);
+        if (!(a.base_model = strdup(base))) rc = ql_err(QL_ENOMEM, "out of memory");
+    }
     char *rec = NULL, rpath[8400];
     size_t rlen;
     snprintf(rpath, sizeof rpath, "%s/%s", adapter, PEFT_RECORD_NAME);
@@ -86,16 +91,19 @@ static int check_file_out(const char *out, int overwrite, const char *base, cons
 }
 
 int cmd_export(int argc, char **argv) {
-    const char *adapter, *base, *format, *out, *dtype_name;
+    const char *adapter, *base, *format, *out, *dtype_name, *qtype;
     int verbose, overwrite;
     cli_opt opts[] = {
         {"--adapter", OPT_STR, &adapter, "", "the adapter directory (PEFT layout) to export"},
         {"--base", OPT_STR, &base, "", "the base model (a Hugging Face directory or a qlora base file)"},
         {"--format", OPT_STR, &format, NULL,
          "peft (our canonical PEFT directory), gguf (a llama.cpp LoRA), merged (a Hugging Face model with the "
-         "adapter merged in) or gguf-base (the base)"},
+         "adapter merged in; its config.json loads in transformers) or gguf-base (the base, for llama.cpp)"},
         {"--out", OPT_STR, &out, NULL, "the file (gguf, gguf-base) or new directory (peft, merged) to write, atomically"},
-        {"--dtype", OPT_STR, &dtype_name, "f16", "f16, bf16 or f32"},
+        {"--dtype", OPT_STR, &dtype_name, "f16", "f16, bf16 or f32 (merged: config.json's torch_dtype says it)"},
+        {"--type", OPT_STR, &qtype, "",
+         "gguf-base only: q8_0 or q4_0, the weight matrices quantized as llama-quantize --pure does (norms stay f32; "
+         "a matrix whose rows are not a multiple of 32 values is written f16); instead of --dtype"},
         {"--overwrite", OPT_FLAG, &overwrite, NULL, "gguf, gguf-base: replace an existing --out file (never an input)"},
         {"--verbose", OPT_FLAG, &verbose, NULL, "log more"},
     };
@@ -110,6 +118,15 @@ int cmd_export(int argc, char **argv) {
     int peft = !strcmp(format, "peft");
     if (!gguf && !gbase && !merged && !peft)
         return fail(ql_err(QL_EINVAL, "--format: expected peft, gguf, merged or gguf-base, found '%s'", format));
+    // the GGUF base's matrices: --type when given, else --dtype
+    int gtype = !qtype[0] ? gguf_type_of(dt) : !strcmp(qtype, "q8_0") ? GGML_Q8_0 : !strcmp(qtype, "q4_0") ? GGML_Q4_0 : -1;
+    if (gtype < 0) return fail(ql_err(QL_EINVAL, "--type: expected q8_0 or q4_0, found '%s'", qtype));
+    if (qtype[0] && !gbase)
+        return fail(ql_err(QL_EINVAL, "--type %s: only --format gguf-base quantizes (found --format %s); use --dtype",
+                           qtype, format));
+    if (qtype[0] && dt != DT_F16)
+        return fail(ql_err(QL_EINVAL, "--type %s with --dtype %s: give one of them (with --type the matrices are %s, "
+                           "f16 where a row is not a multiple of 32 values)", qtype, dtype_name, qtype));
     if (!base[0] && !peft)
         return fail(ql_err(QL_EINVAL, "--format %s needs --base (the model the adapter was trained on)", format));
     if (!gbase && !adapter[0]) return fail(ql_err(QL_EINVAL, "--format %s needs --adapter", format));
@@ -149,8 +166,10 @@ int cmd_export(int argc, char **argv) {
     } else {
         tokenizer *tok = NULL;
         rc = tok_load_bytes(&tok, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, base);
-        if (!rc) rc = gguf_write_base(&m, tok, dt, out);
-        if (!rc) log_info("wrote %s: the base model for llama.cpp (%s) in %.2f s", out, dtype_name, time_now() - t0);
+        if (!rc) rc = gguf_write_base(&m, tok, gtype, out);
+        if (!rc)
+            log_info("wrote %s: the base model for llama.cpp (%s) in %.2f s", out, qtype[0] ? qtype : dtype_name,
+                     time_now() - t0);
         tok_free(tok);
     }
     model_free(&m);

@@ -6,6 +6,7 @@
 
 #include "../common/err.h"
 #include "../common/fileio.h"
+#include "gguf_quant.h"
 
 // GGUF value types (gguf.md): UINT32 4, INT32 5, FLOAT32 6, BOOL 7, STRING 8, ARRAY 9
 enum { T_U32 = 4, T_I32 = 5, T_F32 = 6, T_BOOL = 7, T_STR = 8, T_ARR = 9 };
@@ -87,11 +88,33 @@ int gguf_kv_i32s(gguf_out *g, const char *k, const int32_t *v, int n) {
     return put(g, v, sizeof(int32_t) * (size_t)n);
 }
 
-int gguf_tensor(gguf_out *g, const char *name, int n_dims, const int64_t *ne, dtype type, const float *data,
+int gguf_type_of(dtype t) { return t == DT_F32 ? GGML_F32 : t == DT_F16 ? GGML_F16 : t == DT_BF16 ? GGML_BF16 : -1; }
+
+const char *gguf_type_name(int type) {
+    switch (type) {
+    case GGML_F32: return "F32";
+    case GGML_F16: return "F16";
+    case GGML_BF16: return "BF16";
+    case GGML_Q8_0: return "Q8_0";
+    case GGML_Q4_0: return "Q4_0";
+    default: return NULL;
+    }
+}
+
+size_t gguf_row_bytes(int type, int64_t n) {
+    if (type == GGML_Q8_0) return (size_t)(n / GGUF_QK) * GGUF_Q8_0_BYTES;
+    if (type == GGML_Q4_0) return (size_t)(n / GGUF_QK) * GGUF_Q4_0_BYTES;
+    return (size_t)n * (type == GGML_F32 ? 4 : 2);
+}
+
+int gguf_tensor(gguf_out *g, const char *name, int n_dims, const int64_t *ne, int type, const float *data,
                 gguf_fill_fn fill, void *ctx) {
     QL_ASSERT(n_dims >= 1 && n_dims <= 4 && (data || fill));
-    if (type != DT_F32 && type != DT_F16 && type != DT_BF16)
-        return ql_err(QL_EINVAL, "GGUF tensor %s: we write F32, F16 or BF16", name);
+    if (!gguf_type_name(type))
+        return ql_err(QL_EINVAL, "GGUF tensor %s: ggml type %d: we write F32, F16, BF16, Q8_0 or Q4_0", name, type);
+    if ((type == GGML_Q8_0 || type == GGML_Q4_0) && ne[0] % GGUF_QK != 0)
+        return ql_err(QL_EINVAL, "GGUF tensor %s: %s needs rows of a multiple of %d values, found %lld", name,
+                      gguf_type_name(type), GGUF_QK, (long long)ne[0]);
     if (g->n_t == g->cap_t) {
         int cap = g->cap_t ? 2 * g->cap_t : 64;
         gguf_tensor_info *t = realloc(g->t, sizeof *t * (size_t)cap);
@@ -113,6 +136,11 @@ static int64_t numel(const gguf_tensor_info *t) {
     return n;
 }
 
+// The tensor's bytes in the file: rows of ne[0] values each.
+static size_t nbytes(const gguf_tensor_info *t) {
+    return t->ne[0] ? gguf_row_bytes(t->type, t->ne[0]) * (size_t)(numel(t) / t->ne[0]) : 0;
+}
+
 static size_t padded(size_t n) { return (n + GGUF_ALIGN - 1) / GGUF_ALIGN * GGUF_ALIGN; }
 
 int gguf_write(gguf_out *g, const char *path) {
@@ -131,10 +159,9 @@ int gguf_write(gguf_out *g, const char *path) {
         rc = put_str(&h, t->name);
         if (!rc) rc = put_u32(&h, (uint32_t)t->n_dims);
         for (int d = 0; d < t->n_dims && !rc; d++) rc = put_u64(&h, (uint64_t)t->ne[d]);
-        uint32_t gt = t->type == DT_F32 ? GGML_F32 : t->type == DT_F16 ? GGML_F16 : GGML_BF16;
-        if (!rc) rc = put_u32(&h, gt);
+        if (!rc) rc = put_u32(&h, (uint32_t)t->type);
         if (!rc) rc = put_u64(&h, off);
-        off += padded((size_t)numel(t) * dtype_size(t->type));
+        off += padded(nbytes(t));
     }
     afile f;
     if (!rc) rc = afile_open(&f, path);
@@ -147,10 +174,11 @@ int gguf_write(gguf_out *g, const char *path) {
     size_t cap = 0;
     for (int i = 0; i < g->n_t && !rc; i++) {
         const gguf_tensor_info *t = &g->t[i];
-        size_t n = (size_t)numel(t), es = dtype_size(t->type);
+        size_t n = (size_t)numel(t), nb = nbytes(t);
         if (n > cap) {
             free(tmp), free(out);
-            tmp = malloc(sizeof(float) * n), out = malloc(sizeof(uint16_t) * n);  // the 16-bit conversions
+            // the conversions: 2 bytes a value for 16 bits, fewer for Q8_0 (34 per 32) and Q4_0
+            tmp = malloc(sizeof(float) * n), out = malloc(sizeof(uint16_t) * n);
             cap = n;
             if (!tmp || !out) { rc = ql_err(QL_ENOMEM, "out of memory writing %s", t->name); break; }
         }
@@ -161,11 +189,20 @@ int gguf_write(gguf_out *g, const char *path) {
         }
         if (rc) break;
         const void *bytes = src;  // F32 goes out as it is
-        if (t->type == DT_F16) for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_f16(src[k]);
-        if (t->type == DT_BF16) for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_bf16(src[k]);
-        if (t->type != DT_F32) bytes = out;
-        rc = afile_write(&f, bytes, n * es);
-        if (!rc) rc = afile_pad(&f, padded(n * es) - n * es);
+        int64_t bad = t->type == GGML_Q8_0 || t->type == GGML_Q4_0 ? dtype_first_nonfinite(src, DT_F32, (int64_t)n) : -1;
+        if (bad >= 0) {
+            rc = ql_err(QL_EFORMAT, "GGUF tensor %s: value %g at [%lld, %lld] is not finite; it cannot be quantized to %s",
+                        t->name, (double)src[bad], (long long)(bad / t->ne[0]), (long long)(bad % t->ne[0]),
+                        gguf_type_name(t->type));
+            break;
+        }
+        if (t->type == GGML_F16) for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_f16(src[k]);
+        if (t->type == GGML_BF16) for (size_t k = 0; k < n; k++) ((uint16_t *)out)[k] = f32_to_bf16(src[k]);
+        if (t->type == GGML_Q8_0) gguf_quantize_q8_0(out, src, (int64_t)n);
+        if (t->type == GGML_Q4_0) gguf_quantize_q4_0(out, src, (int64_t)n);
+        if (t->type != GGML_F32) bytes = out;
+        rc = afile_write(&f, bytes, nb);
+        if (!rc) rc = afile_pad(&f, padded(nb) - nb);
     }
     free(tmp), free(out);
     if (!rc) rc = afile_commit(&f);

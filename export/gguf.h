@@ -18,8 +18,16 @@
 
 #define GGUF_ALIGN 32
 
-// ggml's tensor type numbers for what we write (ggml.h: GGML_TYPE_F32 0, F16 1, BF16 30)
-enum { GGML_F32 = 0, GGML_F16 = 1, GGML_BF16 = 30 };
+// ggml's tensor type numbers for what we write (ggml.h: GGML_TYPE_F32 0, F16 1,
+// Q4_0 2, Q8_0 8, BF16 30); Q8_0 and Q4_0 blocks: gguf_quant.h.
+enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q8_0 = 8, GGML_BF16 = 30 };
+
+// The ggml type of DT_F32, DT_F16 or DT_BF16; -1 for any other dtype.
+int gguf_type_of(dtype t);
+// "F32", "F16", "BF16", "Q8_0", "Q4_0" (ggml's names), or NULL for another number.
+const char *gguf_type_name(int type);
+// Bytes of n values of a row in type (n a multiple of 32 for Q8_0 and Q4_0).
+size_t gguf_row_bytes(int type, int64_t n);
 
 // Fills dst (every element of the tensor, fp32, row-major) for tensor i.
 typedef int (*gguf_fill_fn)(void *ctx, int i, float *dst);
@@ -28,7 +36,7 @@ typedef struct {
     char *name;
     int n_dims;
     int64_t ne[4];
-    dtype type;          // DT_F32, DT_F16 or DT_BF16 in the file
+    int type;            // GGML_* in the file
     const float *data;   // fp32 source, or NULL to ask fill
     gguf_fill_fn fill;
     void *ctx;
@@ -53,11 +61,14 @@ int gguf_kv_bool(gguf_out *g, const char *key, int v);
 int gguf_kv_strs(gguf_out *g, const char *key, const char *const *v, int n);
 int gguf_kv_f32s(gguf_out *g, const char *key, const float *v, int n);
 int gguf_kv_i32s(gguf_out *g, const char *key, const int32_t *v, int n);
-// A tensor of n_dims dims ne (ggml order) stored as type; its fp32 values come
-// from data (kept, not copied: it must live until gguf_write) or from fill(ctx, i).
-int gguf_tensor(gguf_out *g, const char *name, int n_dims, const int64_t *ne, dtype type, const float *data,
+// A tensor of n_dims dims ne (ggml order) stored as type (GGML_*: F32, F16 and
+// BF16 rounded to nearest even, Q8_0 and Q4_0 quantized by gguf_quant.h, which
+// need ne[0] a multiple of 32); its fp32 values come from data (kept, not copied:
+// it must live until gguf_write) or from fill(ctx, i).
+int gguf_tensor(gguf_out *g, const char *name, int n_dims, const int64_t *ne, int type, const float *data,
                 gguf_fill_fn fill, void *ctx);
-// Writes the file atomically (temp file, fsync, rename).
+// Writes the file atomically (temp file, fsync, rename). A quantized tensor's
+// values must be finite (QL_EFORMAT naming the tensor and the element).
 int gguf_write(gguf_out *g, const char *path);
 
 #endif

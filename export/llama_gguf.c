@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../common/log.h"
 #include "gguf.h"
+#include "gguf_quant.h"
 
 const char *const GGUF_MODULE_NAMES[LORA_NMODULES] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                                       "ffn_gate", "ffn_up", "ffn_down"};
@@ -64,15 +66,32 @@ static int fill_base(void *ctx, int i, float *dst) {
     return QL_OK;
 }
 
-int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char *path) {
+// general.file_type: llama.h's llama_ftype (ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2,
+// MOSTLY_Q8_0 7, MOSTLY_BF16 32), "mostly": norms stay F32.
+static uint32_t file_type(int type) {
+    return type == GGML_F32 ? 0 : type == GGML_F16 ? 1 : type == GGML_Q4_0 ? 2 : type == GGML_Q8_0 ? 7 : 32;
+}
+
+// A matrix's type in the file: type, or F16 for a quantized type the rows do not
+// fit (as llama-quantize's tensor_type_fallback ends for a shape no block fits).
+static int matrix_type(int type, const char *name, int64_t cols) {
+    if ((type != GGML_Q8_0 && type != GGML_Q4_0) || cols % GGUF_QK == 0) return type;
+    log_info("%s: rows of %lld values, not a multiple of %d: written as F16, not %s", name, (long long)cols, GGUF_QK,
+             gguf_type_name(type));
+    return GGML_F16;
+}
+
+int gguf_write_base(const model *m, const tokenizer *tok, int type, const char *path) {
     const model_config *c = &m->cfg;
+    if (type != GGML_F32 && type != GGML_F16 && type != GGML_BF16 && type != GGML_Q8_0 && type != GGML_Q4_0)
+        return ql_err(QL_EINVAL, "%s: a GGUF base is written in F32, F16, BF16, Q8_0 or Q4_0, not ggml type %d", path, type);
     int V = c->vocab_size, nv = tok_vocab_size(tok);
     gguf_out g;
     gguf_init(&g);
     int rc = put_arch(&g, "model");
     char name[64];
     if (!rc) rc = gguf_kv_str(&g, "general.name", "qlora export");
-    if (!rc) rc = gguf_kv_u32(&g, "general.file_type", type == DT_F32 ? 0 : type == DT_F16 ? 1 : 32);
+    if (!rc) rc = gguf_kv_u32(&g, "general.file_type", file_type(type));
     if (!rc) rc = gguf_kv_u32(&g, "llama.context_length", (uint32_t)c->max_pos);
     if (!rc) rc = gguf_kv_u32(&g, "llama.embedding_length", (uint32_t)c->dim);
     if (!rc) rc = gguf_kv_u32(&g, "llama.block_count", (uint32_t)c->n_layers);
@@ -143,14 +162,14 @@ int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char
     do {                                                                         \
         b.w[k] = (wt), b.perm[k] = (heads);                                      \
         ne[0] = (wt)->cols, ne[1] = (wt)->rows;                                  \
-        if (!rc) rc = gguf_tensor(&g, nm, 2, ne, type, NULL, fill_base, &b);     \
+        if (!rc) rc = gguf_tensor(&g, nm, 2, ne, matrix_type(type, nm, ne[0]), NULL, fill_base, &b); \
         k++;                                                                     \
     } while (0)
 #define VEC(nm, v)                                                                      \
     do {                                                                                \
         b.norm[k] = (v);                                                                \
         ne[0] = c->dim;                                                                 \
-        if (!rc) rc = gguf_tensor(&g, nm, 1, ne, DT_F32, NULL, fill_base, &b);          \
+        if (!rc) rc = gguf_tensor(&g, nm, 1, ne, GGML_F32, NULL, fill_base, &b);        \
         k++;                                                                            \
     } while (0)
     MAT("token_embd.weight", &m->embed, 0);
@@ -182,7 +201,7 @@ int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char
             for (int i = 0; i < half; i++)
                 rope_freqs[i] = (float)(pow((double)c->rope_theta, -2.0 * i / c->head_dim) / rope_freqs[i]);
             ne[0] = half;
-            rc = gguf_tensor(&g, "rope_freqs.weight", 1, ne, DT_F32, rope_freqs, NULL, NULL);
+            rc = gguf_tensor(&g, "rope_freqs.weight", 1, ne, GGML_F32, rope_freqs, NULL, NULL);
         }
     }
     if (!rc) rc = gguf_write(&g, path);
@@ -196,6 +215,8 @@ int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char
 // ---- the adapter ----
 
 int gguf_write_lora(const lora_adapter *a, const model_config *c, dtype type, const char *path) {
+    int gt = gguf_type_of(type);
+    if (gt < 0) return ql_err(QL_EINVAL, "%s: a GGUF LoRA is written in F32, F16 or BF16, not %s", path, dtype_name(type));
     gguf_out g;
     gguf_init(&g);
     int rc = put_arch(&g, "adapter");
@@ -219,9 +240,9 @@ int gguf_write_lora(const lora_adapter *a, const model_config *c, dtype type, co
         }
         int64_t na[2] = {p->in, R}, nb[2] = {R, p->out};
         snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", l, GGUF_MODULE_NAMES[k]);
-        rc = gguf_tensor(&g, name, 2, na, type, p->A, NULL, NULL);
+        rc = gguf_tensor(&g, name, 2, na, gt, p->A, NULL, NULL);
         snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", l, GGUF_MODULE_NAMES[k]);
-        if (!rc) rc = gguf_tensor(&g, name, 2, nb, type, B, NULL, NULL);
+        if (!rc) rc = gguf_tensor(&g, name, 2, nb, gt, B, NULL, NULL);
     }
     if (!rc) rc = gguf_write(&g, path);
     for (int i = 0; i < n && permuted; i++) free(permuted[i]);

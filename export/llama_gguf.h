@@ -17,9 +17,12 @@ extern const char *const GGUF_MODULE_NAMES[LORA_NMODULES];
 // pairs: within each head, row 2i+j takes row j*head_dim/2 + i.
 void gguf_rope_permute(float *dst, const float *src, int rows, int cols, int n_head);
 
-// The base model: the linear weights as type (DT_F16, DT_BF16 or DT_F32; NF4
-// weights are dequantized first), norms in F32, the tokenizer's pieces.
-int gguf_write_base(const model *m, const tokenizer *tok, dtype type, const char *path);
+// The base model: the matrices (token_embd, output, the seven linears of each
+// block) as type (gguf.h: GGML_F16, GGML_BF16, GGML_F32, or GGML_Q8_0 / GGML_Q4_0
+// as llama-quantize --pure writes them, where a matrix whose rows are not a
+// multiple of 32 values falls back to F16, logged); NF4 weights are dequantized
+// first; norms in F32, the tokenizer's pieces.
+int gguf_write_base(const model *m, const tokenizer *tok, int type, const char *path);
 // The adapter: lora_a (A as it is, ne {in, R}) and lora_b (B, ne {R, out}, q and
 // k rows permuted) per targeted linear, in type; adapter.lora.alpha is set so that
 // llama.cpp's alpha / R equals our scaling (rsLoRA included).

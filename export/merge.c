@@ -148,28 +148,30 @@ int export_merged(const model *m, const lora_adapter *a, const char *base_dir, d
     }
     int ns = 0;
     if (!rc) rc = write_shards(tmp, m, a, type, t, k, &ns);
-    // config.json and the tokenizer files: the base's own when it is a directory
+    // config.json: ours (every field of the model, torch_dtype = the dtype written),
+    // with a base directory's other fields kept; the tokenizer and generation
+    // configs: the base directory's own
     char src[8400], dst[8400];
+    int from_dir = stat(base_dir, &sb) == 0 && S_ISDIR(sb.st_mode);
+    char *base_cfg = NULL, *js = NULL;
+    size_t base_len = 0;
     snprintf(src, sizeof src, "%s/config.json", base_dir);
     snprintf(dst, sizeof dst, "%s/config.json", tmp);
-    if (!rc && stat(base_dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        rc = copy_file(src, dst);
-        static const char *const extra[] = {"tokenizer_config.json", "special_tokens_map.json", "generation_config.json"};
-        for (int i = 0; i < 3 && !rc; i++) {
-            snprintf(src, sizeof src, "%s/%s", base_dir, extra[i]);
-            snprintf(dst, sizeof dst, "%s/%s", tmp, extra[i]);
-            if (stat(src, &sb) == 0) rc = copy_file(src, dst);
-        }
-    } else if (!rc) {
-        char *js = config_to_json(c);
-        rc = js ? file_write_atomic(dst, js, strlen(js)) : ql_err(QL_ENOMEM, "out of memory");
-        free(js);
+    if (!rc && from_dir) rc = file_read_all(src, 16u << 20, &base_cfg, &base_len);
+    if (!rc) rc = config_to_hf_json(&js, c, type, base_cfg, base_len, src);
+    if (!rc) rc = file_write_atomic(dst, js, strlen(js));
+    free(base_cfg), free(js);
+    static const char *const extra[] = {"tokenizer_config.json", "special_tokens_map.json", "generation_config.json"};
+    for (int i = 0; i < 3 && !rc && from_dir; i++) {
+        snprintf(src, sizeof src, "%s/%s", base_dir, extra[i]);
+        snprintf(dst, sizeof dst, "%s/%s", tmp, extra[i]);
+        if (stat(src, &sb) == 0) rc = copy_file(src, dst);
     }
     // the tokenizer file the base has (tokenizer.model or tokenizer.json); from a base file,
     // a tokenizer_config.json with what it kept: the chat template and add_bos_token
     snprintf(dst, sizeof dst, "%s/%s", tmp, tok_file_name(m->tokenizer_kind ? (tok_kind)m->tokenizer_kind : TOK_SPM));
     if (!rc) rc = file_write_atomic(dst, m->tokenizer, m->tokenizer_len);
-    if (!rc && !(stat(base_dir, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+    if (!rc && !from_dir) {
         strbuf tc = {0};
         rc = sb_addf(&tc, "{\"add_bos_token\": %s", c->add_bos ? "true" : "false");
         if (!rc && m->chat_template && !(rc = sb_add(&tc, ", \"chat_template\": ")))

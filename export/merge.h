@@ -11,9 +11,11 @@
 #include "../model/model.h"
 #include "../model/lora.h"
 
-// base_dir: where config.json and the tokenizer configs are copied from (a file
-// path, such as a base file, makes config.json from m->cfg). type: DT_F16,
-// DT_BF16 or DT_F32. out must not exist; it appears only when complete.
+// config.json is made from m->cfg (config_to_hf_json: AutoConfig's fields,
+// torch_dtype = type); when base_dir is a directory, its config.json's other
+// fields are kept and its tokenizer and generation configs are copied (a file
+// path, such as a base file, gives a tokenizer_config.json from what it kept).
+// type: DT_F16, DT_BF16 or DT_F32. out must not exist; it appears only when complete.
 int export_merged(const model *m, const lora_adapter *a, const char *base_dir, dtype type, const char *out);
 
 #endif

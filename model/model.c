@@ -200,9 +200,64 @@ static int bpe_bos_rules(model *m, const char *dir) {
     return rc;
 }
 
+// ---- the model's name ----
+
+// The last component of path without its trailing slashes and without suffix
+// (when it ends so); the real path's last component when that is "." or "..".
+static char *path_stem(const char *path, const char *suffix) {
+    char *real = NULL, *p = strdup(path);
+    if (!p) return NULL;
+    for (size_t n = strlen(p); n > 1 && p[n - 1] == '/';) p[--n] = 0;
+    const char *b = strrchr(p, '/') ? strrchr(p, '/') + 1 : p;
+    if ((!strcmp(b, ".") || !strcmp(b, "..") || !*b) && (real = realpath(path, NULL)))
+        b = strrchr(real, '/') ? strrchr(real, '/') + 1 : real;
+    size_t n = strlen(b), ls = suffix ? strlen(suffix) : 0;
+    if (ls && n > ls && !strcmp(b + n - ls, suffix)) n -= ls;
+    char *out = *b ? strndup(b, n) : strdup(path);
+    free(p), free(real);
+    return out;
+}
+
+// A Hugging Face directory's name: config.json's "_name_or_path" (what
+// transformers' save_pretrained records) when it is a non-empty string, else the
+// directory's own name (also when _name_or_path cannot be read as one: a name
+// never stops a model from loading).
+static int dir_model_name(char **name, const char *dir) {
+    char path[4200], *js = NULL;
+    size_t len;
+    *name = NULL;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    QL_CHECK(file_read_all(path, 16u << 20, &js, &len));
+    json_doc d;
+    int rc = json_parse(&d, js, len, path);
+    if (!rc) {
+        int v = json_type(&d, 0) == JSON_OBJECT ? json_find(&d, 0, "_name_or_path") : -1;
+        if (v >= 0 && json_type(&d, v) == JSON_STRING && json_get_string(&d, v, "_name_or_path", name, NULL) != QL_OK)
+            *name = NULL;
+        if (*name && !**name) free(*name), *name = NULL;
+        json_free(&d);
+    }
+    free(js);
+    if (!rc && !*name && !(*name = path_stem(dir, NULL))) rc = ql_err(QL_ENOMEM, "out of memory");
+    return rc;
+}
+
+int model_name_of(char **name, const char *path) {
+    struct stat st;
+    *name = NULL;
+    if (stat(path, &st) != 0) return ql_err(QL_EIO, "%s: no such model directory or base file", path);
+    if (S_ISDIR(st.st_mode)) return dir_model_name(name, path);
+    model m;  // a base file: mapped, nothing converted
+    QL_CHECK(model_load(&m, path, DT_NF4));
+    *name = strdup(m.name);
+    model_free(&m);
+    return *name ? QL_OK : ql_err(QL_ENOMEM, "out of memory");
+}
+
 static int load_dir(model *m, const char *dir, dtype base_dtype) {
     model_config *c = &m->cfg;
     QL_CHECK(config_load_dir(c, dir));
+    QL_CHECK(dir_model_name(&m->name, dir));
     char path[4096];
     struct stat sb;
     snprintf(path, sizeof path, "%s/%s", dir, tok_file_name(TOK_BPE));
@@ -379,9 +434,12 @@ int model_save_base(const model *m, const char *path) {
             for (int j = i; j > 0 && cmp_align(&o.t[j - 1], &o.t[j]) > 0; j--) {
                 st_out t = o.t[j]; o.t[j] = o.t[j - 1]; o.t[j - 1] = t;
             }
+        // optional keys last: a NULL key ends the list
         const char *meta[] = {"format", "qlora-base", "config", cfg, "base_dtype", base_dtype_name(m->base_dtype),
-                              "add_bos_token", m->cfg.add_bos ? "true" : "false",
-                              m->chat_template ? "chat_template" : NULL, m->chat_template, NULL};
+                              "add_bos_token", m->cfg.add_bos ? "true" : "false", NULL, NULL, NULL, NULL, NULL};
+        int k = 8;
+        if (m->name) meta[k++] = "name_or_path", meta[k++] = m->name;
+        if (m->chat_template) meta[k++] = "chat_template", meta[k++] = m->chat_template;
         uint8_t prefix[BASE_PREFIX] = {0};
         memcpy(prefix, QLORA_BASE_MAGIC, 8);
         prefix[8] = QLORA_BASE_VERSION;
@@ -486,7 +544,12 @@ static int load_base_file(model *m, const char *path) {
     if (!rc) {
         m->base_dtype = (dtype)base_dtype_parse(bd);
         m->cfg.add_bos = !ab || strcmp(ab, "false") != 0;
-        char *ct = st_metadata_get(&m->base, "chat_template");
+        // the name recorded at quantize time; a file written before there was one: its stem
+        char *nm = st_metadata_get(&m->base, "name_or_path");
+        m->name = nm && *nm ? nm : path_stem(path, ".qlb");
+        if (nm && !*nm) free(nm);
+        if (!m->name) rc = ql_err(QL_ENOMEM, "out of memory");
+        char *ct = rc ? NULL : st_metadata_get(&m->base, "chat_template");
         if (ct) {
             if (m->nowned == m->capowned && !own(m, 0)) rc = ql_err(QL_ENOMEM, "out of memory");
             else m->owned[m->nowned++] = ct, m->chat_template = ct;
@@ -553,6 +616,7 @@ void model_free(model *m) {
     st_close(&m->base);
     fmap_close(&m->map);
     free(m->source);
+    free(m->name);
     memset(m, 0, sizeof *m);
 }
 

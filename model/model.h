@@ -55,6 +55,7 @@ typedef struct {
     void **owned;            // allocations to free
     int nowned, capowned;
     char *source;            // the path it was loaded from
+    char *name;              // the model's name (model_name_of), NULL for random weights; a base file records it
 } model;
 
 // path: a Hugging Face model directory or a quantized base file.
@@ -65,8 +66,14 @@ void model_free(model *m);
 // absmax codes drawn uniformly (a typical weight scale of ~0.02), 16-bit
 // embeddings. No tokenizer.
 int model_init_random(model *m, const model_config *c, dtype base_dtype, uint64_t seed);
-// Write the quantized base file (atomically).
+// Write the quantized base file (atomically); m->name goes with it.
 int model_save_base(const model *m, const char *path);
+// The name of the model at path, as an adapter's base_model_name_or_path gives it:
+// a Hugging Face directory's config.json "_name_or_path" when it is a non-empty
+// string, else the directory's name; a base file's recorded name (metadata
+// "name_or_path", from its directory at quantize time), else, for a file written
+// before qlora recorded one, the file's name without ".qlb". *name malloc'd.
+int model_name_of(char **name /* out */, const char *path);
 // Bytes of the linear (quantized) weights and their parameter count.
 size_t model_linear_bytes(const model *m, size_t *n_params /* out */);
 // Bytes of all weights.

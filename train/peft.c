@@ -17,6 +17,7 @@
 #include "../common/json.h"
 #include "../common/safetensors.h"
 #include "../kernels/cpu/matmul_cpu.h"
+#include "../model/model.h"
 
 #define PEFT_PREFIX "base_model.model.model.layers."
 #define PEFT_NAME_MAX 128
@@ -73,9 +74,24 @@ static unsigned present_modules(const lora_adapter *a) {
     return m;
 }
 
+int lora_base_model_name(char **name, const char *base) {
+    *name = NULL;
+    struct stat st;
+    size_t n = strlen(base);
+    if (stat(base, &st) == 0 && model_name_of(name, base) == QL_OK) return QL_OK;
+    if (n > 4 && !strcmp(base + n - 4, ".qlb")) {  // a base file no longer there: its stem
+        const char *b = strrchr(base, '/') ? strrchr(base, '/') + 1 : base;
+        *name = strndup(b, strlen(b) - 4);
+    } else {
+        *name = strdup(base);
+    }
+    return *name ? QL_OK : ql_err(QL_ENOMEM, "out of memory");
+}
+
 // adapter_config.json as PEFT writes it (PeftConfigMixin.save_pretrained:
-// json.dumps(indent=2, sort_keys=True)), malloc'd.
-static char *config_json(const lora_adapter *a) {
+// json.dumps(indent=2, sort_keys=True)), malloc'd. base_name: the model's name
+// (lora_base_model_name of a->base_model), or NULL.
+static char *config_json(const lora_adapter *a, const char *base_name) {
     char alpha[32], drop[32], mods[256] = "";
     fmt_float(alpha, sizeof alpha, a->alpha, 1);
     fmt_float(drop, sizeof drop, a->dropout, 0);
@@ -85,7 +101,7 @@ static char *config_json(const lora_adapter *a) {
         size_t len = strlen(mods);
         snprintf(mods + len, sizeof mods - len, "%s\n    \"%s\"", len ? "," : "", LORA_MODULE_NAMES[k]);
     }
-    char *base = a->base_model ? json_quote(a->base_model) : strdup("null");
+    char *base = base_name ? json_quote(base_name) : strdup("null");
     if (!base) return NULL;
     size_t n = strlen(base) + strlen(mods) + 1024;
     char *s = malloc(n);
@@ -140,10 +156,12 @@ int lora_write_peft_files(const lora_adapter *a, const char *dir, const char *ex
     char(*names)[PEFT_NAME_MAX] = calloc((size_t)nt, PEFT_NAME_MAX);
     size_t es = dtype_size(type);
     uint8_t *h = malloc(elems * es);
-    char *cfg = config_json(a);
+    char *bname = NULL, *cfg = NULL;
+    int rc = a->base_model ? lora_base_model_name(&bname, a->base_model) : QL_OK;
+    if (!rc) cfg = config_json(a, bname);
+    free(bname);
     char *wpath = path_join(dir, PEFT_WEIGHTS_NAME), *cpath = path_join(dir, PEFT_CONFIG_NAME);
-    int rc = QL_OK;
-    if (!t || !names || !h || !cfg || !wpath || !cpath) rc = ql_err(QL_ENOMEM, "out of memory");
+    if (!rc && (!t || !names || !h || !cfg || !wpath || !cpath)) rc = ql_err(QL_ENOMEM, "out of memory");
     int i = 0;
     size_t off = 0;
     for (int l = 0; !rc && l < a->n_layers; l++)

@@ -201,8 +201,8 @@ static int interop(const char *q, const char *dir, const char *ad) {
     free(out), free(want);
     // greedy text, base and LoRA
     for (int lora = 0; lora < 2; lora++) {
-        CHECK(run("%s infer --base %s --base-dtype f32 %s%s --prompt 'Where is the treasure?' --max-tokens 16 "
-                  "--temperature 0 --ignore-eos --threads 2 >%s/q%d.txt 2>/dev/null",
+        CHECK(run("%s infer --base %s --base-dtype f32 %s%s --chat-template none --prompt 'Where is the treasure?' "
+                  "--max-tokens 16 --temperature 0 --ignore-eos --threads 2 >%s/q%d.txt 2>/dev/null",
                   q, dir, lora ? "--adapter " : "", lora ? ad : "", tmp, lora) == 0);
         char larg[400] = "";
         if (lora) snprintf(larg, sizeof larg, "--lora %s/lora.gguf", tmp);
@@ -302,10 +302,17 @@ int main(int argc, char **argv) {
     CHECKF(contains(p, "\"chat_template\": \"llama3\""), "%s does not name llama3", p);
     snprintf(p, sizeof p, "%s/train.log", tmp);
     CHECKF(!contains(p, "loss=nan") && !contains(p, "error"), "training log: see %s", p);
-    // generation through the adapter, raw and as a llama3 user turn
-    CHECK(run("%s infer --base %s --adapter %s --prompt 'Where is the treasure?' --max-tokens 6 --temperature 0 "
-              "--threads 2 >%s/infer.txt 2>%s/infer.log",
+    // generation through the adapter, raw and as a llama3 user turn (given by hand, and by default:
+    // the template its training_record.json names)
+    CHECK(run("%s infer --base %s --adapter %s --chat-template none --prompt 'Where is the treasure?' --max-tokens 6 "
+              "--temperature 0 --threads 2 >%s/infer.txt 2>%s/infer.log",
               q, base, ad, tmp, tmp) == 0);
+    CHECK(run("%s infer --base %s --adapter %s --prompt 'Where is the treasure?' --max-tokens 6 --temperature 0 "
+              "--threads 2 >%s/infer_auto.txt 2>%s/infer_auto.log",
+              q, base, ad, tmp, tmp) == 0);
+    snprintf(p, sizeof p, "%s/infer_auto.log", tmp);
+    CHECKF(contains(p, "prompt 15 tokens") && contains(p, "user turn in its chat template llama3"),
+           "infer's default for an adapter trained in llama3: see %s", p);
     CHECK(run("%s infer --base %s --adapter %s --prompt 'Where is the treasure?' --chat-template llama3 --max-tokens 6 "
               "--temperature 0 --threads 2 >%s/infer_chat.txt 2>%s/infer_chat.log",
               q, base, ad, tmp, tmp) == 0);
