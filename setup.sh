@@ -4,7 +4,7 @@
 # `./setup.sh test`; CI (.ci/run) runs the second.
 #
 #   ./setup.sh demo    install, build, quantize a small model to NF4, train two style adapters, fan out one
-#                      prompt to the base and both in one batch
+#                      prompt to the base and both in one batch; last, print how to open the playground
 #   ./setup.sh test    install, build, run every test (ctest); then the CPU tests again in a
 #                      second tree built with ASan+UBSan (build-san), and the libFuzzer
 #                      harnesses built with clang (build-fuzz) for a fixed number of runs each
@@ -24,11 +24,20 @@ pkgs="build-essential cmake pkg-config libsentencepiece-dev sentencepiece libjsm
 [ "$what" = test ] && pkgs="$pkgs clang libclang-rt-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 if [ -n "$missing" ]; then
     echo "setup: installing$missing"
-    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+fi
+# headless Chromium for test_playground (the playground page in a real browser);
+# without it that test skips, so a failed install only warns
+if [ "$what" = test ] && [ ! -x /usr/bin/chromium ]; then
+    echo "setup: installing chromium (for test_playground)"
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >/tmp/setup_chromium.log 2>&1; then
+        echo "setup: warning: chromium did not install; test_playground will skip" >&2
+        tail -n 5 /tmp/setup_chromium.log >&2
+    fi
 fi
 
 # ---- build ----
@@ -38,12 +47,15 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 case "$what" in
 build) ;;
 test)
-    # the openai npm package for test_serve_openai (which skips without it)
+    # the openai npm package for test_serve_openai, puppeteer-core for
+    # test_playground (each skips without its package)
     if command -v npm >/dev/null 2>&1; then
-        if ! npm_log=$(npm ci --prefix tests/serve --no-audit --no-fund --loglevel=error 2>&1); then
-            echo "setup: warning: npm ci in tests/serve failed; test_serve_openai will skip" >&2
-            printf '%s\n' "$npm_log" | tail -n 5 >&2
-        fi
+        for d in serve:test_serve_openai playground:test_playground; do
+            if ! npm_log=$(npm ci --prefix "tests/${d%%:*}" --no-audit --no-fund --loglevel=error 2>&1); then
+                echo "setup: warning: npm ci in tests/${d%%:*} failed; ${d#*:} will skip" >&2
+                printf '%s\n' "$npm_log" | tail -n 5 >&2
+            fi
+        done
     fi
     (cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS")
     # The same CPU tests again, with everything built under AddressSanitizer and
@@ -88,6 +100,9 @@ demo)
     "$q" eval --base "$base" --base-dtype f32 --data tests/fixtures/stories260K/eval.txt
     echo "== the LoRA store: one PEFT adapter directory per adapter =="
     ls -l out/adapters/*
+    echo "== the playground: the base and both adapters side by side in a browser (docs/playground.md) =="
+    echo "   $q serve --base out/demo-base.qlb --adapter-dir out/adapters --port 8080"
+    echo "   then open http://127.0.0.1:8080/"
     ;;
 *)
     echo "usage: ./setup.sh demo|test|build" >&2

@@ -217,7 +217,8 @@ void oai_request_free(oai_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-int oai_error_json(strbuf *b, const char *message, const char *type, const char *param, const char *code) {
+int oai_error_json(strbuf *b, const char *message, const char *type, const char *param, const char *code,
+                   const char *adapter, int index) {
     QL_CHECK(sb_add(b, "{\"error\": {\"message\": "));
     QL_CHECK(sb_json(b, message, strlen(message)));
     QL_CHECK(sb_addf(b, ", \"type\": \"%s\", \"param\": ", type));
@@ -226,5 +227,10 @@ int oai_error_json(strbuf *b, const char *message, const char *type, const char 
     QL_CHECK(sb_add(b, ", \"code\": "));
     if (code) QL_CHECK(sb_addf(b, "\"%s\"", code));
     else QL_CHECK(sb_add(b, "null"));
+    if (adapter) {
+        QL_CHECK(sb_add(b, ", \"adapter\": "));
+        QL_CHECK(sb_json(b, adapter, strlen(adapter)));
+    }
+    if (index >= 0) QL_CHECK(sb_addf(b, ", \"index\": %d", index));
     return sb_add(b, "}}");
 }

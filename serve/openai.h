@@ -52,8 +52,12 @@ void oai_request_free(oai_request *r);
 
 // {"error": {"message", "type", "param", "code"}} into b. type: OpenAI's
 // ("invalid_request_error", "authentication_error", "not_found_error", ...);
-// param and code may be NULL (JSON null).
-int oai_error_json(strbuf *b, const char *message, const char *type, const char *param, const char *code);
+// param and code may be NULL (JSON null). qlora's extension, for a request that
+// runs on several adapters (`adapters`): "adapter", the one the error concerns
+// (a name given in `adapters`, "base" for the base), when adapter is not NULL,
+// and "index", the choice it ended in a stream, when index >= 0.
+int oai_error_json(strbuf *b, const char *message, const char *type, const char *param, const char *code,
+                   const char *adapter, int index);
 
 // Adapter and model names: infer/store.h's store_check_name (one folder of the
 // store; OAI_NAME_MAX is STORE_NAME_MAX). QL_EINVAL with the reason otherwise.

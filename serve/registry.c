@@ -285,7 +285,7 @@ int reg_loaded(registry *g) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int targets_json(strbuf *b, unsigned t) {
+int reg_targets_json(strbuf *b, unsigned t) {
     QL_CHECK(sb_add(b, "["));
     for (int k = 0, first = 1; k < LORA_NMODULES; k++)
         if (t & (1u << k)) {
@@ -311,7 +311,7 @@ static int model_json(strbuf *b, const char *id, const char *parent, long long c
         return sb_add(b, "}");
     }
     QL_CHECK(sb_addf(b, ", \"rank\": %d, \"targets\": ", rank));
-    QL_CHECK(targets_json(b, targets));
+    QL_CHECK(reg_targets_json(b, targets));
     return sb_addf(b, ", \"loaded\": %s}", loaded ? "true" : "false");
 }
 
@@ -333,7 +333,7 @@ int reg_model_json(registry *g, strbuf *b, const char *name, const char *parent,
     return rc;
 }
 
-int reg_list_json(registry *g, strbuf *b, const char *parent, long long created) {
+int reg_store_names(registry *g, char ***out, int *n_out) {
     char **names = NULL;
     int n = 0, cap = 0, rc = QL_OK;
     DIR *d = g->dir ? opendir(g->dir) : NULL;
@@ -351,6 +351,37 @@ int reg_list_json(registry *g, strbuf *b, const char *parent, long long created)
     }
     if (d) closedir(d);
     if (n > 1) qsort(names, (size_t)n, sizeof *names, cmp_str);
+    *out = names, *n_out = n;
+    return rc;
+}
+
+int reg_store_path(registry *g, const char *name, char *out, size_t cap) { return store_path(g, name, out, cap); }
+
+int reg_snapshot(registry *g, reg_info **out, int *n_out) {
+    *out = NULL, *n_out = 0;
+    pthread_mutex_lock(&g->mu);
+    int n = 0;
+    for (reg_adapter *a = g->live; a; a = a->next) n++;
+    reg_info *v = n ? calloc((size_t)n, sizeof *v) : NULL;
+    if (n && !v) {
+        pthread_mutex_unlock(&g->mu);
+        return ql_err(QL_ENOMEM, "out of memory");
+    }
+    int i = 0;
+    for (reg_adapter *a = g->live; a; a = a->next, i++) {
+        reg_info *r = &v[i];
+        snprintf(r->name, sizeof r->name, "%s", a->name);
+        r->rank = a->a.rank, r->use_rslora = a->a.use_rslora, r->pinned = a->pinned, r->targets = a->a.targets;
+        r->alpha = a->a.alpha, r->scaling = a->a.scaling, r->has_template = a->has_template, r->tmpl = a->tmpl;
+    }
+    pthread_mutex_unlock(&g->mu);
+    *out = v, *n_out = n;
+    return QL_OK;
+}
+
+int reg_list_json(registry *g, strbuf *b, const char *parent, long long created) {
+    char **names = NULL;
+    int n = 0, rc = reg_store_names(g, &names, &n);
     for (int i = 0; i < n && !rc; i++) {
         rc = reg_model_json(g, b, names[i], parent, created);
         if (rc == QL_ENOENT || rc == QL_EINVAL) rc = QL_OK;  // not an adapter (yet), or out of the store

@@ -79,4 +79,26 @@ int reg_list_json(registry *g, strbuf *b, const char *parent, long long created)
 // an adapter folder of the store, QL_EINVAL when it is not a single folder name.
 int reg_model_json(registry *g, strbuf *b, const char *name, const char *parent, long long created);
 
+// What the playground's store listing (serve/playground.c) needs of the registry.
+// An adapter in memory, copied under the lock.
+typedef struct {
+    char name[OAI_NAME_MAX];
+    int rank, use_rslora, pinned;
+    unsigned targets;
+    float alpha, scaling;
+    int has_template;
+    ds_template tmpl;
+} reg_info;
+// Every adapter in memory (malloc'd array in *out, *n entries; NULL and 0 when none).
+int reg_snapshot(registry *g, reg_info **out /* out */, int *n /* out */);
+// The folders of the store that could be adapters (hidden ones and names no
+// request could give left out), sorted; *out is a malloc'd array of malloc'd names.
+int reg_store_names(registry *g, char ***out /* out */, int *n /* out */);
+// LORA_* bits as a JSON list of module names (["q_proj", "v_proj"]).
+int reg_targets_json(strbuf *b, unsigned targets);
+// name's folder in the store, resolved and checked to be inside it (store_resolve)
+// into out. QL_EINVAL for a bad name or a link out of the store, QL_ENOENT when
+// there is no such folder or it has no adapter_config.json yet.
+int reg_store_path(registry *g, const char *name, char *out /* out */, size_t cap);
+
 #endif

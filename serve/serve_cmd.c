@@ -55,7 +55,8 @@ int cmd_serve(int argc, char **argv) {
     int n = (int)(sizeof opts / sizeof *opts);
     int pr = cli_parse("serve",
                        "An OpenAI-compatible HTTP server over one frozen base and a LoRA store: /v1/completions, "
-                       "/v1/chat/completions, /v1/models, /v1/load_lora_adapter, /v1/unload_lora_adapter, /health, /metrics.",
+                       "/v1/chat/completions, /v1/models, /v1/load_lora_adapter, /v1/unload_lora_adapter, /health, /metrics; "
+                       "and at / the playground, a page that compares the base and adapters side by side.",
                        opts, n, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (verbose) log_set_level(LOG_DEBUG);
@@ -111,6 +112,10 @@ int cmd_serve(int argc, char **argv) {
              so.base_has_tmpl ? "the base's tokenizer_config.json" : "--chat-template");
     log_info("serve: listening on http://%s%s%s:%d%s", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
              server_port(sv), so.api_key[0] ? " (API key required)" : "");
+    // a wildcard address is not one a browser can open: name the loopback one instead
+    const char *page_host = !strcmp(host, "0.0.0.0") ? "127.0.0.1" : !strcmp(host, "::") ? "::1" : host;
+    log_info("serve: the playground: http://%s%s%s:%d/", strchr(page_host, ':') ? "[" : "", page_host,
+             strchr(page_host, ':') ? "]" : "", server_port(sv));
     int sig = 0;
     sigwait(&sigs, &sig);
     int busy = server_busy(sv);

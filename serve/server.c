@@ -20,6 +20,7 @@
 #include "../infer/generate.h"
 #include "metrics.h"
 #include "openai.h"
+#include "playground.h"
 #include "registry.h"
 #include "scheduler.h"
 
@@ -118,15 +119,23 @@ static const char *error_type(int status) {
     }
 }
 
-static enum MHD_Result send_error(server *sv, struct MHD_Connection *c, const char *endpoint, int status,
-                                  const char *msg, const char *param, const char *code) {
+// An error; adapter (may be NULL) and index (-1: none): the target of `adapters`
+// it concerns and its first choice (oai_error_json).
+static enum MHD_Result send_error_for(server *sv, struct MHD_Connection *c, const char *endpoint, int status,
+                                      const char *msg, const char *param, const char *code, const char *adapter,
+                                      int index) {
     strbuf b = {0};
-    if (oai_error_json(&b, msg, error_type(status), param, code)) return MHD_NO;
+    if (oai_error_json(&b, msg, error_type(status), param, code, adapter, index)) return MHD_NO;
     enum MHD_Result ok = send_body(sv, c, endpoint, status, "application/json", b.s, b.n, status == 503 ? "1" : NULL);
     sb_free(&b);
     if (status >= 500 || status == 413) log_warn("serve: %s: %d: %s", endpoint, status, msg);
     else log_debug("serve: %s: %d: %s", endpoint, status, msg);
     return ok;
+}
+
+static enum MHD_Result send_error(server *sv, struct MHD_Connection *c, const char *endpoint, int status,
+                                  const char *msg, const char *param, const char *code) {
+    return send_error_for(sv, c, endpoint, status, msg, param, code, NULL, -1);
 }
 
 // Constant-time comparison of the Authorization header with "Bearer KEY".
@@ -201,11 +210,14 @@ static ds_template target_template(const server *sv, const srv_target *t) {
     return sv->o.base_has_tmpl ? sv->o.base_tmpl : sv->o.fallback_tmpl;
 }
 
-// Builds the job for a parsed request; on failure *status and the message say why.
-static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pcap) {
+// Builds the job for a parsed request; on failure *status and the message say
+// why, and bad (cap OAI_NAME_MAX) names the target of `adapters` it concerns and
+// *bad_i its first choice (empty and -1 when it concerns the request as a whole).
+static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pcap, char *bad, int *bad_i) {
     oai_request *q = &j->req;
     *status = 400;
-    param[0] = '\0';
+    param[0] = bad[0] = '\0';
+    *bad_i = -1;
     // the model must exist even when "adapters" picks what runs
     if (!is_base(sv, q->model)) {
         reg_adapter *a;
@@ -241,6 +253,8 @@ static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pc
             if (rc) {
                 *status = acquire_status(rc);
                 snprintf(param, pcap, "adapters");
+                snprintf(bad, OAI_NAME_MAX, "%s", name);
+                *bad_i = i * q->n;
                 return ql_err(rc, "adapter '%s': %s", name, ql_errmsg());
             }
         }
@@ -250,6 +264,8 @@ static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pc
     for (int i = 0; i < j->n_t; i++) {
         srv_target *t = &j->t[i];
         int rc;
+        // a chat's prompt is this target's own (its template): an error in it is this target's
+        if (q->n_targets && q->kind == OAI_CHAT) snprintf(bad, OAI_NAME_MAX, "%s", q->targets[i].name), *bad_i = i * q->n;
         if (q->kind == OAI_COMPLETIONS) {
             rc = i > 0 ? QL_OK : tokenize_prompt(sv->m, sv->tok, q->prompt, &t->prompt, &t->n_prompt);
             if (i > 0) {
@@ -284,6 +300,7 @@ static int build_job(server *sv, srv_job *j, int *status, char *param, size_t pc
         if (i == 0) q->max_tokens = max_tokens;  // the same limit for every target
         else if (max_tokens < q->max_tokens) q->max_tokens = max_tokens;
     }
+    bad[0] = '\0', *bad_i = -1;
     // choices: target-major, n per target, each with its own seed (seed + k)
     j->n_ch = j->n_t * q->n;
     j->ch = calloc((size_t)j->n_ch, sizeof *j->ch);
@@ -383,6 +400,7 @@ static void chunk(strbuf *b, const stream *st, const srv_job *j, int i, const ch
     if (finish) sb_addf(b, "\"%s\"", finish);
     else sb_add(b, "null");
     if (j->req.n_targets) label_json(b, j, c);
+    if (j->req.n_targets && finish) sb_addf(b, ", \"completion_tokens\": %d", c->r.n_ids);
     sb_add(b, "}]}\n\n");
 }
 
@@ -409,7 +427,7 @@ static int stream_collect(stream *st) {
             else {  // an error or a cancellation: say so in the stream, in OpenAI's error shape
                 strbuf e = {0};
                 const char *why = !strcmp(c->r.finish ? c->r.finish : "", "error") ? c->r.err : "the server is shutting down";
-                oai_error_json(&e, why, "server_error", NULL, NULL);
+                oai_error_json(&e, why, "server_error", NULL, NULL, j->req.n_targets ? j->t[c->target].name : NULL, i);
                 sb_addf(&st->out, "data: %s\n\n", e.s ? e.s : "{}");
                 sb_free(&e);
             }
@@ -468,7 +486,9 @@ static enum MHD_Result generate_ep(server *sv, struct MHD_Connection *c, const c
         return send_error(sv, c, ep, rc == QL_ENOMEM ? 500 : 400, ql_errmsg(), param, NULL);
     }
     j->t_arrive = time_now();
-    rc = build_job(sv, j, &status, param, sizeof param);
+    char bad[OAI_NAME_MAX];
+    int bad_i;
+    rc = build_job(sv, j, &status, param, sizeof param, bad, &bad_i);
     if (!rc && sv->quiesced) rc = ql_err(QL_EINVAL, "the server is shutting down"), status = 503;
     if (!rc && (rc = sched_submit(&sv->sch, j))) status = 503;
     if (rc) {
@@ -477,7 +497,8 @@ static enum MHD_Result generate_ep(server *sv, struct MHD_Connection *c, const c
         for (int i = 0; i < j->n_t; i++) reg_release(&sv->g, j->t[i].ad), free(j->t[i].prompt);
         free(j->t);
         srv_job_free(j);
-        return send_error(sv, c, ep, status, msg, param, status == 404 ? "model_not_found" : NULL);
+        return send_error_for(sv, c, ep, status, msg, param, status == 404 ? "model_not_found" : NULL, bad[0] ? bad : NULL,
+                              bad[0] ? bad_i : -1);
     }
     char id[48];
     long long created = (long long)time(NULL);
@@ -579,6 +600,63 @@ static enum MHD_Result adapter_ep(server *sv, struct MHD_Connection *c, const ch
     return ok;
 }
 
+// ---- the playground (serve/playground.h) ----
+
+// A page file or a loss curve: data is copied unless it is the binary's own
+// (persistent); csp is the Content-Security-Policy it runs under.
+static enum MHD_Result send_file(server *sv, struct MHD_Connection *c, const char *ep, const char *type,
+                                 const void *data, size_t n, int persistent, const char *csp) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)data, persistent ? MHD_RESPMEM_PERSISTENT
+                                                                                           : MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Content-Security-Policy", csp);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");  // a new binary's page, a retrained adapter's curve
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    metrics_request(&sv->mx, ep, 200);
+    return ok;
+}
+
+// GET of a page file (GET / is the page); another method is 405.
+static enum MHD_Result asset_ep(server *sv, struct MHD_Connection *c, const web_asset *a, int get) {
+    const char *ep = !strcmp(a->url, "/") ? "/" : "/playground/{file}";
+    if (!get) return send_error(sv, c, ep, 405, "the playground's files take GET", NULL, NULL);
+    return send_file(sv, c, ep, a->type, a->data, a->len, 1, PG_CSP);
+}
+
+// GET /v1/qlora/store
+static enum MHD_Result store_ep(server *sv, struct MHD_Connection *c, const char *ep) {
+    pg_base base = {.id = sv->o.served_name, .max_model_len = sv->f.max_T,
+                    .tmpl = sv->o.base_has_tmpl ? sv->o.base_tmpl : sv->o.fallback_tmpl,
+                    .tmpl_from = sv->o.base_has_tmpl ? "tokenizer_config.json" : "--chat-template"};
+    strbuf b = {0};
+    if (pg_store_json(&b, &sv->g, &base)) {
+        sb_free(&b);
+        return send_error(sv, c, ep, 500, ql_errmsg(), NULL, NULL);
+    }
+    return send_json(sv, c, ep, 200, &b);
+}
+
+// GET /v1/qlora/store/NAME/loss.svg
+static enum MHD_Result curve_ep(server *sv, struct MHD_Connection *c, const char *ep, const char *name) {
+    char *svg = NULL;
+    size_t n = 0;
+    int rc = pg_curve(&sv->g, name, &svg, &n);
+    if (rc) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s", ql_errmsg());
+        return send_error(sv, c, ep, rc == QL_ENOENT ? 404 : rc == QL_ENOMEM || rc == QL_EIO ? 500 : 400, msg, NULL,
+                          rc == QL_ENOENT ? "not_found" : NULL);
+    }
+    enum MHD_Result ok = send_file(sv, c, ep, "image/svg+xml", svg, n, 0, PG_SVG_CSP);
+    free(svg);
+    return ok;
+}
+
 // ---- routing ----
 
 static enum MHD_Result route(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -613,7 +691,17 @@ static enum MHD_Result route(void *cls, struct MHD_Connection *c, const char *ur
         return send_error(sv, c, ep, 413, msg, NULL, NULL);
     }
     if (k == 0 && get) return send_body(sv, c, ep, 200, "application/json", "{\"status\": \"ok\"}", 16, NULL);
+    // the page's files hold no data and a browser cannot send a key to open a page: open, as /health is
+    const web_asset *wa = pg_asset(url);
+    if (wa) return asset_ep(sv, c, wa, get);
     if (!authorized(sv, c)) return send_error(sv, c, ep, 401, "a missing or wrong API key (Authorization: Bearer KEY)", NULL, "invalid_api_key");
+    char name[OAI_NAME_MAX + 1];
+    if (!strcmp(url, "/v1/qlora/store"))
+        return get ? store_ep(sv, c, url) : send_error(sv, c, url, 405, "/v1/qlora/store takes GET", NULL, NULL);
+    if (pg_curve_url(url, name, sizeof name)) {
+        ep = "/v1/qlora/store/{name}/loss.svg";
+        return get ? curve_ep(sv, c, ep, name) : send_error(sv, c, ep, 405, "loss.svg takes GET", NULL, NULL);
+    }
     if (model_id) {
         if (!get) return send_error(sv, c, ep, 405, "/v1/models/{id} takes GET", NULL, NULL);
         return model_ep(sv, c, url + 11);
