@@ -76,21 +76,28 @@ DEFINE_GEMV(gemv_f32_avx2, float, ld_f32, sc_f32)
 DEFINE_GEMV(gemv_f16_avx2, uint16_t, ld_f16, sc_f16)
 DEFINE_GEMV(gemv_bf16_avx2, uint16_t, ld_bf16, sc_bf16)
 
-// 8 table values for 8 codes held in bits 0..3 of each 32-bit lane; the bits
-// above may hold anything (vpermps reads bits 0..2, the blend reads bit 3 as the
-// sign of idx << 28), so a zero-extended byte gives its low nibble's value.
-INLINE2 __m256 nf4_lookup8(__m256i idx, __m256 tlo, __m256 thi) {
-    const __m256 a = _mm256_permutevar8x32_ps(tlo, idx);
-    const __m256 b = _mm256_permutevar8x32_ps(thi, idx);
-    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
-}
-
 // ---- fused NF4 GEMV, cols % 64 == 0 ----
-// Per 64-block: 4 groups of 8 code bytes; in each, the high nibbles line up
-// with 8 floats of x and the low nibbles with the next 8 (nf4_permute_x, g = 8).
+// The 16 NF4 values are looked up byte by byte: byte k of each value's fp32
+// bits is a 16-entry table, one vpshufb for 32 codes. 16 code bytes give 32
+// indices (the high nibbles in the low 128-bit lane, the low nibbles in the
+// high lane); four vpshufb give the 4 bytes of each value, and two rounds of
+// unpacks (bytes, then 16-bit words) put them together as 4 vectors of 8
+// floats. In-lane unpacks leave the values of 4 code bytes as [even elements,
+// odd elements]: nf4_permute_x with g = 4 has lined x up with that order. The
+// values are the table's exactly (bytes moved, never computed).
 INLINE2 void gemv_nf4_nn(float *out, int64_t ostride, const nf4_data *w, int64_t r0, int64_t nrows,
                          int64_t cols, const float *xp, const int NN) {
-    const __m256 tlo = _mm256_loadu_ps(NF4_TABLE), thi = _mm256_loadu_ps(NF4_TABLE + 8);
+    uint8_t tb[4][16];
+    for (int c = 0; c < 16; c++) {
+        uint32_t u;
+        memcpy(&u, &NF4_TABLE[c], sizeof u);
+        for (int k = 0; k < 4; k++) tb[k][c] = (uint8_t)(u >> (8 * k));
+    }
+    const __m256i t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb[0]));
+    const __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb[1]));
+    const __m256i t2 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb[2]));
+    const __m256i t3 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb[3]));
+    const __m128i lo4 = _mm_set1_epi8(0x0F);
     const int64_t nbr = cols / NF4_BLOCK;
     const float offset = w->absmax_offset;
     for (int64_t i = 0; i < nrows; i++) {
@@ -100,19 +107,29 @@ INLINE2 void gemv_nf4_nn(float *out, int64_t ostride, const nf4_data *w, int64_t
         _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm256_setzero_ps();
         for (int64_t kb = 0; kb < nbr; kb++, b++, cp += NF4_BLOCK / 2) {
             _mm_prefetch((const char *)cp + 2048, _MM_HINT_T0);  // see PF_DIST in matmul_avx512.c
-            const float t = NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[b / NF4_BLOCK2];
+            const float t = NF4_CODE8[w->absmax_q[b]] * w->absmax_scale[(uint64_t)b / NF4_BLOCK2];
             const __m256 am = _mm256_set1_ps(t + offset);
             const float *xb = xp + kb * NF4_BLOCK;
             __m256 s[MATMUL_GEMV_MAX_N];
             _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) s[n] = _mm256_setzero_ps();
-            _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
-                const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(cp + 8 * g)));
-                const __m256 wh = nf4_lookup8(_mm256_srli_epi32(v, 4), tlo, thi);
-                const __m256 wl = nf4_lookup8(v, tlo, thi);
+            _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+                const __m128i v = _mm_loadu_si128((const __m128i *)(cp + 16 * h));
+                const __m256i idx = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_and_si128(_mm_srli_epi16(v, 4), lo4)), _mm_and_si128(v, lo4), 1);
+                const __m256i b0 = _mm256_shuffle_epi8(t0, idx), b1 = _mm256_shuffle_epi8(t1, idx);
+                const __m256i b2 = _mm256_shuffle_epi8(t2, idx), b3 = _mm256_shuffle_epi8(t3, idx);
+                const __m256i w01l = _mm256_unpacklo_epi8(b0, b1), w01h = _mm256_unpackhi_epi8(b0, b1);
+                const __m256i w23l = _mm256_unpacklo_epi8(b2, b3), w23h = _mm256_unpackhi_epi8(b2, b3);
+                const __m256 f0 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(w01l, w23l));
+                const __m256 f1 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(w01l, w23l));
+                const __m256 f2 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(w01h, w23h));
+                const __m256 f3 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(w01h, w23h));
                 _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) {
-                    const float *xn = xb + n * cols + 16 * g;
-                    s[n] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xn), s[n]);
-                    s[n] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xn + 8), s[n]);
+                    const float *xn = xb + n * cols + 32 * h;
+                    s[n] = _mm256_fmadd_ps(f0, _mm256_loadu_ps(xn), s[n]);
+                    s[n] = _mm256_fmadd_ps(f1, _mm256_loadu_ps(xn + 8), s[n]);
+                    s[n] = _mm256_fmadd_ps(f2, _mm256_loadu_ps(xn + 16), s[n]);
+                    s[n] = _mm256_fmadd_ps(f3, _mm256_loadu_ps(xn + 24), s[n]);
                 }
             }
             _Pragma("GCC unroll 8") for (int n = 0; n < NN; n++) acc[n] = _mm256_fmadd_ps(s[n], am, acc[n]);
@@ -226,6 +243,15 @@ AVX2 void gemv_nf4_q8_avx2(float *out, int64_t ostride, const nf4_data *w, int64
     MATMUL_SWITCH_N(N, gemv_nf4_q8_nn, out, ostride, w, r0, nrows, cols, xq, xd)
 }
 
+// 8 table values for 8 codes held in bits 0..3 of each 32-bit lane; the bits
+// above may hold anything (vpermps reads bits 0..2, the blend reads bit 3 as the
+// sign of idx << 28), so a zero-extended byte gives its low nibble's value.
+INLINE2 __m256 nf4_lookup8(__m256i idx, __m256 tlo, __m256 thi) {
+    const __m256 a = _mm256_permutevar8x32_ps(tlo, idx);
+    const __m256 b = _mm256_permutevar8x32_ps(thi, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
 // ---- exact dequantization of whole 64-blocks ----
 // 8 code bytes -> 16 nibbles in element order (u16 = (byte >> 4) | (byte & 15) << 8),
 // looked up and multiplied by the block's absmax in fp32, as nf4_dequantize does.
@@ -264,7 +290,7 @@ static const matmul_kernels KERNELS_AVX2 = {
     .gemv_f16 = gemv_f16_avx2,
     .gemv_bf16 = gemv_bf16_avx2,
     .gemv_nf4 = gemv_nf4_avx2,
-    .xgroup = 8,
+    .xgroup = 4,
     .gemv_nf4_q8 = gemv_nf4_q8_avx2,
     .nf4_blocks = nf4_blocks_avx2,
     .cvt_f16 = cvt_f16_avx2,
