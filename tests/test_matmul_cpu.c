@@ -23,6 +23,7 @@ static const int NS[] = {1, 3, 7, 8, 15, 16, 17, 64};
 static const struct { int64_t rows, cols; } SHAPES[] = {
     {172, 64}, {64, 172}, {1, 64}, {1, 172}, {300, 65}, {300, 172}, {300, 256},
     {7, 65},   {33, 128}, {300, 1}, {16, 130}, {5, 4096}, {300, 251},
+    {300, 16}, {33, 32},  {9, 24},  // short rows (a LoRA B): 8 rows at a time, then the rest
 };
 static const dtype DTYPES[] = {DT_F32, DT_F16, DT_BF16, DT_NF4};
 static const char *LEVELS[] = {"generic", "avx2", "avx512"};

@@ -32,6 +32,14 @@ INLINE2 float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// The sums of a[0..7], in order, as one vector: two rounds of hadd within the
+// 128-bit lanes, then the two lanes' halves added.
+INLINE2 __m256 hsum8x8(const __m256 *a) {
+    const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
 // ---- dense GEMV: out[n*ostride + i] = W[i,:] . x[n,:] for NN (1..7) vectors ----
 // As in matmul_avx512.c: an 8-wide weight slice is converted once for all NN
 // vectors; U accumulators per vector when there are few vectors.
@@ -67,8 +75,33 @@ INLINE2 float hsum8(__m256 v) {
             }                                                                                       \
         }                                                                                           \
     }                                                                                               \
+    /* rows of at most 32 values (a LoRA B, rank <= 32): 8 rows at a time, their 8       */     \
+    /* accumulators reduced together (hsum8x8), not one horizontal sum per row            */     \
+    AVX2 static void NAME##_short(float *out, int64_t ostride, const T *w, int64_t nrows, int64_t cols, \
+                                  const float *x, int N) {                                          \
+        const int nc = (int)(cols / 8);                                                             \
+        for (int n = 0; n < N; n++) {                                                               \
+            __m256 xv[4];                                                                           \
+            for (int c = 0; c < nc; c++) xv[c] = _mm256_loadu_ps(x + n * cols + 8 * c);            \
+            for (int64_t i = 0; i < nrows; i += 8) {                                                \
+                __m256 a[8];                                                                        \
+                _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) {                                \
+                    const T *wr = w + (i + r) * cols;                                               \
+                    a[r] = _mm256_mul_ps(LD(wr), xv[0]);                                            \
+                    for (int c = 1; c < nc; c++) a[r] = _mm256_fmadd_ps(LD(wr + 8 * c), xv[c], a[r]); \
+                }                                                                                   \
+                _mm256_storeu_ps(out + n * ostride + i, hsum8x8(a));                                \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
     AVX2 static void NAME(float *out, int64_t ostride, const T *w, int64_t nrows, int64_t cols,     \
                           const float *x, int N) {                                                  \
+        if (cols % 8 == 0 && cols <= 32 && nrows >= 8) {                                            \
+            const int64_t r8 = nrows & ~(int64_t)7;                                                 \
+            NAME##_short(out, ostride, w, r8, cols, x, N);                                          \
+            if (r8 == nrows) return;                                                                \
+            out += r8, w += r8 * cols, nrows -= r8;                                                 \
+        }                                                                                           \
         MATMUL_SWITCH_N(N, NAME##_nn, out, ostride, w, nrows, cols, x)                            \
     }
 
