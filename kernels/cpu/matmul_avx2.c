@@ -2,9 +2,12 @@
 // Compiled without -march flags: every function carries a target attribute and
 // runs only after matmul_kernels_avx2() has checked the CPU.
 //
-// NF4 decoding: the 16-entry table lives in two ymm registers (entries 0..7 and
-// 8..15); vpermps looks an index up in both (it reads the low 3 bits) and
-// vblendvps picks one by bit 3 of the index, moved to the sign bit.
+// NF4 decoding: the fused GEMV looks 32 codes up at once in four 16-byte tables
+// (byte k of each value's fp32 bits) with vpshufb and assembles the floats by
+// unpacks (gemv_nf4_nn); the dequantization of whole blocks keeps the 16-entry
+// table in two ymm registers (entries 0..7 and 8..15): vpermps looks an index up
+// in both (it reads the low 3 bits) and vblendvps picks one by bit 3 of the index,
+// moved to the sign bit (nf4_lookup8). The int8 GEMV looks NF4_Q8 up with vpshufb.
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
