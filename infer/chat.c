@@ -60,13 +60,11 @@ static const store_entry *by_serial(const adapter_store *st, int serial) {
 // given, else the one e was trained in (its training_record.json), else the base's.
 // A --chat-template that differs from e's recorded one is said once per adapter.
 static ds_template template_for(const chat_opts *co, const store_entry *e) {
-    if (!e || !e->has_tmpl) return co->tmpl;
-    if (!co->tmpl_given) return e->tmpl;
-    static int said[64];
-    if (e->tmpl != co->tmpl && e->serial < 64 && !said[e->serial]++)
-        log_warn("adapter %s was trained in the %s chat template; answering in --chat-template %s as asked", e->name,
-                 ds_template_name(e->tmpl), ds_template_name(co->tmpl));
-    return co->tmpl;
+    if (!e) return co->tmpl;
+    static int said[64];  // by serial; past 64 adapters loaded, no more warnings
+    int past = 1;
+    return store_pick_template(e->name, e->has_tmpl, e->tmpl, co->tmpl_given, co->tmpl, co->tmpl, "answering in",
+                               e->serial < 64 ? &said[e->serial] : &past);
 }
 
 static void list_adapters(const adapter_store *st, int cur, FILE *f) {
@@ -198,9 +196,8 @@ int chat_run(model *m, const tokenizer *tok, ops *o, const chat_opts *co, FILE *
     // --n N: N answers a turn, one slot each (the prefix cache needs a single slot: N > 1 runs the whole prompt)
     const int nc = co->n_choices > 1 ? co->n_choices : 1;
     rc = fwd_init_slots(&f, m, o, T, T < 512 ? T : 512, nc);
-    dataset_options dopt;
+    dataset_options dopt;  // each turn's, in the answering adapter's template
     ds_template tmpl = template_for(co, e0);
-    prompt_options(&dopt, m, tmpl);
     convo c = {0};
     char **alt = calloc((size_t)nc, sizeof(char *));  // the last turn's answers (--n): /pick K keeps answer K
     int turn = 0;

@@ -86,13 +86,11 @@ enum { TMPL_AUTO, TMPL_GIVEN, TMPL_NONE };
 // raw text.
 static int target_prompt(const session *s, const char *prompt, const char *name, int has_tmpl, ds_template rec,
                          int mode, ds_template given, int **ids, int *n) {
-    if (mode == TMPL_GIVEN && has_tmpl && rec != given)
-        log_warn("adapter %s was trained in the %s chat template; its prompt is rendered in --chat-template %s as asked",
-                 name, ds_template_name(rec), ds_template_name(given));
+    ds_template t = store_pick_template(name, has_tmpl, rec, mode == TMPL_GIVEN, given, rec, "its prompt is rendered in", NULL);
     if (mode == TMPL_NONE || (mode == TMPL_AUTO && !has_tmpl)) return tokenize_prompt(&s->m, s->tok, prompt, ids, n);
     ds_message um = {DS_ROLE_USER, prompt};
     dataset_options dopt;
-    prompt_options(&dopt, &s->m, mode == TMPL_GIVEN ? given : rec);
+    prompt_options(&dopt, &s->m, t);
     if (mode == TMPL_AUTO) log_info("%s: the prompt is a user turn in its chat template %s (its training_record.json)", name,
                                     ds_template_name(rec));
     return ds_render_prompt(ids, n, &um, 1, s->tok, &dopt);
@@ -544,37 +542,37 @@ int cmd_eval(int argc, char **argv) {
     if (!rc && !tt) rc = ql_err(QL_ENOMEM, "out of memory");
     int chat_data = jsonl && d.format != DS_FORMAT_TEXT && d.format != DS_FORMAT_PROMPT;
     for (int j = 0; !rc && j < nt; j++) {
-        ds_template rec;
+        ds_template rec = tmpl;
         const store_entry *e = fan && t[j].adapter ? store_find(&st, names[j]) : NULL;
         int has = e ? e->has_tmpl : t[j].adapter && store_record_template(adapter_dir, &rec);
-        if (e && has) rec = e->tmpl;
-        tt[j] = has && !tmpl_name[0] ? rec : tmpl;
-        if (chat_data && has && tmpl_name[0] && rec != tmpl)
-            log_warn("adapter %s was trained in the %s chat template; it is scored in --chat-template %s as asked",
-                     names[j], ds_template_name(rec), ds_template_name(tmpl));
-        else if (chat_data && has && rec != tmpl)
+        if (e) rec = e->tmpl;
+        int quiet = !chat_data;  // the template applies to chat data only
+        tt[j] = store_pick_template(names[j], has, rec, tmpl_name[0] != '\0', tmpl, tmpl, "it is scored in", &quiet);
+        if (chat_data && has && !tmpl_name[0] && rec != tmpl)
             log_info("adapter %s: scored in its chat template %s (its training_record.json)", names[j], ds_template_name(rec));
     }
     if (!rc) {
         double t0 = time_now();
         if (!chat_data) rc = eval_run(r, &s.m, s.o, &d, t, nt);
+        int *idx = chat_data ? malloc(sizeof(int) * (size_t)nt) : NULL;  // the targets of one template
+        eval_target *tk = chat_data ? malloc(sizeof *tk * (size_t)nt) : NULL;
+        eval_result *rk = chat_data ? malloc(sizeof *rk * (size_t)nt) : NULL;
+        if (chat_data && (!idx || !tk || !rk)) rc = ql_err(QL_ENOMEM, "out of memory");
         for (int k = 0; chat_data && k < DS_TEMPLATE_LLAMA3 + 1 && !rc; k++) {
-            int m = 0, *idx = malloc(sizeof(int) * (size_t)nt);
-            eval_target *tk = malloc(sizeof *tk * (size_t)nt);
-            eval_result *rk = malloc(sizeof *rk * (size_t)nt);
-            if (!idx || !tk || !rk) rc = ql_err(QL_ENOMEM, "out of memory");
-            for (int j = 0; !rc && j < nt; j++)
+            int m = 0;
+            for (int j = 0; j < nt; j++)
                 if ((int)tt[j] == k) idx[m] = j, tk[m++] = t[j];
+            if (!m) continue;
             dataset dk = {0};
-            if (!rc && m && (ds_template)k != tmpl) {  // the data again, in this template
+            if ((ds_template)k != tmpl) {  // the data again, in this template
                 eval_options(&dopt, &s.m, (ds_template)k, T, train_on_inputs);
                 rc = eval_load(&dk, data, s.tok, &dopt);
             }
-            if (!rc && m) rc = eval_run(rk, &s.m, s.o, (ds_template)k != tmpl ? &dk : &d, tk, m);
+            if (!rc) rc = eval_run(rk, &s.m, s.o, (ds_template)k != tmpl ? &dk : &d, tk, m);
             for (int i = 0; !rc && i < m; i++) r[idx[i]] = rk[i];
             dataset_free(&dk);
-            free(idx), free(tk), free(rk);
         }
+        free(idx), free(tk), free(rk);
         if (!rc)
             log_info("%d samples, %lld trained tokens, %d model%s scored in %.2f s", r[0].samples, r[0].tokens, nt,
                      nt > 1 ? "s" : "", time_now() - t0);

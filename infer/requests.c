@@ -317,9 +317,11 @@ int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_op
         // unless --chat-template says otherwise
         if (q[i].msg && se && se->has_tmpl && se->tmpl != ro->tmpl) {
             int k = (int)(se - st.e);
-            if (!ro->tmpl_given) {
+            ds_template t = store_pick_template(se->name, 1, se->tmpl, ro->tmpl_given, ro->tmpl, ro->tmpl,
+                                                "its \"messages\" requests use", k < 64 ? &warned[k] : NULL);
+            if (t != ro->tmpl) {  // the parse rendered them in ro->tmpl
                 dataset_options dopt;
-                prompt_options(&dopt, m, se->tmpl);
+                prompt_options(&dopt, m, t);
                 free(q[i].ids), q[i].ids = NULL;
                 int prc = ds_render_prompt(&q[i].ids, &q[i].n, q[i].msg, q[i].nm, tok, &dopt);
                 if (prc == QL_ENOMEM) { rc = prc; break; }
@@ -328,9 +330,7 @@ int requests_run(const model *m, const tokenizer *tok, ops *o, const requests_op
                              q[i].line, se->name, ds_template_name(se->tmpl), ql_errmsg());
                     continue;
                 }
-            } else if (k < 64 && !warned[k]++)
-                log_warn("adapter %s was trained in the %s chat template; its \"messages\" requests use --chat-template "
-                         "%s as asked", se->name, ds_template_name(se->tmpl), ds_template_name(ro->tmpl));
+            }
         }
         of[i] = ne;
         for (int c = 0; c < q[i].n_choices; c++) {

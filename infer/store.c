@@ -168,6 +168,16 @@ int store_record_template(const char *dir, ds_template *t) {
     return found;
 }
 
+ds_template store_pick_template(const char *name, int has_rec, ds_template rec, int given_set, ds_template given,
+                                ds_template fallback, const char *use, int *warned) {
+    if (given_set && has_rec && rec != given && !(warned && *warned)) {
+        log_warn("adapter %s was trained in the %s chat template; %s --chat-template %s as asked", name,
+                 ds_template_name(rec), use, ds_template_name(given));
+        if (warned) *warned = 1;
+    }
+    return given_set ? given : has_rec ? rec : fallback;
+}
+
 // Adds an entry for name at path with scale, and loads it; a failure to load is
 // recorded in the entry, as is a reason given in why (not loaded at all).
 static int add_entry(adapter_store *st, const model_config *c, const char *name, const char *path, float scale,

@@ -79,6 +79,13 @@ int store_path_inside(const char *root, const char *real);
 // and *t, or 0 when there is no record, no template in it (text data) or one we
 // do not know.
 int store_record_template(const char *dir, ds_template *t /* out */);
+// The template for adapter name's prompts: given when given_set (a --chat-template
+// by hand), else rec when has_rec (its recorded one), else fallback. A given
+// template that differs from the recorded one is warned about, saying how it is
+// used ("adapter NAME was trained in the T chat template; <use> --chat-template G
+// as asked"), unless *warned (then set; NULL: always warned).
+ds_template store_pick_template(const char *name, int has_rec, ds_template rec, int given_set, ds_template given,
+                                ds_template fallback, const char *use, int *warned);
 
 // Fills st from the two options (either may be empty). Returns an error only for
 // a bad option (an unreadable --adapter-dir, a malformed entry or name, a
