@@ -87,6 +87,10 @@ struct ops {
     int (*weight_upload)(ops *o, qweight *w);
     void (*weight_release)(ops *o, qweight *w);
     void (*sync)(ops *o);
+    // Optional (NULL: nothing to do): a forward step over n_tokens rows begins. The
+    // CPU backend fits its thread count to the cores other programs leave free, for
+    // steps whose results do not depend on it (kernels/cpu/threads_cpu.h).
+    void (*step_begin)(ops *o, int n_tokens);
     void (*destroy)(ops *o);  // frees the backend itself; called by ops_delete
     // Zero `bytes` of backend memory at p.
     void (*zero)(ops *o, void *p, size_t bytes);

@@ -327,6 +327,7 @@ int fwd_batch(fwd_state *s, float *logits, const int *tokens, const fwd_seq *seq
         s->xa_cap = (size_t)N * R;
     }
     s->batches++;
+    if (o->step_begin) o->step_begin(o, N);
     for (int i = 0; i < nseq; i++) {
         s->seq_pairs[i] = NULL;
         if (seqs[i].adapter && seqs[i].scale != 0.0f && !(s->seq_pairs[i] = adapter_pairs(s, seqs[i].adapter)))

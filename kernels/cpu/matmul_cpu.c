@@ -237,13 +237,13 @@ void nf4_dequantize_rows(float *out, const qweight *w, int64_t row0, int64_t nro
     dequant_rows(kernels(), out, w, row0, nrows);
 }
 
-// ---- GEMV path: N < GEMM_MIN_N ----
+// ---- GEMV path: N < MATMUL_GEMM_MIN_N ----
 
 // Below this N the GEMV kernels (W read once, x in groups of <= 7 vectors)
 // beat dequantize + sgemm: OpenBLAS is slow for so few rows of x. Measured on
 // the 2-core AVX-512 workstation, 2048x2048, one thread: NF4 N=8 0.96 ms vs
 // 2.78 ms, N=12 1.9 vs 2.9, N=16 2.7 vs 3.0, N=24 4.1 vs 3.4 (GEMV vs sgemm).
-#define GEMM_MIN_N 16
+// (MATMUL_GEMM_MIN_N, matmul_cpu.h)
 
 #define GEMV_CHUNK 16         // rows per OpenMP work item
 #define PAR_MIN_WORK 65536    // N*rows*cols below which one thread is faster than a fork
@@ -359,7 +359,7 @@ static void gemv(const matmul_kernels *k, float *out, const float *x, const qwei
     free(xbuf);
 }
 
-// ---- sgemm path: N >= GEMM_MIN_N ----
+// ---- sgemm path: N >= MATMUL_GEMM_MIN_N ----
 
 #define TILE_FLOATS (1 << 20)  // 4 MiB fp32 tile per thread: OpenBLAS repacks x for every
                                // call, so fewer, larger calls win (11008x4096, N=128, one
@@ -429,6 +429,6 @@ void matmul_cpu(float *out, const float *x, const qweight *w, int N) {
         return;
     }
     const matmul_kernels *k = kernels();
-    if (N < GEMM_MIN_N) gemv(k, out, x, w, N);
+    if (N < MATMUL_GEMM_MIN_N) gemv(k, out, x, w, N);
     else gemm(k, out, x, w, N);
 }

@@ -23,6 +23,12 @@
 
 #include "../ops.h"
 
+// N below this goes to the GEMV kernels. Their results are the same bits for any
+// thread count (each output is one thread's sum in a fixed order); the sgemm path's
+// are not (OpenBLAS sums a column by a kernel that depends on where it falls in
+// the call, and the tiles follow the thread count).
+#define MATMUL_GEMM_MIN_N 16
+
 // out (N,rows) = x (N,cols) @ W^T, all fp32 row-major; out must not alias x.
 void matmul_cpu(float *out, const float *x, const qweight *w, int N);
 

@@ -13,9 +13,11 @@
 #include "grad_cpu.h"
 #include "lora_cpu.h"
 #include "matmul_cpu.h"
+#include "threads_cpu.h"
 
 typedef struct {
     int n_threads;
+    threads_fit fit;
 } cpu_ctx;
 
 static void *cpu_alloc(ops *o, size_t n) {
@@ -30,6 +32,14 @@ static void cpu_copy(ops *o, void *dst, const void *src, size_t n) { memcpy(dst,
 static int cpu_weight_upload(ops *o, qweight *w) { return QL_OK; }
 static void cpu_weight_release(ops *o, qweight *w) {}
 static void cpu_sync(ops *o) {}
+// Only the GEMV steps (decoding) follow the free cores: they give the same bits
+// for any thread count; a larger step's OpenBLAS tiles do not, and training and
+// prompts must not change with the machine's load.
+static void cpu_step_begin(ops *o, int n_tokens) {
+    cpu_ctx *c = o->ctx;
+    if (n_tokens < MATMUL_GEMM_MIN_N) threads_fit_step(&c->fit);
+    else omp_set_num_threads(c->n_threads);
+}
 static void cpu_destroy(ops *o) {
     free(o->ctx);
     free(o);
@@ -180,11 +190,12 @@ ops *ops_cpu_new(int n_threads) {
     openblas_set_num_threads(1);
     blas_check();
     c->n_threads = omp_get_max_threads();
+    threads_fit_init(&c->fit, c->n_threads);
     log_debug("cpu backend: %d threads, SIMD %s, sgemm by %s, NF4 decoding %s", c->n_threads, matmul_cpu_simd(),
               blas_describe(), matmul_cpu_int8() ? "int8 (QLORA_MATMUL=int8)" : "exact fp32");
     *o = (ops){
         .name = "cpu", .ctx = c, .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy, .copy = cpu_copy,
-        .weight_upload = cpu_weight_upload, .weight_release = cpu_weight_release, .sync = cpu_sync,
+        .weight_upload = cpu_weight_upload, .weight_release = cpu_weight_release, .sync = cpu_sync, .step_begin = cpu_step_begin,
         .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
         .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
         .rmsnorm_backward = cpu_rmsnorm_backward, .rope_backward = cpu_rope_backward,
