@@ -1,8 +1,9 @@
 // test_threads.c: the CPU backend's thread count under load (kernels/cpu/threads_cpu.h).
-//   (a) threads_fit_next, the rule: alone it keeps the configured count; beside
-//       busy threads it takes the cores left (at least one); one quiet sample does
-//       not raise it, THREADS_FIT_WINDOW quiet samples do; never above the
-//       configured count or the cores of its mask;
+//   (a) threads_fit_next, the rule: alone it keeps the configured count; one
+//       busy sample (a passing process) does not lower it; beside busy threads it
+//       takes the cores left (at least one) from the second busy sample on; one
+//       quiet sample does not raise it, a window with fewer than two busy samples
+//       does; never above the configured count or the cores of its mask;
 //   (b) what makes changing the count between steps safe: a decoding step (fewer
 //       than MATMUL_GEMM_MIN_N rows, with and without an adapter, several
 //       sequences) gives the same logits, bit for bit, with 1, 2 and 3 threads, on
@@ -31,27 +32,33 @@ static void test_rule(void) {
     threads_fit f = fit_of(2, 2);
     CHECK(threads_fit_next(&f, 1) == 2);  // alone: the main thread
     CHECK(threads_fit_next(&f, 2) == 2);  // alone, a worker still spinning
-    // another 2-thread program: 2 of ours (assumed) + 2 of its
-    CHECK(threads_fit_next(&f, 4) == 1);
-    // now at 1: our main thread + its 2
-    CHECK(threads_fit_next(&f, 3) == 1);
-    // it stops: quiet samples; the window still holds the busy ones
-    for (int i = 0; i < THREADS_FIT_WINDOW - 1; i++) CHECKF(threads_fit_next(&f, 1) == 1, "quiet sample %d", i);
-    CHECK(threads_fit_next(&f, 1) == 2);  // the window is all quiet
-    // two busy loops beside 2 threads: one core left at most
+    CHECK(threads_fit_next(&f, 3) == 2);  // one passing process: one busy sample
+    CHECK(threads_fit_next(&f, 1) == 2);
+    // another 2-thread program: 2 of ours (assumed) + 2 of its, twice
+    CHECK(threads_fit_next(&f, 4) == 1);  // its first sample and the passing one's
+    CHECK(threads_fit_next(&f, 3) == 1);  // now at 1: our main thread + its 2
+    // it stops: quiet samples; the window still holds busy ones
+    for (int i = 0; i < THREADS_FIT_WINDOW - 2; i++) CHECKF(threads_fit_next(&f, 1) == 1, "quiet sample %d", i);
+    CHECK(threads_fit_next(&f, 1) == 2);  // one of its two busy samples left in the window
+    // two busy loops beside 2 threads: one core left at most, from the second sample
     f = fit_of(2, 2);
+    CHECK(threads_fit_next(&f, 4) == 2);
     CHECK(threads_fit_next(&f, 4) == 1);
     // 8 cores, 6 configured, 3 busy threads elsewhere: 5
     f = fit_of(6, 8);
+    CHECK(threads_fit_next(&f, 6 + 3) == 6);
     CHECK(threads_fit_next(&f, 6 + 3) == 5);
     f = fit_of(6, 8);
     CHECK(threads_fit_next(&f, 1) == 6);  // never above the configured count
     f = fit_of(1, 4);
+    threads_fit_next(&f, 50);
     CHECK(threads_fit_next(&f, 50) == 1);
     // cores outside our mask: their threads are not counted against us
     f = fit_of(2, 2);
     f.extra_cpus = 2;
+    threads_fit_next(&f, 2 + 2);
     CHECK(threads_fit_next(&f, 2 + 2) == 2);
+    threads_fit_next(&f, 2 + 2 + 1);
     CHECK(threads_fit_next(&f, 2 + 2 + 1) == 1);
 }
 

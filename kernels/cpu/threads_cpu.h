@@ -12,8 +12,10 @@
 // number configured. Only decoding steps (fewer than MATMUL_GEMM_MIN_N rows) do:
 // their results are the same bits for any thread count (test_threads checks it);
 // prompts, evaluation and training run with the configured count, so that they
-// never change with the machine's load. The count is the largest of the last THREADS_FIT_WINDOW samples: a
-// busy neighbour lowers the count at once, a moment of quiet does not raise it.
+// never change with the machine's load. The count of busy threads is the second
+// largest of the last THREADS_FIT_WINDOW samples: a busy neighbour lowers our
+// count from its second sample on, a passing one does not, and a moment of quiet
+// does not raise it.
 // QLORA_ADAPTIVE_THREADS=0 turns it off.
 #ifndef QL_THREADS_CPU_H
 #define QL_THREADS_CPU_H
