@@ -37,6 +37,17 @@ long long mem_peak_rss(void) {
     return (long long)ru.ru_maxrss * 1024;  // Linux reports KiB
 }
 
+long long mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kb = -1;
+    while (kb < 0 && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) != 1) kb = -1;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
 // The terminal's width in columns: stderr's window size, else $COLUMNS, else 80.
 static int term_columns(void) {
     struct winsize ws;

@@ -21,5 +21,9 @@ double time_now(void);
 void progress_bar(const char *what, long long done, long long total, const char *unit, double t0);
 // peak resident set size of this process in bytes (0 if unknown)
 long long mem_peak_rss(void);
+// The memory new allocations can take without swapping, in bytes: MemAvailable of
+// /proc/meminfo (the kernel's estimate: free memory plus reclaimable caches);
+// -1 when unknown (no /proc/meminfo, or a kernel before 3.14).
+long long mem_available(void);
 
 #endif

@@ -15,6 +15,7 @@
 #include "../common/json.h"
 #include "../common/log.h"
 #include "../model/model.h"
+#include "../model/shapes.h"
 #include "../common/tokenizer.h"
 #include "../kernels/cpu/blas_cpu.h"
 #include "../kernels/cpu/matmul_cpu.h"
@@ -23,34 +24,6 @@
 #include "../model/lora.h"
 #include "../train/peft.h"
 #include "../train/trainer.h"
-
-typedef struct {
-    const char *name;
-    model_config cfg;
-} shape;
-
-// Published shapes: TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json),
-// Llama-2-7B (meta-llama/Llama-2-7b-hf config.json), Llama-3.2-1B and Llama-3.1-8B
-// (meta-llama/Llama-3.2-1B and Llama-3.1-8B config.json: vocabulary 128256, tied
-// embeddings in 3.2 1B only, RoPE theta 500000 with llama3 scaling).
-static const shape shapes[] = {
-    {"tinyllama-1.1b", {.dim = 2048, .hidden_dim = 5632, .n_layers = 22, .n_heads = 32, .n_kv_heads = 4,
-                        .head_dim = 64, .vocab_size = 32000, .max_pos = 2048, .norm_eps = 1e-5f,
-                        .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2, .eos_ids = {2}, .n_eos = 1, .add_bos = 1}},
-    {"llama2-7b", {.dim = 4096, .hidden_dim = 11008, .n_layers = 32, .n_heads = 32, .n_kv_heads = 32,
-                   .head_dim = 128, .vocab_size = 32000, .max_pos = 4096, .norm_eps = 1e-5f,
-                   .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2, .eos_ids = {2}, .n_eos = 1, .add_bos = 1}},
-    {"llama3.2-1b", {.dim = 2048, .hidden_dim = 8192, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64,
-                     .vocab_size = 128256, .max_pos = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f,
-                     .tie_embeddings = 1, .bos_id = 128000, .eos_id = 128001, .eos_ids = {128001}, .n_eos = 1,
-                     .add_bos = 1, .rope_scaling = ROPE_LLAMA3, .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f,
-                     .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192}},
-    {"llama3.1-8b", {.dim = 4096, .hidden_dim = 14336, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128,
-                     .vocab_size = 128256, .max_pos = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f,
-                     .bos_id = 128000, .eos_id = 128001, .eos_ids = {128001}, .n_eos = 1, .add_bos = 1,
-                     .rope_scaling = ROPE_LLAMA3, .rope_factor = 8.0f, .rope_low_freq_factor = 1.0f,
-                     .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192}},
-};
 
 // ---- Memory read bandwidth (issue 13): the bound that decoding streams against ----
 
@@ -584,18 +557,19 @@ int cmd_bench(int argc, char **argv) {
             model_free(&m);
         }
     } else {
-        for (size_t i = 0; i < sizeof shapes / sizeof *shapes && !rc; i++) {
-            if (strcmp(which, "all") && strcmp(which, shapes[i].name)) continue;
+        for (int i = 0; i < MODEL_NSHAPES && !rc; i++) {
+            const model_shape *sh = &MODEL_SHAPES[i];
+            if (strcmp(which, "all") && strcmp(which, sh->name)) continue;
             found = 1;
             if (adapter_load) {  // needs the shapes only, not weights
-                rc = bench_adapter_load(shapes[i].name, &shapes[i].cfg, rank, mode.targets, targets, reps, mode.ad_type);
+                rc = bench_adapter_load(sh->name, &sh->cfg, rank, mode.targets, targets, reps, mode.ad_type);
                 continue;
             }
             model m;
             double t0 = time_now();
-            rc = model_init_random(&m, &shapes[i].cfg, bd == DT_F16 ? DT_F16 : DT_NF4, 1234);
+            rc = model_init_random(&m, &sh->cfg, bd == DT_F16 ? DT_F16 : DT_NF4, 1234);
             if (rc) break;
-            log_info("%s: random weights made in %.1f s", shapes[i].name, time_now() - t0);
+            log_info("%s: random weights made in %.1f s", sh->name, time_now() - t0);
             char *tk = NULL;
             size_t tkn = 0;
             if (save[0] && tok_path[0] && !(rc = file_read_all(tok_path, (size_t)64 << 20, &tk, &tkn))) {
@@ -611,7 +585,7 @@ int cmd_bench(int argc, char **argv) {
             m.tokenizer = NULL, m.tokenizer_len = 0, m.tokenizer_kind = 0;  // not the model's to free
             free(tk);
             if (rc) { model_free(&m); break; }
-            rc = bench_model(shapes[i].name, &m, o, &mode);
+            rc = bench_model(sh->name, &m, o, &mode);
             model_free(&m);
         }
     }

@@ -5,12 +5,19 @@
 #include "../common/err.h"
 #include "../common/log.h"
 #include "ops.h"
+#include "cuda/ops_cuda.h"
 
 #ifndef QLORA_HAVE_CUDA
 ops *ops_cuda_new(int device) {
     ql_err(QL_EUNSUP, "this qlora was built without CUDA (configure with nvcc installed and QLORA_CUDA=ON); "
                       "--backend cpu runs on the CPU");
     return NULL;
+}
+
+// No CUDA backend can exist in this build, so nothing can ask for its memory.
+int ops_cuda_mem_info(ops *o, size_t *free_bytes, size_t *total_bytes) {
+    *free_bytes = *total_bytes = 0;
+    return ql_err(QL_EUNSUP, "this qlora was built without CUDA");
 }
 #endif
 

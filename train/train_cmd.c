@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "../common/log.h"
 #include "../common/rng.h"
 #include "../model/model.h"
+#include "../model/shapes.h"
 #include "../common/safetensors.h"
 #include "../common/strbuf.h"
 #include "../common/tokenizer.h"
@@ -28,13 +30,14 @@
 #include "../common/interrupt.h"
 #include "optim.h"
 #include "peft.h"
+#include "plan_cmd.h"
 #include "recipe.h"
 #include "trainer.h"
 
 typedef struct {
-    const char *base, *data, *out, *recipe, *targets, *schedule, *val_data, *base_dtype, *backend, *chat_template;
+    const char *base, *data, *out, *recipe, *targets, *schedule, *val_data, *base_dtype, *backend, *chat_template, *shape;
     int rank, epochs, max_steps, stop_after, batch, accum, seq_len, seed, warmup, save_every, eval_every, log_every, threads;
-    int rslora, resume, overwrite, train_on_inputs, skip_invalid, grad_ckpt, verbose;
+    int rslora, resume, overwrite, train_on_inputs, skip_invalid, grad_ckpt, verbose, plan, no_mem_check;
     int keep_ckpts, early_stop, save_best;
     float alpha, dropout, lr, val_split, wd, beta1, beta2, eps, max_grad_norm;
 } train_opts;
@@ -43,6 +46,9 @@ typedef struct {
     {"--base", OPT_STR, &o.base, NULL, "model: a Hugging Face directory or a qlora base file"},                   \
     {"--data", OPT_STR, &o.data, NULL, "training data, JSONL (text, prompt/completion, messages, Alpaca or ShareGPT)"},      \
     {"--out", OPT_STR, &o.out, NULL, "the adapter directory to write (adapters/NAME)"},                            \
+    {"--plan", OPT_FLAG, &o.plan, NULL, "print the run's memory plan (every buffer, largest first; plan_total_MB=) and exit: needs --base or --shape, no --data or --out, no GPU"}, \
+    {"--shape", OPT_STR, &o.shape, "", "--plan of a named shape instead of --base: tinyllama-1.1b, llama2-7b, llama3.2-1b or llama3.1-8b"}, \
+    {"--no-memory-check", OPT_FLAG, &o.no_mem_check, NULL, "start even when the plan needs more memory than is available"}, \
     {"--recipe", OPT_STR, &o.recipe, "", "a JSON recipe (recipes/); command-line options override it"},            \
     {"--rank", OPT_INT, &o.rank, "16", "LoRA rank r"},                                                             \
     {"--alpha", OPT_FLOAT, &o.alpha, "32", "LoRA alpha (scaling alpha/r)"},                                        \
@@ -83,7 +89,8 @@ typedef struct {
     {"--threads", OPT_INT, &o.threads, "0", "CPU threads; 0 is all cores"},                                        \
     {"--verbose", OPT_FLAG, &o.verbose, NULL, "log more"},
 
-static const char *SUMMARY = "Train a LoRA adapter on a frozen NF4 base from JSONL; write a PEFT adapter directory.";
+static const char *SUMMARY = "Train a LoRA adapter on a frozen NF4 base from JSONL; write a PEFT adapter directory.\n"
+                             "With --plan: print the memory the run needs, part by part, and exit (docs/memory.md).";
 
 static uint64_t fnv1a(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -454,10 +461,26 @@ static int write_out(run_out *r, trainer *t, int step, int with_ckpt, int new_ad
     return rc;
 }
 
+// The memory plan request of a run with these options (the model's dtypes come
+// from --base or --shape when it is made).
+static plan_request plan_request_of(const train_opts *o, unsigned targets, int bd) {
+    plan_request r = {.base = o->base, .shape = o->shape, .backend = o->backend, .base_dtype = (dtype)bd};
+    r.o = (plan_opts){.B = o->batch, .T = o->seq_len, .rank = o->rank, .targets = targets, .dropout = o->dropout,
+                      .grad_checkpoint = o->grad_ckpt, .grad_accum = o->accum,
+                      .threads = o->threads > 0 ? o->threads : omp_get_max_threads()};
+    return r;
+}
+
 int cmd_train(int argc, char **argv) {
     train_opts o;
     cli_opt opts[] = {OPTS(o)};
     int nopt = (int)(sizeof opts / sizeof *opts);
+    // --plan reads no data and writes nothing (and with --shape reads no model): then
+    // nothing is required (--shape without --plan is refused below, with its reason)
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--plan") || !strncmp(argv[i], "--shape", 7))
+            for (int k = 0; k < nopt; k++)
+                if (opts[k].type == OPT_STR && !opts[k].def) opts[k].def = "";
     // the recipe goes first so that the command line overrides it
     const char *recipe = NULL;
     for (int i = 0; i + 1 < argc; i++)
@@ -493,6 +516,16 @@ int cmd_train(int argc, char **argv) {
         code = 2;
         goto done_args;
     }
+    if (o.shape[0] && !o.plan) {
+        fprintf(stderr, "qlora train: error: --shape is for --plan (a training run needs --base)\n");
+        code = 2;
+        goto done_args;
+    }
+    if (o.plan) {
+        plan_request pr = plan_request_of(&o, targets, bd);
+        code = plan_cmd_print(&pr);
+        goto done_args;
+    }
     // --out: checked before the model is loaded (no lock file beside what is refused), then
     // held by this process for the run (a second writer gets a clear error) and checked again
     if ((rc = check_out(&o)) || (rc = mkdir_parents(o.out)) || (rc = out_lock(&lock, o.out)) || (rc = check_out(&o))) {
@@ -515,6 +548,9 @@ int cmd_train(int argc, char **argv) {
 
         be = ops_new(o.backend, o.threads);
         if (!be) { rc = QL_EINVAL; goto done; }
+        // a run that will not fit is refused here, before the model or the data is loaded
+        plan_request pr = plan_request_of(&o, targets, bd);
+        if (!o.no_mem_check && (rc = plan_cmd_check(&pr, be))) goto done;
         if ((rc = model_load(&m, o.base, (dtype)bd))) goto done;
         if ((rc = tok_load_bytes(&tok, (tok_kind)m.tokenizer_kind, m.tokenizer, m.tokenizer_len, o.base))) goto done;
         if ((rc = ds_template_choose(&tmpl, o.chat_template, m.chat_template))) goto done;

@@ -2,43 +2,63 @@
 // a packed micro-batch and keeping what the backward pass needs.
 #include "trainer.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/err.h"
 #include "../model/forward.h"
+#include "plan.h"
 
+train_dims train_dims_of(const model_config *c, int B, int T, int rank) {
+    train_dims d = {.N = (size_t)B * (size_t)T, .C = (size_t)c->dim, .F = (size_t)c->hidden_dim,
+                    .H = (size_t)c->n_heads, .HD = (size_t)c->n_heads * c->head_dim,
+                    .KV = (size_t)c->n_kv_heads * c->head_dim, .V = (size_t)c->vocab_size, .R = (size_t)rank};
+    d.WIDE = d.F > d.HD ? d.F : d.HD;
+    if (d.WIDE < d.C) d.WIDE = d.C;
+    return d;
+}
+
+// nfloats fp32 in backend memory (at least one: alloc(0) is no request), counted.
 static float *balloc(trainer *t, size_t nfloats, int *rc) {
-    float *p = t->o->alloc(t->o, sizeof(float) * (nfloats ? nfloats : 1));
+    size_t bytes = plan_buffer_bytes(nfloats);
+    float *p = t->o->alloc(t->o, bytes);
+    if (p) t->backend_bytes += bytes;
     if (!p && *rc == QL_OK) *rc = ql_err(QL_ENOMEM, "out of %s memory for training (%zu floats)", t->o->name, nfloats);
     return p;
 }
 
-static int acts_alloc(trainer *t, block_acts *b, int with_input) {
-    const model_config *c = &t->m->cfg;
-    size_t N = (size_t)t->N, C = c->dim, F = c->hidden_dim, HD = (size_t)c->n_heads * c->head_dim,
-           KV = (size_t)c->n_kv_heads * c->head_dim;
+static int acts_alloc(trainer *t, block_acts *b, int with_input, const train_dims *d) {
     int rc = QL_OK;
-    if (with_input) b->x_in = balloc(t, N * C, &rc);
-    b->xn1 = balloc(t, N * C, &rc), b->xn2 = balloc(t, N * C, &rc), b->x_mid = balloc(t, N * C, &rc);
-    b->q = balloc(t, N * HD, &rc), b->k = balloc(t, N * KV, &rc), b->v = balloc(t, N * KV, &rc);
-    b->att = balloc(t, N * HD, &rc), b->lse = balloc(t, N * c->n_heads, &rc);
-    b->gate = balloc(t, N * F, &rc), b->up = balloc(t, N * F, &rc), b->hact = balloc(t, N * F, &rc);
+    if (with_input) b->x_in = balloc(t, d->N * d->C, &rc);
+#define X(field, floats) b->field = balloc(t, floats, &rc);
+    BLOCK_ACTS(X, *d)
+#undef X
     for (int k = 0; k < LORA_NMODULES; k++) {
         const lora_pair *p = &t->a->w[k];  // every layer targets the same modules
         if (!p->A) continue;
-        b->xa[k] = balloc(t, N * t->a->rank, &rc);
-        if (t->a->dropout > 0) b->xdrop[k] = balloc(t, N * p->in, &rc);
+        b->xa[k] = balloc(t, d->N * d->R, &rc);
+        if (t->a->dropout > 0) b->xdrop[k] = balloc(t, d->N * (size_t)p->in, &rc);
     }
     return rc;
 }
 
 static void acts_free(trainer *t, block_acts *b) {
     ops *o = t->o;
-    float *p[] = {b->x_in, b->xn1, b->xn2, b->x_mid, b->q, b->k, b->v, b->att, b->lse, b->gate, b->up, b->hact};
-    for (size_t i = 0; i < sizeof p / sizeof *p; i++) o->free(o, p[i]);
+    o->free(o, b->x_in);
+#define X(field, floats) o->free(o, b->field);
+    BLOCK_ACTS(X, _)
+#undef X
     for (int k = 0; k < LORA_NMODULES; k++) o->free(o, b->xa[k]), o->free(o, b->xdrop[k]);
+}
+
+// The modules the trainer allocates for: those of layer 0 (every layer targets the same).
+static unsigned trained_modules(const lora_adapter *a) {
+    unsigned m = 0;
+    for (int k = 0; k < LORA_NMODULES; k++)
+        if (a->w[k].A) m |= 1u << k;
+    return m;
 }
 
 int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, int grad_checkpoint) {
@@ -47,10 +67,12 @@ int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, in
     if (!o->attention_train || !o->lora_backward || !o->dropout || !o->adamw)
         return ql_err(QL_EUNSUP, "the %s backend cannot train yet (no backward ops)", o->name);
     if (B < 1 || T < 2) return ql_err(QL_EINVAL, "training batch %d x %d: expected B >= 1 and T >= 2", B, T);
+    if ((int64_t)B * T > INT_MAX)
+        return ql_err(QL_EINVAL, "training batch %d x %d: more than %d tokens", B, T, INT_MAX);
     t->m = m, t->o = o, t->a = a, t->B = B, t->T = T, t->N = B * T, t->checkpoint = grad_checkpoint;
     int L = c->n_layers, rc = QL_OK;
-    size_t N = (size_t)t->N, C = c->dim, F = c->hidden_dim, HD = (size_t)c->n_heads * c->head_dim,
-           KV = (size_t)c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    const train_dims d = train_dims_of(c, B, T, a->rank);
+    size_t N = d.N;
     if ((rc = model_upload(m, o, &t->norms))) return rc;
     int nacts = grad_checkpoint ? 1 : L;
     t->acts = calloc((size_t)nacts, sizeof(block_acts));
@@ -65,23 +87,20 @@ int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, in
         return ql_err(QL_ENOMEM, "out of memory");
     }
     config_rope_inv_freq(c, t->inv_freq);
-    for (int i = 0; i < nacts && !rc; i++) rc = acts_alloc(t, &t->acts[i], !grad_checkpoint);
-    for (int l = 0; l <= L && !rc && grad_checkpoint; l++) t->x_saved[l] = balloc(t, N * C, &rc);
-    size_t wide = F > HD ? F : HD;
-    if (wide < C) wide = C;
-    t->x_final = balloc(t, N * C, &rc), t->xn_final = balloc(t, N * C, &rc);
-    t->logits = balloc(t, N * V, &rc), t->loss_tok = balloc(t, N, &rc);
-    t->dx = balloc(t, N * C, &rc), t->dmid = balloc(t, N * C, &rc), t->dxn = balloc(t, N * C, &rc);
-    t->dh = balloc(t, N * F, &rc), t->dgate = balloc(t, N * F, &rc), t->dup = balloc(t, N * F, &rc);
-    t->datt = balloc(t, N * HD, &rc), t->dq = balloc(t, N * HD, &rc);
-    t->dk = balloc(t, N * KV, &rc), t->dv = balloc(t, N * KV, &rc);
-    t->dxa = balloc(t, N * a->rank, &rc), t->tmp = balloc(t, N * wide, &rc);
+    for (int i = 0; i < nacts && !rc; i++) rc = acts_alloc(t, &t->acts[i], !grad_checkpoint, &d);
+    for (int l = 0; l <= L && !rc && grad_checkpoint; l++) t->x_saved[l] = balloc(t, d.N * d.C, &rc);
+#define X(field, floats, part) t->field = balloc(t, floats, &rc);
+    TRAINER_BUFS(X, d)
+#undef X
     for (int i = 0; i < L * LORA_NMODULES; i++)
         if (a->w[i].A) t->n_params += (int64_t)a->rank * (a->w[i].in + a->w[i].out);
     size_t np = (size_t)t->n_params;
     t->params = balloc(t, np, &rc), t->grads = balloc(t, np, &rc);
     t->adam_m = balloc(t, np, &rc), t->adam_v = balloc(t, np, &rc);
     if (rc) { trainer_free(t); return rc; }
+    // the memory plan of a run (qlora train --plan, and the check before a run) is
+    // what was just allocated, to the byte
+    QL_ASSERT(t->backend_bytes == plan_trainer_bytes(c, B, T, a->rank, trained_modules(a), a->dropout, grad_checkpoint));
     int64_t off = 0;
     for (int i = 0; i < L * LORA_NMODULES; i++) {
         const lora_pair *p = &a->w[i];
@@ -101,9 +120,11 @@ void trainer_free(trainer *t) {
     int L = c->n_layers, nacts = t->checkpoint ? 1 : L;
     for (int i = 0; t->acts && i < nacts; i++) acts_free(t, &t->acts[i]);
     for (int l = 0; t->x_saved && l <= L; l++) o->free(o, t->x_saved[l]);
-    float *p[] = {t->params, t->grads, t->adam_m, t->adam_v, t->x_final, t->xn_final, t->logits, t->loss_tok, t->dx, t->dmid, t->dxn, t->dh, t->dgate,
-                  t->dup, t->datt, t->dq, t->dk, t->dv, t->dxa, t->tmp};
+    float *p[] = {t->params, t->grads, t->adam_m, t->adam_v};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) o->free(o, p[i]);
+#define X(field, floats, part) o->free(o, t->field);
+    TRAINER_BUFS(X, _)
+#undef X
     model_release(t->m, o, &t->norms);
     free(t->acts), free(t->x_saved), free(t->dA), free(t->dB), free(t->w), free(t->inv_freq);
     free(t->pos), free(t->seg_start), free(t->targets);

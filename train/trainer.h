@@ -14,15 +14,62 @@
 #include "../model/lora.h"
 #include "optim.h"
 
-// Activations of one block, (N, ...) in backend memory.
+// ---- the trainer's buffers in backend memory ----
+// Two tables that trainer_init, trainer_free and the memory plan (train/plan.c)
+// all walk, so the plan lists what is allocated: X(field, floats) and
+// X(field, floats, part), with d a train_dims (sizes in elements) and part the
+// plan's line the buffer counts in. Every buffer is fp32.
 typedef struct {
-    float *x_in;           // (N,C) the block's input (the residual stream)
-    float *xn1, *xn2;      // (N,C) rmsnorm outputs
-    float *q, *k, *v;      // (N,H*D), (N,Hkv*D) x2, after RoPE for q and k
-    float *att, *lse;      // (N,H*D), (N,H)
-    float *x_mid;          // (N,C) after the attention residual
-    float *gate, *up;      // (N,F)
-    float *hact;           // (N,F) silu(gate)*up
+    size_t N;                  // tokens of a micro-batch, B*T
+    size_t C, F, H, HD, KV, V; // dim, hidden_dim, heads, H*D, Hkv*D, vocabulary
+    size_t R;                  // LoRA rank
+    size_t WIDE;               // max(C, F, HD): the widest activation row
+} train_dims;
+
+train_dims train_dims_of(const model_config *c, int B, int T, int rank);
+
+// One block's activations, kept for its backward (with --grad-checkpoint, one
+// block's, recomputed from the block's saved input). Beside them in block_acts:
+// x_in (N,C) without checkpointing; per targeted module xa (N,R) and, with
+// dropout, xdrop (N,in).
+#define BLOCK_ACTS(X, d)                                         \
+    X(xn1, (d).N * (d).C)    /* rmsnorm before attention */      \
+    X(xn2, (d).N * (d).C)    /* rmsnorm before the MLP */        \
+    X(q, (d).N * (d).HD)     /* after RoPE */                    \
+    X(k, (d).N * (d).KV)     /* after RoPE */                    \
+    X(v, (d).N * (d).KV)                                         \
+    X(att, (d).N * (d).HD)   /* attention output */              \
+    X(lse, (d).N * (d).H)    /* its log-sum-exp per (n, head) */ \
+    X(x_mid, (d).N * (d).C)  /* after the attention residual */  \
+    X(gate, (d).N * (d).F)                                       \
+    X(up, (d).N * (d).F)                                         \
+    X(hact, (d).N * (d).F)   /* silu(gate) * up */
+
+// The head, the loss and the backward's scratch: one of each per trainer.
+#define TRAINER_BUFS(X, d)                                                       \
+    X(x_final, (d).N * (d).C, "final norm input, output")                      \
+    X(xn_final, (d).N * (d).C, "final norm input, output")                     \
+    X(logits, (d).N * (d).V, "logits (and their gradient)")                    \
+    X(loss_tok, (d).N, "loss per token")                                       \
+    X(dx, (d).N * (d).C, "gradient scratch")  /* d(residual stream) */         \
+    X(dmid, (d).N * (d).C, "gradient scratch")                                 \
+    X(dxn, (d).N * (d).C, "gradient scratch")                                  \
+    X(dh, (d).N * (d).F, "gradient scratch")                                   \
+    X(dgate, (d).N * (d).F, "gradient scratch")                                \
+    X(dup, (d).N * (d).F, "gradient scratch")                                  \
+    X(datt, (d).N * (d).HD, "gradient scratch")                                \
+    X(dq, (d).N * (d).HD, "gradient scratch")                                  \
+    X(dk, (d).N * (d).KV, "gradient scratch")                                  \
+    X(dv, (d).N * (d).KV, "gradient scratch")                                  \
+    X(dxa, (d).N * (d).R, "gradient scratch")  /* LoRA's dxa */                \
+    X(tmp, (d).N * (d).WIDE, "gradient scratch")  /* the dropout's input gradient */
+
+// Activations of one block, (N, ...) in backend memory (BLOCK_ACTS).
+typedef struct {
+    float *x_in;           // (N,C) the block's input (the residual stream); NULL with checkpointing
+#define X(field, floats) float *field;  // the sizes are the table's business, not the struct's
+    BLOCK_ACTS(X, _)
+#undef X
     float *xa[LORA_NMODULES];    // (N,R) x A^T of each targeted module
     float *xdrop[LORA_NMODULES]; // (N,in) the adapter's dropped-out input (dropout > 0 only)
 } block_acts;
@@ -34,10 +81,12 @@ typedef struct {
     int B, T, N;           // rows, tokens per row, N = B*T tokens per micro-batch
     int checkpoint;        // recompute block activations in backward (--grad-checkpoint)
     block_acts *acts;      // [L] (or [1] when checkpointing)
-    float **x_saved;       // [L] block inputs when checkpointing
-    float *x_final, *xn_final, *logits, *loss_tok;  // (N,C) x2, (N,V), (N)
-    // gradients and scratch
-    float *dx, *dmid, *dxn, *dh, *dgate, *dup, *datt, *dq, *dk, *dv, *dxa, *tmp;
+    float **x_saved;       // [L+1] block inputs (the last: the final norm's) when checkpointing
+    // the head, loss and gradient scratch (TRAINER_BUFS): x_final, xn_final, logits,
+    // loss_tok, dx, dmid, dxn, dh, dgate, dup, datt, dq, dk, dv, dxa, tmp
+#define X(field, floats, part) float *field;
+    TRAINER_BUFS(X, _)
+#undef X
     // The adapter's trainable state, each one flat fp32 array in backend memory, in
     // the order module i = l*7+k of every targeted module: A (R,in), then B (out,R).
     int64_t n_params;
@@ -48,6 +97,7 @@ typedef struct {
     float *inv_freq;       // host (D/2)
     int *pos, *seg_start, *targets;  // host (N)
     uint64_t dropout_seed;
+    size_t backend_bytes;  // allocated through o->alloc by trainer_init (the norms are model_upload's)
 } trainer;
 
 int trainer_init(trainer *t, model *m, ops *o, lora_adapter *a, int B, int T, int grad_checkpoint);

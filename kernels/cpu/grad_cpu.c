@@ -119,6 +119,13 @@ static int att_first_key(const int *seg_start, int n0, int n1) {
     return t0;
 }
 
+// The backward's temporaries: delta (N,H), then P and dP (ATT_BLOCK,N) per thread of
+// the team; more than the forward's S (ATT_BLOCK,N) per thread.
+size_t cpu_attention_scratch_bytes(int N, int H, int nth) {
+    const size_t team = N > 1 ? (size_t)nth : 1, rows = (size_t)(N > 0 ? N : 1);
+    return sizeof(float) * ((size_t)N * H + 1) + team * 2 * sizeof(float) * ATT_BLOCK * rows;
+}
+
 void cpu_attention_train(ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                          const int *seg_start, int N, int H, int Hkv, int D) {
     const int group = H / Hkv, nb = (N + ATT_BLOCK - 1) / ATT_BLOCK, ldq = H * D, ldk = Hkv * D;
@@ -238,6 +245,18 @@ void cpu_swiglu_backward(ops *o, float *dgate, float *dup, const float *dout, co
 
 #define BWD_TILE_FLOATS (1 << 22)  // 16 MiB of dequantized W per sgemm
 
+// Rows of W (rows, cols) per dequantized chunk of matmul_backward_input.
+static int64_t bwd_tile_rows(int64_t rows, int64_t cols) {
+    int64_t tr = BWD_TILE_FLOATS / cols;
+    if (tr < 16) tr = 16;
+    return tr > rows ? rows : tr;
+}
+
+size_t cpu_matmul_backward_scratch_bytes(dtype type, int64_t rows, int64_t cols) {
+    if (type == DT_F32 || rows <= 0 || cols <= 0) return 0;  // F32 goes to sgemm as stored
+    return sizeof(float) * (size_t)(bwd_tile_rows(rows, cols) * cols);
+}
+
 void cpu_matmul_backward_input(ops *o, float *dx, const float *dy, const qweight *w, int N, int accumulate) {
     const int64_t rows = w->rows, cols = w->cols;
     QL_ASSERT(N >= 0 && rows >= 0 && cols >= 0);
@@ -268,9 +287,7 @@ void cpu_matmul_backward_input(ops *o, float *dx, const float *dy, const qweight
     }
     // Chunks of rows of W (the reduction dimension), dequantized by all threads into
     // one buffer, then dx[:, column slice] += dy[:, r0:r0+nr] @ chunk[:, slice] per thread.
-    int64_t tr = BWD_TILE_FLOATS / cols;
-    if (tr < 16) tr = 16;
-    if (tr > rows) tr = rows;
+    const int64_t tr = bwd_tile_rows(rows, cols);
     float *buf = mallocCheck(sizeof(float) * (size_t)(tr * cols));
     for (int64_t r0 = 0; r0 < rows; r0 += tr) {
         int64_t nr = rows - r0 < tr ? rows - r0 : tr;

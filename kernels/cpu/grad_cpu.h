@@ -25,6 +25,13 @@ void cpu_lora_forward(ops *o, float *y, float *xa, const float *x, const float *
 void cpu_lora_backward(ops *o, float *dA, float *dB, float *dx, float *dxa, const float *dy, const float *x,
                        const float *xa, const float *A, const float *B, int N, int in, int out, int R, float scaling);
 
+// Bytes of the temporaries these ops take during one call (malloc'd and freed
+// inside it), for the memory plan of a training run (train/plan.c):
+// attention_backward over N tokens and H heads with a team of nth threads (the
+// forward takes less), and matmul_backward_input of a weight (rows, cols) of type.
+size_t cpu_attention_scratch_bytes(int N, int H, int nth);
+size_t cpu_matmul_backward_scratch_bytes(dtype type, int64_t rows, int64_t cols);
+
 // Vectorized helpers (also used by the inference attention in ops_cpu.c); short
 // vectors stay inline, where a call through the run-time dispatch costs more than it saves.
 float vec_dot_simd(const float *a, const float *b, int D);

@@ -365,18 +365,18 @@ static void gemv(const matmul_kernels *k, float *out, const float *x, const qwei
                                // call, so fewer, larger calls win (11008x4096, N=128, one
                                // thread: 186 ms vs 218 ms with 1 MiB and 335 ms with 256 KiB)
 
+// Rows of W per tile of gemm with nth threads.
+static int64_t gemm_tile_rows(dtype type, int64_t rows, int64_t cols, int nth) {
+    const int64_t per_thread = (rows + nth - 1) / nth;
+    if (type == DT_F32) return per_thread;  // no copy: one sgemm per thread on its rows of W
+    int64_t tr = TILE_FLOATS / cols;
+    if (tr < 16) tr = 16;
+    return tr > per_thread ? per_thread : tr;
+}
+
 static void gemm(const matmul_kernels *k, float *out, const float *x, const qweight *w, int N) {
     const int64_t rows = w->rows, cols = w->cols;
-    const int nth = omp_get_max_threads();
-    const int64_t per_thread = (rows + nth - 1) / nth;
-    int64_t tr;  // rows per tile
-    if (w->type == DT_F32) {
-        tr = per_thread;  // no copy: one sgemm per thread on its rows of W
-    } else {
-        tr = TILE_FLOATS / cols;
-        if (tr < 16) tr = 16;
-        if (tr > per_thread) tr = per_thread;
-    }
+    const int64_t tr = gemm_tile_rows(w->type, rows, cols, omp_get_max_threads());  // rows per tile
     const int64_t ntiles = (rows + tr - 1) / tr;
 
     // One thread pool at a time: OpenBLAS runs single-threaded inside ours.
@@ -431,4 +431,22 @@ void matmul_cpu(float *out, const float *x, const qweight *w, int N) {
     const matmul_kernels *k = kernels();
     if (N < MATMUL_GEMM_MIN_N) gemv(k, out, x, w, N);
     else gemm(k, out, x, w, N);
+}
+
+size_t matmul_cpu_scratch_bytes(dtype type, int64_t rows, int64_t cols, int N, int nth) {
+    if (N <= 0 || rows <= 0 || cols <= 0) return 0;
+    const matmul_kernels *k = kernels();
+    if (N >= MATMUL_GEMM_MIN_N) {  // gemm: a tile per thread of the team (one thread for one tile)
+        if (type == DT_F32) return 0;
+        const int64_t tr = gemm_tile_rows(type, rows, cols, nth), ntiles = (rows + tr - 1) / tr;
+        return (ntiles > 1 ? (size_t)nth : 1) * (size_t)tr * (size_t)cols * sizeof(float);
+    }
+    // gemv and gemv_q8, as they choose
+    const size_t x64 = ((size_t)N * cols * sizeof(float) + 63) & ~(size_t)63;
+    if (type == DT_NF4 && cols % NF4_BLOCK == 0 && k->gemv_nf4_q8 && matmul_cpu_int8())
+        return (((size_t)N * cols + 63) & ~(size_t)63) + sizeof(float) * (size_t)N * (size_t)(cols / NF4_BLOCK);
+    const int fused_nf4 = type == DT_NF4 && cols % NF4_BLOCK == 0, general_nf4 = type == DT_NF4 && !fused_nf4;
+    const int par = (int64_t)N * rows * cols >= PAR_MIN_WORK;
+    return (fused_nf4 && k->xgroup ? x64 : 0) +
+           (general_nf4 ? (par ? (size_t)nth : 1) * (size_t)GEMV_CHUNK * (size_t)cols * sizeof(float) : 0);
 }

@@ -57,6 +57,11 @@ void matmul_cpu_int8_set(int on);
 // safe to call from several threads at once.
 void nf4_dequantize_rows(float *out, const qweight *w, int64_t row0, int64_t nrows);
 
+// Bytes of the temporaries matmul_cpu takes during one call (malloc'd and freed
+// inside it) for a weight (rows, cols) of type, N vectors and a team of nth
+// threads, for the memory plan of a training run (train/plan.c).
+size_t matmul_cpu_scratch_bytes(dtype type, int64_t rows, int64_t cols, int N, int nth);
+
 // The SIMD level in use: "generic", "avx2" or "avx512".
 const char *matmul_cpu_simd(void);
 

@@ -34,6 +34,7 @@ extern "C" {
 #include "../../common/err.h"
 #include "../../common/log.h"
 #include "../ops.h"
+#include "cuda_sizes.h"
 }
 
 // ---- check helpers ----
@@ -63,7 +64,7 @@ typedef struct {
     size_t cap;  // bytes
 } cuda_buf;
 
-#define NF4_TABLES_LEN (16 + 256)  // NF4_TABLE then NF4_CODE8, as one device array
+#define NF4_TABLES_LEN CUDA_NF4_TABLES_LEN  // NF4_TABLE then NF4_CODE8, as one device array (cuda_sizes.h)
 
 typedef struct {
     int device;
@@ -77,7 +78,7 @@ typedef struct {
     cuda_buf work;              // per-op device workspace (reductions, ...); not kept across ops
     double *sumsq_acc;          // device double for sumsq, with a pinned host twin below
     double *sumsq_host;         // pinned (cudaMallocHost)
-    size_t tile_budget;         // bytes of one dequantized tile (env QLORA_CUDA_TILE_BYTES, default 64 MiB)
+    size_t tile_budget;         // bytes of one dequantized tile (env QLORA_CUDA_TILE_BYTES, default CUDA_TILE_BUDGET_DEFAULT)
     int sync_debug;             // QLORA_CUDA_SYNC=1
 } cuda_ctx;
 

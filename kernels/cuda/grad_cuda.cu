@@ -30,8 +30,7 @@
 #define RMS_DW_THREADS 256    // columns per block of the dw kernels
 #define RMS_DW_MIN_ROWS 32    // rows per chunk of the dw partial sums (at least)
 #define CE_THREADS 1024       // one block per row of logits (V up to 128256 and more)
-#define SUMSQ_THREADS 256
-#define SUMSQ_MAX_BLOCKS 1024 // fixed by n alone, so the summation order is too
+#define SUMSQ_THREADS CUDA_SUMSQ_THREADS  // and CUDA_SUMSQ_MAX_BLOCKS (cuda_sizes.h)
 
 // ---- rmsnorm backward ----
 
@@ -277,8 +276,7 @@ double cuda_sumsq(ops *o, const float *x, int64_t n) {
     cuda_ctx *c = cuda_ctx_of(o);
     if (n <= 0) return 0.0;
     QL_ASSERT(c->sumsq_acc && c->sumsq_host && "sumsq: the backend init allocates its accumulators");
-    const int64_t want = (n + SUMSQ_THREADS - 1) / SUMSQ_THREADS;
-    const int nb = (int)(want < SUMSQ_MAX_BLOCKS ? want : SUMSQ_MAX_BLOCKS);
+    const int nb = cuda_sumsq_blocks(n);
     double *part = (double *)cuda_buf_reserve_abort(&c->work, sizeof(double) * (size_t)nb, "sumsq partial sums",
                                                     __FILE__, __LINE__);
     sumsq_partial_f64<<<(unsigned)nb, SUMSQ_THREADS, 0, c->stream>>>(part, x, n);

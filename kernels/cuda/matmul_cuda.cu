@@ -299,17 +299,9 @@ static unsigned stride_blocks(const cuda_ctx *c, int64_t n, int threads) {
 }
 
 void cuda_matmul_tile_shape(const cuda_ctx *c, const cuda_weight *w, int64_t *rows_per_tile, size_t *elem_bytes) {
-    *rows_per_tile = 0;
-    *elem_bytes = 0;
-    size_t esz;
-    if (w->type == DT_NF4) esz = 2;                                // fp16 tile
-    else if (w->type == DT_BF16 && c->prop.major < 8) esz = 4;     // fp32 tile: no bf16 tensor cores
-    else return;                                                   // cuBLAS reads the weight itself
-    int64_t tr = (int64_t)(c->tile_budget / ((size_t)w->cols * esz));
-    if (tr >= 64) tr = tr / 64 * 64;  // keeps tile offsets in out aligned for cuBLAS
-    if (tr < 1) tr = 1;
-    if (tr > w->rows) tr = w->rows;
-    *rows_per_tile = tr;
+    // fp16 tile for NF4, fp32 for BF16 without bf16 tensor cores; none: cuBLAS reads the weight itself
+    const size_t esz = cuda_fwd_tile_esz(w->type, c->prop.major);
+    *rows_per_tile = esz ? cuda_tile_rows(c->tile_budget, w->rows, w->cols, esz) : 0;
     *elem_bytes = esz;
 }
 
@@ -425,11 +417,7 @@ void cuda_matmul(ops *o, float *out, const float *x, const qweight *qw, int N) {
 // ---- matmul_backward_input ----
 
 int64_t cuda_matmul_bwd_tile_rows(const cuda_ctx *c, const cuda_weight *w) {
-    int64_t tr = (int64_t)(c->tile_budget / ((size_t)w->cols * sizeof(float)));
-    if (tr >= 64) tr = tr / 64 * 64;
-    if (tr < 1) tr = 1;
-    if (tr > w->rows) tr = w->rows;
-    return tr;
+    return cuda_tile_rows(c->tile_budget, w->rows, w->cols, sizeof(float));
 }
 
 //

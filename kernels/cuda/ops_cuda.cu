@@ -8,8 +8,6 @@ extern "C" {
 #include "ops_cuda.h"
 }
 
-#define ARGS_ALIGN 256  // offsets inside the per-call argument buffer
-
 // ---- errors and scratch ----
 
 void cuda_fatal(const char *file, int line, const char *what, const char *msg) {
@@ -54,13 +52,13 @@ void *cuda_buf_reserve_abort(cuda_buf *b, size_t bytes, const char *what, const 
 // overwriting arguments an earlier kernel still reads.
 void cuda_upload_args(cuda_ctx *c, int n, const void *const *src, const size_t *bytes, void **dst) {
     size_t total = 0;
-    for (int i = 0; i < n; i++) total += (bytes[i] + ARGS_ALIGN - 1) / ARGS_ALIGN * ARGS_ALIGN;
-    char *base = (char *)cuda_buf_reserve_abort(&c->args, total ? total : ARGS_ALIGN, "op arguments", __FILE__, __LINE__);
+    for (int i = 0; i < n; i++) total += cuda_args_piece(bytes[i]);
+    char *base = (char *)cuda_buf_reserve_abort(&c->args, total ? total : CUDA_ARGS_ALIGN, "op arguments", __FILE__, __LINE__);
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         dst[i] = base + off;
         if (bytes[i]) cudaCheckAbort(cudaMemcpyAsync(dst[i], src[i], bytes[i], cudaMemcpyHostToDevice, c->stream));
-        off += (bytes[i] + ARGS_ALIGN - 1) / ARGS_ALIGN * ARGS_ALIGN;
+        off += cuda_args_piece(bytes[i]);
     }
 }
 
@@ -137,10 +135,10 @@ static void cuda_weight_release(ops *o, qweight *w) {
     w->dev = NULL;
 }
 
-// Allocates `bytes` (rounded up to 16, zero-padded) and copies `bytes` from host.
+// Allocates cuda_upload_bytes(bytes) (rounded up to 16, zero-padded) and copies `bytes` from host.
 static int upload_array(cuda_ctx *c, void **dst, const void *src, size_t bytes, const char *what) {
-    size_t padded = (bytes + 15) / 16 * 16;
-    cudaError_t e = cudaMalloc(dst, padded ? padded : 16);
+    const size_t padded = cuda_upload_bytes(bytes);
+    cudaError_t e = cudaMalloc(dst, padded);
     if (e != cudaSuccess) {
         cudaGetLastError();
         *dst = NULL;
@@ -367,7 +365,7 @@ static int cuda_ctx_init(cuda_ctx *c, int device) {
     const char *env = getenv("QLORA_CUDA_SYNC");
     c->sync_debug = env && env[0] && strcmp(env, "0") != 0;
     if (c->sync_debug) log_info("cuda: QLORA_CUDA_SYNC set: synchronizing after every launch");
-    c->tile_budget = (size_t)64 << 20;
+    c->tile_budget = CUDA_TILE_BUDGET_DEFAULT;
     env = getenv("QLORA_CUDA_TILE_BYTES");
     if (env && env[0]) {
         char *end;
@@ -388,7 +386,7 @@ static int cuda_ctx_init(cuda_ctx *c, int device) {
     cudaCheck(cudaMalloc(&c->nf4_tables, sizeof(float) * NF4_TABLES_LEN));
     cudaCheck(cudaMemcpyAsync(c->nf4_tables, NF4_TABLE, sizeof(float) * 16, cudaMemcpyHostToDevice, c->stream));
     cudaCheck(cudaMemcpyAsync(c->nf4_tables + 16, NF4_CODE8, sizeof(float) * 256, cudaMemcpyHostToDevice, c->stream));
-    QL_CHECK(cuda_buf_reserve(&c->args, (size_t)1 << 20, "op arguments"));
+    QL_CHECK(cuda_buf_reserve(&c->args, CUDA_ARGS_INITIAL, "op arguments"));
     cudaCheck(cudaMalloc(&c->sumsq_acc, sizeof(double)));
     cudaCheck(cudaMallocHost(&c->sumsq_host, sizeof(double)));
 
@@ -481,6 +479,13 @@ extern "C" ops *ops_cuda_new(int device) {
     o->adamw = cuda_adamw;
     o->host_memory = 0;
     return o;
+}
+
+extern "C" int ops_cuda_mem_info(ops *o, size_t *free_bytes, size_t *total_bytes) {
+    QL_ASSERT(o && o->name && !strcmp(o->name, "cuda"));
+    cudaCheck(cudaSetDevice(cuda_ctx_of(o)->device));
+    cudaCheck(cudaMemGetInfo(free_bytes, total_bytes));
+    return QL_OK;
 }
 
 extern "C" struct CUstream_st *ops_cuda_stream(ops *o) {
